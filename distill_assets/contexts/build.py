@@ -1,0 +1,191 @@
+"""Task contexts: what a model sees of the repository at the base commit.
+
+Per task: the file tree, candidate files (the files the change touches that
+exist at the base, plus nearby distractors so relevance is a real decision)
+with contents cut to a token budget, and a tree-sitter symbol index.
+Candidate order is a stable shuffle, so position never tells which files the
+gold change touched.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import polars as pl
+
+from distill_assets.config import ContextConfig
+from distill_assets.mining.miner import NOISE_CATEGORIES
+from distill_assets.symbols import SymbolIndex, extract_symbols, language_for_path
+from distill_assets.tasks.external import stable_hash
+from distill_assets.tasks.snapshot import (GitSnapshot, InlineSnapshot, Snapshot, SnapshotError, base_snapshot,
+                                          is_probably_binary)
+
+CANDIDATE = pl.Struct({"path": pl.Utf8, "content": pl.Utf8, "tokens": pl.Int64, "truncated": pl.Boolean})
+SYMBOL = pl.Struct({"path": pl.Utf8, "name": pl.Utf8, "kind": pl.Utf8, "start_line": pl.Int64, "end_line": pl.Int64})
+
+CONTEXT_SCHEMA = {
+    "task_id": pl.Utf8,
+    "status": pl.Utf8,  # ok | no_snapshot | snapshot_error
+    "detail": pl.Utf8,
+    "file_tree": pl.List(pl.Utf8),
+    "n_tree_files": pl.Int64,
+    "candidates": pl.List(CANDIDATE),
+    "context_tokens": pl.Int64,
+    "symbols": pl.List(SYMBOL),
+    "n_symbols": pl.Int64,
+    "n_indexed_files": pl.Int64,
+    "languages": pl.List(pl.Utf8),
+}
+
+
+
+def estimate_tokens(text: str, chars_per_token: float) -> int:
+    return int(math.ceil(len(text) / chars_per_token)) if text else 0
+
+
+def decode(data: bytes) -> str | None:
+    if is_probably_binary(data):
+        return None
+    return data.decode("utf-8", "replace")
+
+
+@dataclass
+class SymbolCache:
+    """Symbols per (path, blob id): a blob unchanged across tasks is parsed once."""
+
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def index(self, snap: Snapshot, paths: list[str], max_bytes: int) -> list[dict[str, Any]]:
+        tree = snap.tree()
+        todo = [p for p in paths if (p, tree[p]) not in self.rows]
+        self.hits += len(paths) - len(todo)
+        self.misses += len(todo)
+        contents = snap.read(todo, max_bytes=max_bytes) if todo else {}
+        for p in todo:
+            text = decode(contents[p]) if p in contents else None
+            syms = extract_symbols(p, text) if text is not None else []
+            self.rows[(p, tree[p])] = [
+                {"path": s.path, "name": s.name, "kind": s.kind, "start_line": s.start_line, "end_line": s.end_line}
+                for s in syms
+            ]
+        out: list[dict[str, Any]] = []
+        for p in paths:
+            out.extend(self.rows[(p, tree[p])])
+        return out
+
+
+def _stem(path: str) -> str:
+    base = posixpath.basename(path)
+    return base.split(".")[0]
+
+
+def pick_distractors(task: Mapping[str, Any], tree: Mapping[str, str], gold: list[str], limit: int,
+                     contents: Mapping[str, str]) -> list[str]:
+    """Unchanged files near the change: same folders first, then files that mention a changed module."""
+    if limit <= 0:
+        return []
+    noise = {c["path"] for c in (task.get("file_changes") or []) if c["category"] in NOISE_CATEGORIES}
+    changed = set(task.get("changed_files") or []) | {c.get("old_path") for c in task.get("file_changes") or [] if c.get("old_path")}
+    dirs = {posixpath.dirname(p) for p in gold}
+    stems = {_stem(p) for p in gold}
+    pool = [p for p in tree if p not in changed and p not in noise and language_for_path(p)]
+    scored = []
+    for p in pool:
+        score = 0
+        if posixpath.dirname(p) in dirs:
+            score += 2
+        text = contents.get(p)
+        if text and any(s and s in text for s in stems):
+            score += 1
+        if score:
+            scored.append((-score, stable_hash(task["task_id"], p), p))
+    scored.sort()
+    return [p for _, _, p in scored[:limit]]
+
+
+def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCache) -> dict[str, Any]:
+    row: dict[str, Any] = {k: None for k in CONTEXT_SCHEMA}
+    row.update(task_id=task["task_id"], file_tree=[], candidates=[], symbols=[], languages=[],
+               n_tree_files=0, context_tokens=0, n_symbols=0, n_indexed_files=0)
+    snap = base_snapshot(task)
+    if snap is None:
+        row.update(status="no_snapshot", detail="no local copy of the repository at base_commit "
+                   "(SWE-bench: set sources.external[].checkouts)")
+        return row
+    try:
+        tree = snap.tree()
+    except SnapshotError as exc:
+        row.update(status="snapshot_error", detail=str(exc))
+        return row
+
+    old_paths = []
+    for c in task.get("file_changes") or []:
+        if c["category"] in NOISE_CATEGORIES:
+            continue
+        p = c.get("old_path") or c["path"]
+        if c["status"] not in ("A", "C") and p in tree:
+            old_paths.append(p)
+    gold = list(dict.fromkeys(old_paths))
+
+    # Symbol index: changed files first, then the rest of the tree, up to the cap.
+    indexable = [p for p in tree if language_for_path(p)]
+    rest = sorted(p for p in indexable if p not in set(gold))
+    to_index = [p for p in gold if language_for_path(p)] + rest
+    to_index = to_index[: cfg.max_indexed_files]
+    symbols = cache.index(snap, to_index, cfg.max_file_bytes)
+
+    near = [p for p in rest if posixpath.dirname(p) in {posixpath.dirname(g) for g in gold}]
+    near_text = {p: (decode(b) or "") for p, b in snap.read(near[:200], max_bytes=cfg.max_file_bytes).items()}
+    # files elsewhere that mention a changed module are found among indexed neighbours only (cheap)
+    distractors = pick_distractors(task, {p: tree[p] for p in near}, gold, cfg.max_distractors, near_text)
+
+    wanted = gold + distractors
+    raw = snap.read(wanted, max_bytes=cfg.max_file_bytes)
+    budget = cfg.token_budget
+    cands = []
+    for p in wanted:
+        text = decode(raw[p]) if p in raw else None
+        if text is None:
+            cands.append({"path": p, "content": None, "tokens": 0, "truncated": True})
+            continue
+        tokens = estimate_tokens(text, cfg.chars_per_token)
+        if tokens <= budget:
+            cands.append({"path": p, "content": text, "tokens": tokens, "truncated": False})
+            budget -= tokens
+        elif budget >= 128:
+            cut = text[: int(budget * cfg.chars_per_token)]
+            cut = cut[: cut.rfind("\n") + 1] or cut
+            t = estimate_tokens(cut, cfg.chars_per_token)
+            cands.append({"path": p, "content": cut, "tokens": t, "truncated": True})
+            budget -= t
+        else:
+            cands.append({"path": p, "content": None, "tokens": 0, "truncated": True})
+    cands.sort(key=lambda c: stable_hash(task["task_id"], "order", c["path"]))
+
+    row.update(
+        status="ok", detail="", file_tree=sorted(tree), n_tree_files=len(tree), candidates=cands,
+        context_tokens=sum(c["tokens"] for c in cands), symbols=symbols, n_symbols=len(symbols),
+        n_indexed_files=len(to_index),
+        languages=sorted({lang for p in to_index if (lang := language_for_path(p))}),
+    )
+    return row
+
+
+def build_contexts(tasks: pl.DataFrame, cfg: ContextConfig, progress=None) -> tuple[pl.DataFrame, SymbolCache]:
+    cache = SymbolCache()
+    rows = []
+    for i, task in enumerate(tasks.iter_rows(named=True)):
+        rows.append(build_context(task, cfg, cache))
+        if progress:
+            progress(i + 1, tasks.height)
+    df = pl.DataFrame(rows, schema=CONTEXT_SCHEMA) if rows else pl.DataFrame(schema=CONTEXT_SCHEMA)
+    return df, cache
+
+
+def symbol_index_for(context_row: Mapping[str, Any]) -> SymbolIndex:
+    return SymbolIndex.from_rows(context_row["symbols"] or [])

@@ -1,0 +1,22 @@
+"""Resources shared by every phase: the typed config and the table IO manager."""
+
+import dagster as dg
+
+from distill_assets.config import DistillConfig, load_config
+from distill_assets.defs.io import PolarsIOManager
+
+
+class DistillConfigResource(dg.ConfigurableResource):
+    """distill.yaml, validated. ``config_path`` empty: $DISTILL_CONFIG or data/distill.yaml."""
+
+    config_path: str | None = None
+
+    def load(self) -> DistillConfig:
+        return load_config(self.config_path)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={"distill": DistillConfigResource(), "io_manager": PolarsIOManager()}
+    )

@@ -1,0 +1,220 @@
+"""One table of change tasks from mined commits and external datasets, with a
+train/val/test split that never leaks a repository's future into its past."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, Iterable
+
+import polars as pl
+
+from distill_assets.config import MiningConfig, SplitConfig
+from distill_assets.mining.miner import NOISE_CATEGORIES, FileClassifier, MiningResult
+from distill_assets.tasks.external import EXTERNAL_SCHEMA, INLINE_FILE, stable_hash
+
+FILE_CHANGE = pl.Struct({
+    "path": pl.Utf8, "old_path": pl.Utf8, "status": pl.Utf8, "additions": pl.Int64,
+    "deletions": pl.Int64, "binary": pl.Boolean, "category": pl.Utf8,
+})
+
+MINED_SCHEMA = {
+    "repo": pl.Utf8, "repo_path": pl.Utf8, "sha": pl.Utf8, "parent": pl.Utf8, "parents": pl.List(pl.Utf8),
+    "author": pl.Utf8, "author_email": pl.Utf8, "authored_at": pl.Datetime("us", "UTC"),
+    "committed_at": pl.Datetime("us", "UTC"), "subject": pl.Utf8, "message": pl.Utf8,
+    "files": pl.List(FILE_CHANGE), "kept": pl.Boolean, "drop_reason": pl.Utf8,
+    "meaningful_files": pl.Int64, "changed_lines": pl.Int64, "test_files": pl.Int64,
+}
+
+CHANGE_TASK_SCHEMA = {
+    "task_id": pl.Utf8, "source": pl.Utf8, "repo": pl.Utf8, "repo_path": pl.Utf8,
+    "base_commit": pl.Utf8, "after_commit": pl.Utf8, "created_at": pl.Datetime("us", "UTC"),
+    "description": pl.Utf8, "gold_patch": pl.Utf8, "test_patch": pl.Utf8,
+    "file_changes": pl.List(FILE_CHANGE), "changed_files": pl.List(pl.Utf8), "plan_files": pl.List(pl.Utf8),
+    "test_files": pl.List(pl.Utf8), "has_tests": pl.Boolean, "fail_to_pass": pl.List(pl.Utf8),
+    "pass_to_pass": pl.List(pl.Utf8), "inline_files": pl.List(INLINE_FILE), "split": pl.Utf8,
+}
+
+SPLITS = ("train", "val", "test")
+
+
+def mined_table(result: MiningResult) -> pl.DataFrame:
+    rows = []
+    for c in result.commits:
+        r = c.row()
+        r["repo"], r["repo_path"] = result.repo, result.repo_path
+        rows.append({k: r[k] for k in MINED_SCHEMA})
+    return pl.DataFrame(rows, schema=MINED_SCHEMA) if rows else pl.DataFrame(schema=MINED_SCHEMA)
+
+
+def fetch_patches(repo_path: str, shas: list[str]) -> dict[str, str]:
+    """Full git patches (renames detected, binary included) of many commits in one git call."""
+    if not shas:
+        return {}
+    proc = subprocess.run(
+        ["git", "-C", repo_path, "log", "--no-walk=unsorted", "--stdin", "-p", "-M", "--binary",
+         "--full-index", "--no-color", "--no-ext-diff", "--format=%x1e%H"],
+        input="\n".join(shas).encode() + b"\n", capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"git log -p failed in {repo_path}: {proc.stderr.decode(errors='replace')}")
+    patches: dict[str, str] = {}
+    for rec in proc.stdout.decode("utf-8", "surrogateescape").split("\x1e"):
+        if not rec.strip():
+            continue
+        sha, _, patch = rec.partition("\n")
+        patches[sha.strip()] = patch.lstrip("\n")
+    return patches
+
+
+def _split_by_time(rows: list[dict[str, Any]], cfg: SplitConfig) -> None:
+    """Within one repo: oldest tasks train, then val, newest test. Equal timestamps never straddle."""
+    rows.sort(key=lambda r: (r["created_at"], r["task_id"]))
+    n = len(rows)
+    n_test = int(round(n * cfg.test_fraction)) if n >= 3 else 0
+    n_val = int(round(n * cfg.val_fraction)) if n >= 3 else 0
+    labels = ["train"] * (n - n_test - n_val) + ["val"] * n_val + ["test"] * n_test
+    # Move boundary ties to the earlier split so no train task shares a time with a later split.
+    for i in range(1, n):
+        if rows[i]["created_at"] == rows[i - 1]["created_at"] and SPLITS.index(labels[i]) > SPLITS.index(labels[i - 1]):
+            labels[i] = labels[i - 1]
+    for r, lab in zip(rows, labels):
+        r["split"] = lab
+
+
+def _split_by_hash(rows: list[dict[str, Any]], repo: str, cfg: SplitConfig) -> None:
+    """No timestamps: the whole repository goes to one split (by a stable hash), so nothing leaks."""
+    u = int(stable_hash("split", repo)[:8], 16) / 0xFFFFFFFF
+    lab = "test" if u < cfg.test_fraction else "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
+    for r in rows:
+        r["split"] = lab
+
+
+def assign_splits(rows: list[dict[str, Any]], cfg: SplitConfig) -> None:
+    by_repo: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_repo[(r["source"], r["repo"])].append(r)
+    for (_source, repo), group in by_repo.items():
+        timed = [r for r in group if r["created_at"] is not None]
+        untimed = [r for r in group if r["created_at"] is None]
+        if timed:
+            _split_by_time(timed, cfg)
+        if untimed:
+            _split_by_hash(untimed, repo, cfg)
+
+
+def split_leaks(df: pl.DataFrame) -> list[str]:
+    """Every (source, repo) whose train tasks are newer than any of its val/test tasks."""
+    problems = []
+    timed = df.filter(pl.col("created_at").is_not_null())
+    for (source, repo), g in timed.group_by(["source", "repo"], maintain_order=True):
+        order = {s: i for i, s in enumerate(SPLITS)}
+        latest_by = {s: g.filter(pl.col("split") == s)["created_at"].max() for s in SPLITS}
+        earliest_by = {s: g.filter(pl.col("split") == s)["created_at"].min() for s in SPLITS}
+        for a in SPLITS:
+            for b in SPLITS:
+                if order[a] < order[b] and latest_by[a] is not None and earliest_by[b] is not None:
+                    if latest_by[a] > earliest_by[b]:
+                        problems.append(f"{source}:{repo}: a {a} task ({latest_by[a]}) is newer than a {b} task ({earliest_by[b]})")
+    return problems
+
+
+def _changes_from_patch(patch: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            parts = line.split()
+            a = parts[2][2:] if len(parts) > 2 else ""
+            b = parts[3][2:] if len(parts) > 3 else a
+            cur = {"path": b, "old_path": None, "status": "M", "additions": 0, "deletions": 0, "binary": False}
+            out.append(cur)
+        elif cur is None:
+            continue
+        elif line.startswith("new file mode"):
+            cur["status"] = "A"
+        elif line.startswith("deleted file mode"):
+            cur["status"] = "D"
+        elif line.startswith("rename from "):
+            cur["status"], cur["old_path"] = "R", line[len("rename from "):]
+        elif line.startswith("Binary files") or line.startswith("GIT binary patch"):
+            cur["binary"], cur["additions"], cur["deletions"] = True, None, None
+        elif line.startswith("+") and not line.startswith("+++") and cur["additions"] is not None:
+            cur["additions"] += 1
+        elif line.startswith("-") and not line.startswith("---") and cur["deletions"] is not None:
+            cur["deletions"] += 1
+    return out
+
+
+def _finish(row: dict[str, Any], changes: list[dict[str, Any]], classifier: FileClassifier) -> dict[str, Any]:
+    for ch in changes:
+        ch["category"] = classifier.category(ch["path"], bool(ch["binary"]))
+    row["file_changes"] = changes
+    row["changed_files"] = [c["path"] for c in changes]
+    row["plan_files"] = [c["path"] for c in changes if c["category"] not in NOISE_CATEGORIES]
+    row["test_files"] = [c["path"] for c in changes if c["category"] == "test"]
+    row["has_tests"] = bool(row["test_files"]) or bool(row.get("fail_to_pass"))
+    return row
+
+
+def tasks_from_mined(mined: pl.DataFrame) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    kept = mined.filter(pl.col("kept"))
+    for (repo, repo_path), g in kept.group_by(["repo", "repo_path"], maintain_order=True):
+        patches = fetch_patches(repo_path, g["sha"].to_list())
+        for c in g.iter_rows(named=True):
+            files = [dict(f) for f in c["files"]]
+            row = {
+                "task_id": f"git:{repo}:{c['sha'][:12]}", "source": "git", "repo": repo, "repo_path": repo_path,
+                "base_commit": c["parent"], "after_commit": c["sha"], "created_at": c["committed_at"],
+                "description": c["message"], "gold_patch": patches.get(c["sha"], ""), "test_patch": "",
+                "fail_to_pass": [], "pass_to_pass": [], "inline_files": [],
+            }
+            row["file_changes"] = files
+            row["changed_files"] = [f["path"] for f in files]
+            row["plan_files"] = [f["path"] for f in files if f["category"] not in NOISE_CATEGORIES]
+            row["test_files"] = [f["path"] for f in files if f["category"] == "test"]
+            row["has_tests"] = bool(row["test_files"])
+            rows.append(row)
+    return rows
+
+
+def tasks_from_external(external: pl.DataFrame, mining: MiningConfig) -> list[dict[str, Any]]:
+    classifier = FileClassifier(mining)
+    rows: list[dict[str, Any]] = []
+    for r in external.iter_rows(named=True):
+        row = {k: r.get(k) for k in EXTERNAL_SCHEMA if k in CHANGE_TASK_SCHEMA}
+        if r["source"] == "commitpackft":
+            changes = []
+            for f in r["inline_files"] or []:
+                status = "A" if not f["old_contents"] else "D" if not f["new_contents"] else "R" if f["old_path"] else "M"
+                old_lines, new_lines = (f["old_contents"] or "").splitlines(), (f["new_contents"] or "").splitlines()
+                import difflib
+
+                sm = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
+                adds = sum(j2 - j1 for tag, i1, i2, j1, j2 in sm.get_opcodes() if tag in ("insert", "replace"))
+                dels = sum(i2 - i1 for tag, i1, i2, j1, j2 in sm.get_opcodes() if tag in ("delete", "replace"))
+                changes.append({"path": f["path"], "old_path": f["old_path"], "status": status,
+                                "additions": adds, "deletions": dels, "binary": False})
+        else:
+            changes = _changes_from_patch(r["gold_patch"] or "") + _changes_from_patch(r["test_patch"] or "")
+        rows.append(_finish(row, changes, classifier))
+    return rows
+
+
+def build_change_tasks(mined: Iterable[pl.DataFrame], external: pl.DataFrame | None, mining: MiningConfig,
+                       split: SplitConfig) -> pl.DataFrame:
+    rows: list[dict[str, Any]] = []
+    for m in mined:
+        if m.height:
+            rows.extend(tasks_from_mined(m))
+    if external is not None and external.height:
+        rows.extend(tasks_from_external(external, mining))
+    assign_splits(rows, split)
+    if not rows:
+        return pl.DataFrame(schema=CHANGE_TASK_SCHEMA)
+    df = pl.DataFrame([{k: r.get(k) for k in CHANGE_TASK_SCHEMA} for r in rows], schema=CHANGE_TASK_SCHEMA)
+    return df.sort(["source", "repo", "created_at", "task_id"], nulls_last=True)
+
+

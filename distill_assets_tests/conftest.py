@@ -1,0 +1,86 @@
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill_assets_tests.gitrepo import GitRepo
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def git_repo(tmp_path) -> GitRepo:
+    return GitRepo(tmp_path / "repo")
+
+
+@pytest.fixture
+def shop_repo(tmp_path) -> GitRepo:
+    """A small Python+JS repository whose history covers every mining case."""
+    r = GitRepo(tmp_path / "shop")
+    r.commit("initial import", {
+        "shop/__init__.py": "",
+        "shop/pricing.py": "TAX = 0.2\n\n\ndef net(price):\n    return price\n\n\ndef gross(price):\n    return net(price) * (1 + TAX)\n",
+        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self):\n        self.items = []\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p) for p in self.items)\n",
+        "tests/test_cart.py": "import unittest\n\nfrom shop.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        c = Cart()\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 12.0)\n",
+        "web/format.js": "function formatPrice(p) {\n  return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
+        "README.md": "# shop\n",
+    })
+    # 1 good: signature change propagates pricing -> cart, with a test
+    r.commit("Add discount to gross()\n\nCart totals can now apply a discount.", {
+        "shop/pricing.py": "TAX = 0.2\n\n\ndef net(price, discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return net(price, discount) * (1 + TAX)\n",
+        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n",
+        "tests/test_cart.py": "import unittest\n\nfrom shop.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        c = Cart()\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 12.0)\n\n    def test_discount(self):\n        c = Cart(discount=0.5)\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 6.0)\n",
+    })
+    # formatting-only across two files
+    r.commit("Reformat", {
+        "shop/pricing.py": "TAX = 0.2\n\n\n\ndef net(price,  discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return  net(price, discount) * (1 + TAX)\n",
+        "web/format.js": "function formatPrice(p)  {\n    return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
+    })
+    # lockfile + vendored only
+    r.commit("Bump deps", {"web/package-lock.json": '{"lockfileVersion": 3}\n', "vendor/lib.js": "var x = 1;\n"})
+    # binary only (+ lockfile)
+    r.commit("Add logo", {"web/logo.png": bytes(range(256)) * 4, "yarn.lock": "# yarn\n"})
+    # single file
+    r.commit("Tweak readme", {"README.md": "# shop\n\nA shop.\n"})
+    # rename + caller update + test (good, 3 files)
+    r.commit("Rename format.js to money.js and add currency", {
+        "web/money.js": "function formatPrice(p)  {\n    return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
+        "web/view.js": "const { formatPrice } = require('./money');\n\nfunction render(total) {\n  return 'Total: EUR ' + formatPrice(total);\n}\n\nmodule.exports = { render };\n",
+        "web/test/view.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\nconst { render } = require('../view');\n\ntest('render', () => {\n  assert.strictEqual(render(2), 'Total: EUR 2.00');\n});\n",
+    }, renames={"web/format.js": "web/money.js"})
+    # merge commit (the branch commit itself is good)
+    r.branch("feature")
+    r.commit("Add Cart.clear and use it in checkout", {
+        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n\n    def clear(self):\n        self.items = []\n",
+        "shop/checkout.py": "from shop.cart import Cart\n\n\ndef checkout(cart):\n    total = cart.total()\n    cart.clear()\n    return total\n",
+    })
+    r.checkout("main")
+    r.commit("Document checkout", {"README.md": "# shop\n\nA shop with checkout.\n", "docs/usage.md": "Use checkout().\n"})
+    r.merge("feature", "Merge branch 'feature'")
+    # huge commit: many files
+    r.commit("Generate fixtures", {f"shop/fixtures/f{i}.py": f"X{i} = {i}\n" for i in range(60)})
+    # delete a module + remove its use (good)
+    r.commit("Remove checkout module; Cart.checkout replaces it", {
+        "shop/checkout.py": None,
+        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n\n    def clear(self):\n        self.items = []\n\n    def checkout(self):\n        total = self.total()\n        self.clear()\n        return total\n",
+    })
+    return r
+
+
+def write_config(tmp_path: Path, repos: list[dict], external: list[dict] | None = None, **extra) -> Path:
+    data = yaml.safe_load((PROJECT / "data" / "distill.yaml").read_text())
+    data["sources"] = {"repos": repos, "external": external or []}
+    data.update(extra)
+    p = tmp_path / "distill.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home

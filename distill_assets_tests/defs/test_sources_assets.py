@@ -1,0 +1,131 @@
+"""The sources assets materialized for real through a Dagster instance on a real git repository."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from distill_assets.config import load_config
+from distill_assets.defs.partitions import (REPO_PARTITIONS_NAME, stage_teacher_partitions, stage_teacher_skip,
+                                            valid_stage_teacher_keys)
+from distill_assets.defs.sources.checks import reference_plans_valid
+from distill_assets.defs.sources.sensors import source_repos_sync
+from distill_assets.orchestrate import materialize_all
+from distill_assets_tests.conftest import PROJECT, write_config
+
+
+def latest_meta(instance, key: str, partition: str | None = None) -> dict:
+    rec = instance.get_latest_materialization_event(dg.AssetKey(key)) if partition is None else None
+    if partition is not None:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1)
+        rec = result.records[0].event_log_entry if result.records else None
+    assert rec is not None, f"{key} was not materialized"
+    return {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+
+
+def table(home: Path, key: str, partition: str | None = None) -> pl.DataFrame:
+    base = home / "storage" / "tables" / key
+    return pl.read_parquet(base / f"{partition}.parquet" if partition else base.with_suffix(".parquet"))
+
+
+def test_materialize_all_sources_on_a_real_repository(shop_repo, tmp_path, dagster_home, monkeypatch):
+    cfg_path = write_config(tmp_path, [{"name": "shop", "path": str(shop_repo.path)}],
+                            external=[{"kind": "commitpackft", "path": str(PROJECT / "data/samples/commitpackft_sample.jsonl")}])
+    monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
+    with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
+        logs: list[str] = []
+        summary = materialize_all(load_config(), instance=instance, log=logs.append)
+        assert all(s.failed == 0 for s in summary), logs
+        assert instance.get_dynamic_partitions(REPO_PARTITIONS_NAME) == ["shop"]
+
+        mined = latest_meta(instance, "mined_commits", "shop")
+        assert mined["commits"] == 12 and mined["kept"] == 5
+        assert mined["dropped_merge"] == 1 and mined["dropped_formatting_only"] == 1
+        assert "only_noise_files" in mined["drop_reasons"]
+
+        tasks_meta = latest_meta(instance, "change_tasks")
+        assert tasks_meta["dagster/row_count"] == 8 and tasks_meta["source_git"] == 5
+        ctx_meta = latest_meta(instance, "task_contexts")
+        assert ctx_meta["status_ok"] == 8 and ctx_meta["context_tokens_p50"] > 0
+        ref_meta = latest_meta(instance, "reference_plans")
+        assert ref_meta["valid_rate"] == 1.0 and ref_meta["status_ok"] == 8
+        assert ref_meta["example_plan"]["execution_order"]
+
+        evals = {}
+        for check in ("reference_plans_valid", "change_tasks_split_is_temporal"):
+            key = dg.AssetCheckKey(dg.AssetKey(check.split("_")[0] + "_" + check.split("_")[1]), check)
+            recs = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+            assert recs and recs[0].status.value == "SUCCEEDED", check
+            evals[check] = recs[0]
+
+        home = Path(instance.root_directory) if hasattr(instance, "root_directory") else dagster_home
+        plans = table(dagster_home, "reference_plans")
+        assert plans.filter(pl.col("status") == "ok")["valid"].all()
+        contexts = table(dagster_home, "task_contexts")
+        assert set(contexts["task_id"]) == set(plans["task_id"])
+
+
+def test_a_bad_repository_fails_with_one_clear_message_and_writes_nothing(tmp_path, dagster_home, monkeypatch):
+    (tmp_path / "plain").mkdir()
+    cfg_path = write_config(tmp_path, [{"name": "plain", "path": str(tmp_path / "plain")}])
+    monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
+    with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
+        logs: list[str] = []
+        summary = materialize_all(load_config(), instance=instance, log=logs.append)
+        assert {s.asset: s.failed for s in summary}["mined_commits"] == 1
+        assert any("not a git repository" in line for line in logs), logs
+        assert any("skip change_tasks" in line for line in logs), logs
+        assert not (dagster_home / "storage" / "tables" / "mined_commits" / "plain.parquet").exists()
+        assert not list((dagster_home / "storage").rglob("*.tmp"))
+
+
+def test_the_blocking_check_names_each_violation():
+    ctx = pl.DataFrame([{"task_id": "t1", "file_tree": ["a.py", "b.py"],
+                         "symbols": [{"path": "a.py", "name": "f", "kind": "function", "start_line": 1, "end_line": 2}]}])
+    plan = {"task_summary": "x", "rationale": "", "execution_order": ["b.py", "a.py"], "affected_files": [
+        {"path": "a.py", "role": "primary", "changes": [{"symbol": "g", "action": "modify", "description": "",
+                                                          "depends_on": [], "depended_by": ["b.py:<module>"]}]},
+        {"path": "b.py", "role": "supporting", "changes": [{"symbol": "<module>", "action": "modify", "description": "",
+                                                             "depends_on": ["a.py:g"], "depended_by": []}]}]}
+    plans = pl.DataFrame([{"task_id": "t1", "status": "ok", "plan_json": json.dumps(plan)}])
+    result = reference_plans_valid(reference_plans=plans, task_contexts=ctx)
+    assert not result.passed
+    assert result.metadata["violation_unknown_symbol"].value == 1
+    assert result.metadata["violation_order_violates_edge"].value == 1
+    plan["execution_order"] = ["a.py", "b.py"]
+    plan["affected_files"][0]["changes"][0]["symbol"] = "f"
+    plan["affected_files"][1]["changes"][0]["depends_on"] = ["a.py:f"]
+    plan["affected_files"][0]["changes"][0]["depended_by"] = ["b.py:<module>"]
+    ok = reference_plans_valid(reference_plans=pl.DataFrame([{"task_id": "t1", "status": "ok", "plan_json": json.dumps(plan)}]),
+                               task_contexts=ctx)
+    assert ok.passed, ok.metadata
+
+
+def test_sensor_adds_a_partition_per_configured_repository(tmp_path, monkeypatch, shop_repo):
+    cfg_path = write_config(tmp_path, [{"name": "shop", "path": str(shop_repo.path)},
+                                       {"name": "other", "url": "https://example.invalid/x.git"}])
+    monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
+    with dg.instance_for_test() as instance:
+        result = source_repos_sync(dg.build_sensor_context(instance=instance))
+        assert sorted(r.partition_key for r in result.run_requests) == ["other", "shop"]
+        assert result.dynamic_partitions_requests[0].partition_keys == ["shop", "other"]
+        instance.add_dynamic_partitions(REPO_PARTITIONS_NAME, ["shop", "other"])
+        again = source_repos_sync(dg.build_sensor_context(instance=instance))
+        assert isinstance(again, dg.SkipReason)
+
+
+def test_stage_teacher_partitions_skip_invalid_pairs_with_a_reason(monkeypatch):
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    cfg = load_config()
+    keys = stage_teacher_partitions.get_partition_keys()
+    assert len(keys) == 5 * len(cfg.teachers)
+    assert set(valid_stage_teacher_keys(cfg)) == {f"{s}|local" for s in
+                                                  ("task_analysis", "relevance", "symbol_selection", "plan_generation", "code_generation")}
+    assert "not assigned" in stage_teacher_skip(cfg, "task_analysis|deepseek-v3.2")
+    assert "DEEPSEEK_API_KEY" in stage_teacher_skip(cfg, "plan_generation|deepseek-v3.2")
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "k")
+    assert stage_teacher_skip(cfg, dg.MultiPartitionKey({"stage": "plan_generation", "teacher": "deepseek-v3.2"})) is None

@@ -75,7 +75,7 @@ def demo(
 
     console.print(f"DAGSTER_HOME={home}")
     started = time.time()
-    results = materialize_all(cfg, select=select, log=console.print)
+    results = materialize_all(cfg, select=select, log=lambda m: console.print(m, markup=False, highlight=False))
     t = Table("asset", "partitions", "ok", "failed", "seconds")
     failed = 0
     for r in results:

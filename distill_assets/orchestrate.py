@@ -46,7 +46,7 @@ def _partition_keys(pdef, cfg: DistillConfig, instance: dg.DagsterInstance, log)
 
 
 def materialize_all(cfg: DistillConfig, *, select: str = "*", instance: dg.DagsterInstance | None = None,
-                    log: Callable[[str], None] = print) -> list[AssetRunSummary]:
+                    log: Callable[[str], None] = print, log_level: str = "WARNING") -> list[AssetRunSummary]:
     from distill_assets.definitions import defs as lazy_defs
     from distill_assets.defs.partitions import REPO_PARTITIONS_NAME
 
@@ -90,8 +90,11 @@ def materialize_all(cfg: DistillConfig, *, select: str = "*", instance: dg.Dagst
         pkeys = _partition_keys(pdef, cfg, instance, log)
         for pk in pkeys:
             log(f"materialize {names}" + (f" [{pk}]" if pk else ""))
-            result = job.execute_in_process(instance=instance, asset_selection=runnable, partition_key=pk,
-                                            raise_on_error=False, tags={"distill/launched_by": "distill demo"})
+            result = job.execute_in_process(
+                instance=instance, asset_selection=runnable, partition_key=pk, raise_on_error=False,
+                tags={"distill/launched_by": "distill demo"},
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            )
             if result.success:
                 ok += 1
             else:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from distill_assets.config import DistillConfig, load_config
+from distill_assets.config import ConfigError, DistillConfig, load_config
 from distill_assets.defs.io import PolarsIOManager
 
 
@@ -12,7 +12,10 @@ class DistillConfigResource(dg.ConfigurableResource):
     config_path: str | None = None
 
     def load(self) -> DistillConfig:
-        return load_config(self.config_path)
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:  # a user mistake: one clear message, no retry, no traceback hunt
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 @dg.definitions

@@ -79,3 +79,14 @@ def test_external_tasks_join_the_table():
     assert swe["has_tests"] and swe["test_files"] == ["tests/test_ops.py"]
     statuses = {c["path"]: c["status"] for c in tasks.filter(pl.col("task_id") == "swebench:example-org__calclib-117").row(0, named=True)["file_changes"]}
     assert statuses["tests/test_stats.py"] == "A"
+
+
+def test_a_repository_without_tests_still_gives_tasks(git_repo, tmp_path):
+    git_repo.commit("init", {"a.py": "def f():\n    return 1\n", "b.py": "from a import f\n\n\ndef g():\n    return f()\n"})
+    git_repo.commit("Return 2 everywhere", {"a.py": "def f():\n    return 2\n", "b.py": "from a import f\n\n\ndef g():\n    return f() * 1\n"})
+    source = RepoSource(name="plain", path=git_repo.path)
+    mined = mined_table(mine_repository(open_repository(source, tmp_path), source, MiningConfig()))
+    tasks = build_change_tasks([mined], None, MiningConfig(), SplitConfig())
+    assert tasks.height == 1
+    row = tasks.row(0, named=True)
+    assert not row["has_tests"] and row["test_files"] == [] and row["split"] == "train"

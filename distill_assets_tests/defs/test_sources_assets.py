@@ -129,3 +129,58 @@ def test_stage_teacher_partitions_skip_invalid_pairs_with_a_reason(monkeypatch):
     assert "DEEPSEEK_API_KEY" in stage_teacher_skip(cfg, "plan_generation|deepseek-v3.2")
     monkeypatch.setenv("DEEPSEEK_API_KEY", "k")
     assert stage_teacher_skip(cfg, dg.MultiPartitionKey({"stage": "plan_generation", "teacher": "deepseek-v3.2"})) is None
+
+
+def _sources_defs():
+    from distill_assets.definitions import defs
+
+    return defs()
+
+
+def test_mined_commits_through_dagster_materialize(shop_repo, tmp_path, monkeypatch, dagster_home):
+    from distill_assets.defs.io import PolarsIOManager
+    from distill_assets.defs.resources import DistillConfigResource
+    from distill_assets.defs.sources.assets import mined_commits
+
+    cfg_path = write_config(tmp_path, [{"name": "shop", "path": str(shop_repo.path)}])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(REPO_PARTITIONS_NAME, ["shop"])
+        result = dg.materialize(
+            [mined_commits], partition_key="shop", instance=instance,
+            resources={"distill": DistillConfigResource(config_path=str(cfg_path)),
+                       "io_manager": PolarsIOManager(base_dir=str(tmp_path / "tables"))},
+        )
+        assert result.success
+        df = result.output_for_node("mined_commits")
+        assert df.height == 12 and df["kept"].sum() == 5
+        meta = result.asset_materializations_for_node("mined_commits")[0].metadata
+        assert meta["kept"].value == 5 and meta["dropped_too_many_files"].value == 1
+        assert (tmp_path / "tables" / "mined_commits" / "shop.parquet").exists()
+
+
+@pytest.mark.parametrize("case", ["empty_repo", "bad_config"])
+def test_user_mistakes_fail_the_asset_with_one_message(case, tmp_path):
+    import git as gitpython
+
+    from distill_assets.defs.io import PolarsIOManager
+    from distill_assets.defs.resources import DistillConfigResource
+    from distill_assets.defs.sources.assets import mined_commits
+
+    gitpython.Repo.init(tmp_path / "empty")
+    cfg_path = write_config(tmp_path, [{"name": "empty", "path": str(tmp_path / "empty")}])
+    if case == "bad_config":
+        cfg_path.write_text(cfg_path.read_text().replace("min_files: 2", "min_files: two"))
+        expect = "mining.min_files: Input should be a valid integer"
+    else:
+        expect = "repository 'empty': the repository has no commits"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(REPO_PARTITIONS_NAME, ["empty"])
+        result = dg.materialize(
+            [mined_commits], partition_key="empty", instance=instance, raise_on_error=False,
+            resources={"distill": DistillConfigResource(config_path=str(cfg_path)),
+                       "io_manager": PolarsIOManager(base_dir=str(tmp_path / "tables"))},
+        )
+        assert not result.success
+        failure = [e for e in result.all_events if e.is_step_failure][0]
+        assert expect in failure.step_failure_data.error.message
+        assert not (tmp_path / "tables").exists()

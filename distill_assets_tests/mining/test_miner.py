@@ -92,7 +92,7 @@ def test_url_sources_are_cloned_and_updated(shop_repo, tmp_path):
     assert len(again.commits) == len(first.commits) + 1
 
 
-@pytest.mark.parametrize("case", ["missing", "not_git", "empty", "bad_branch", "bad_url"])
+@pytest.mark.parametrize("case", ["missing", "not_git", "empty", "bad_branch", "bad_url", "unreachable"])
 def test_bad_repositories_give_one_clear_message(case, tmp_path, shop_repo):
     kwargs = {"name": "x"}
     if case == "missing":
@@ -109,9 +109,12 @@ def test_bad_repositories_give_one_clear_message(case, tmp_path, shop_repo):
     elif case == "bad_branch":
         kwargs.update(path=shop_repo.path, branch="nope")
         expect = "branch or ref 'nope' not found"
-    else:
+    elif case == "bad_url":
         kwargs["url"] = str(tmp_path / "missing.bundle")
         expect = "could not clone"
+    else:
+        kwargs["url"] = "http://127.0.0.1:9/nope.git"  # nothing listens on the discard port
+        expect = "could not clone http://127.0.0.1:9/nope.git"
     source = RepoSource(**kwargs)
     with pytest.raises(MiningError, match=expect):
         repo = open_repository(source, tmp_path / "cache")

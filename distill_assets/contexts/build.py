@@ -85,23 +85,19 @@ def _stem(path: str) -> str:
 
 
 def pick_distractors(task: Mapping[str, Any], tree: Mapping[str, str], gold: list[str], limit: int,
-                     contents: Mapping[str, str]) -> list[str]:
-    """Unchanged files near the change: same folders first, then files that mention a changed module."""
+                     mentioning: set[str]) -> list[str]:
+    """Unchanged source files near the change: same folder (2 points), mentions a changed module (1 point);
+    ties broken by a stable per-task hash."""
     if limit <= 0:
         return []
     noise = {c["path"] for c in (task.get("file_changes") or []) if c["category"] in NOISE_CATEGORIES}
     changed = set(task.get("changed_files") or []) | {c.get("old_path") for c in task.get("file_changes") or [] if c.get("old_path")}
     dirs = {posixpath.dirname(p) for p in gold}
-    stems = {_stem(p) for p in gold}
-    pool = [p for p in tree if p not in changed and p not in noise and language_for_path(p)]
     scored = []
-    for p in pool:
-        score = 0
-        if posixpath.dirname(p) in dirs:
-            score += 2
-        text = contents.get(p)
-        if text and any(s and s in text for s in stems):
-            score += 1
+    for p in tree:
+        if p in changed or p in noise or not language_for_path(p):
+            continue
+        score = (2 if posixpath.dirname(p) in dirs else 0) + (1 if p in mentioning else 0)
         if score:
             scored.append((-score, stable_hash(task["task_id"], p), p))
     scored.sort()
@@ -139,10 +135,8 @@ def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCach
     to_index = to_index[: cfg.max_indexed_files]
     symbols = cache.index(snap, to_index, cfg.max_file_bytes)
 
-    near = [p for p in rest if posixpath.dirname(p) in {posixpath.dirname(g) for g in gold}]
-    near_text = {p: (decode(b) or "") for p, b in snap.read(near[:200], max_bytes=cfg.max_file_bytes).items()}
-    # files elsewhere that mention a changed module are found among indexed neighbours only (cheap)
-    distractors = pick_distractors(task, {p: tree[p] for p in near}, gold, cfg.max_distractors, near_text)
+    mentioning = snap.files_mentioning(sorted({_stem(p) for p in gold if len(_stem(p)) > 2})) if cfg.max_distractors else set()
+    distractors = pick_distractors(task, tree, gold, cfg.max_distractors, mentioning)
 
     wanted = gold + distractors
     raw = snap.read(wanted, max_bytes=cfg.max_file_bytes)

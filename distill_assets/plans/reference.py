@@ -307,9 +307,12 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
         elif _STUB.search(meta["new_path"]):
             role = "type_stub"
         else:
-            outward = any(d.split(":")[0] != p for c in fchanges for d in c.depends_on)
-            adapts_only = all(any(d.rsplit(":", 1)[0] != p for d in c.depends_on) for c in fchanges if c.symbol != MODULE)
-            inward = any(d.rsplit(":", 1)[0] != p for c in fchanges for d in c.depended_by)
+            def other_file(r: str) -> bool:
+                return by_key[r].path != p
+
+            outward = any(other_file(d) for c in fchanges for d in c.depends_on)
+            adapts_only = all(any(other_file(d) for d in c.depends_on) for c in fchanges if c.symbol != MODULE)
+            inward = any(other_file(d) for c in fchanges for d in c.depended_by)
             role = "supporting" if outward and adapts_only and not inward else "primary"
         affected.append(AffectedFile(path=p, role=role, changes=[
             Change(symbol=c.symbol, action=c.action, description=_describe(c, meta["new_path"]),

@@ -3,6 +3,7 @@ train/val/test split that never leaks a repository's future into its past."""
 
 from __future__ import annotations
 
+import difflib
 import subprocess
 from collections import defaultdict
 from datetime import datetime
@@ -190,8 +191,6 @@ def tasks_from_external(external: pl.DataFrame, mining: MiningConfig) -> list[di
             for f in r["inline_files"] or []:
                 status = "A" if not f["old_contents"] else "D" if not f["new_contents"] else "R" if f["old_path"] else "M"
                 old_lines, new_lines = (f["old_contents"] or "").splitlines(), (f["new_contents"] or "").splitlines()
-                import difflib
-
                 sm = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
                 adds = sum(j2 - j1 for tag, i1, i2, j1, j2 in sm.get_opcodes() if tag in ("insert", "replace"))
                 dels = sum(i2 - i1 for tag, i1, i2, j1, j2 in sm.get_opcodes() if tag in ("delete", "replace"))

@@ -8,6 +8,7 @@ all contents. ``InlineSnapshot`` holds files given inline (CommitPackFT rows).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -71,6 +72,21 @@ class GitSnapshot:
             pos = start + size + 1
         return result
 
+    def files_mentioning(self, words: Iterable[str]) -> set[str]:
+        """Paths whose content contains any of ``words`` as a whole word (one `git grep`)."""
+        words = [w for w in words if w]
+        if not words:
+            return set()
+        args = ["grep", "-l", "-w", "-F", "-I"]
+        for w in words:
+            args += ["-e", w]
+        proc = subprocess.run(["git", "-C", self.repo_path, *args, self.treeish], capture_output=True)
+        if proc.returncode not in (0, 1):  # 1: no match
+            raise SnapshotError(f"git grep failed in {self.repo_path}: {proc.stderr.decode(errors='replace').strip()}")
+        prefix = self.treeish + ":"
+        return {line[len(prefix):] if line.startswith(prefix) else line
+                for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines()}
+
     def key(self) -> str:
         return stable_hash("git", self.repo_path, self._git("rev-parse", self.treeish).decode().strip())
 
@@ -94,6 +110,10 @@ class InlineSnapshot:
 
     def tree(self) -> dict[str, str]:
         return {p: stable_hash(p, c.decode("utf-8", "surrogateescape")) for p, c in self.files.items()}
+
+    def files_mentioning(self, words: Iterable[str]) -> set[str]:
+        pats = [re.compile(rb"\b" + re.escape(w.encode()) + rb"\b") for w in words if w]
+        return {p for p, c in self.files.items() if any(pat.search(c) for pat in pats)}
 
     def read(self, paths: Iterable[str], max_bytes: int | None = None) -> dict[str, bytes]:
         return {p: self.files[p] for p in paths if p in self.files and (max_bytes is None or len(self.files[p]) <= max_bytes)}

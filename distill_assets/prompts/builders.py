@@ -1,0 +1,176 @@
+"""Prompt builders for the five stages, from real task contexts, within a token budget per stage.
+
+Every prompt is a system message (the stage's job and answer format) and a
+user message (the task and the code it needs). File contents are cut to fit
+``StageConfig.prompt_token_budget``; what was cut is counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from distill_assets.contexts.build import estimate_tokens
+from distill_assets.prompts.schemas import task_schema
+
+STAGES = ("task_analysis", "relevance", "symbol_selection", "plan_generation", "code_generation")
+
+SYSTEM = {
+    "task_analysis": (
+        "You are a senior engineer analysing a change request for a code repository. Answer with one JSON "
+        "object: intent (one sentence), change_kind, scope, risks (short phrases), planner_questions (the "
+        "questions a planner must answer before changing code)."
+    ),
+    "relevance": (
+        "You decide which files of a repository a change must touch. For every candidate file, answer "
+        "relevant true or false and a one-sentence reason. Answer with one JSON object: "
+        '{"files": [{"path": ..., "relevant": ..., "reason": ...}]}.'
+    ),
+    "symbol_selection": (
+        "You select the code symbols (functions, classes, methods) a change must touch, from the symbol "
+        "index given. Use '<module>' for top-level code. Answer with one JSON object: "
+        '{"symbols": [{"path": ..., "symbol": ..., "action": "modify|add|delete|rename", "reason": ...}]}.'
+    ),
+    "plan_generation": (
+        "You plan repository-level code changes. First reason about how the change propagates through "
+        "imports and calls, then give the plan. Answer with one JSON object: {\"reasoning\": ..., \"plan\": "
+        "{\"task_summary\": ..., \"affected_files\": [{\"path\": ..., \"role\": \"primary|supporting|type_stub\", "
+        "\"changes\": [{\"symbol\": ..., \"action\": \"modify|add|delete|rename\", \"description\": ..., "
+        "\"depends_on\": [\"path:symbol\"], \"depended_by\": [\"path:symbol\"]}]}], \"execution_order\": [paths], "
+        "\"rationale\": ...}}. Edges are mutual: if A depends_on B then B lists A in depended_by. The "
+        "execution order lists each affected file once, dependencies first. Write no code in the plan."
+    ),
+    "code_generation": (
+        "You implement a change plan. Answer with one JSON object {\"diff\": ...} whose value is a unified "
+        "diff (git format: diff --git a/PATH b/PATH, ---/+++ headers, @@ hunks with exact context lines) "
+        "that applies with `git apply` to the files shown."
+    ),
+}
+
+
+@dataclass
+class StagePrompt:
+    task_id: str
+    stage: str
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]
+    prompt_tokens: int
+    files_shown: int = 0
+    files_truncated: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_hash(self) -> str:
+        blob = json.dumps({"messages": self.messages, "schema": self.schema}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _numbered(text: str) -> str:
+    return "".join(f"{i:>4} {line}\n" for i, line in enumerate(text.splitlines(), 1))
+
+
+def _files_section(files: list[tuple[str, str | None]], budget_tokens: int, chars_per_token: float,
+                   numbered: bool = False) -> tuple[str, int, int]:
+    """Files as fenced blocks within a budget: (text, shown, truncated)."""
+    out, shown, truncated = [], 0, 0
+    remaining = budget_tokens
+    for path, content in files:
+        if content is None:
+            out.append(f"### {path}\n(contents not available)\n")
+            truncated += 1
+            continue
+        body = _numbered(content) if numbered else content
+        cost = estimate_tokens(body, chars_per_token) + 8
+        if cost > remaining:
+            keep = int(max(remaining - 16, 0) * chars_per_token)
+            if keep < 200:
+                out.append(f"### {path}\n(omitted: over the prompt budget)\n")
+                truncated += 1
+                continue
+            body = body[:keep]
+            body = body[: body.rfind("\n") + 1] + "... (truncated)\n"
+            truncated += 1
+            cost = estimate_tokens(body, chars_per_token) + 8
+        out.append(f"### {path}\n```\n{body}```\n")
+        remaining -= cost
+        shown += 1
+    return "".join(out), shown, truncated
+
+
+def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str]) -> str:
+    lines = []
+    for p in paths:
+        syms = [s for s in symbols if s["path"] == p]
+        if syms:
+            lines.append(f"{p}: " + ", ".join(f"{s['name']} ({s['kind']}, lines {s['start_line']}-{s['end_line']})"
+                                             for s in syms))
+    return "\n".join(lines) if lines else "(no symbols indexed)"
+
+
+def _tree_section(tree: list[str], limit: int = 200) -> str:
+    more = f"\n... and {len(tree) - limit} more files" if len(tree) > limit else ""
+    return "\n".join(tree[:limit]) + more
+
+
+def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any], *, budget_tokens: int,
+                 chars_per_token: float, reference_plan: str | None = None) -> StagePrompt:
+    """The prompt for one task at one stage. ``reference_plan`` (JSON) is the plan stage 5 implements."""
+    if stage not in SYSTEM:
+        raise KeyError(f"unknown stage {stage!r}")
+    desc = (task.get("description") or "").strip()
+    tree: list[str] = list(context.get("file_tree") or [])
+    cands = list(context.get("candidates") or [])
+    cand_paths = [c["path"] for c in cands]
+    symbols = list(context.get("symbols") or [])
+    sym_names: dict[str, list[str]] = {}
+    for s in symbols:
+        sym_names.setdefault(s["path"], []).append(s["name"])
+
+    header = f"Repository: {task.get('repo')}\nTask:\n{desc}\n"
+    fixed = estimate_tokens(SYSTEM[stage] + header, chars_per_token)
+    room = max(budget_tokens - fixed, 0)
+    files_text, shown, truncated = "", 0, 0
+    notes: list[str] = []
+
+    if stage == "task_analysis":
+        tree_txt = _tree_section(tree, limit=max(20, min(200, room * 3 // 4 // 8)))
+        body = f"{header}\nFiles in the repository:\n{tree_txt}\n"
+    elif stage == "relevance":
+        per_file = max(room // max(len(cands), 1) - 20, 60)
+        parts = []
+        for c in cands:
+            text, s, t = _files_section([(c["path"], c["content"])], per_file, chars_per_token)
+            parts.append(text)
+            shown, truncated = shown + s, truncated + t
+        body = f"{header}\nCandidate files ({len(cands)}):\n" + "".join(parts)
+    elif stage in ("symbol_selection", "plan_generation"):
+        sym_txt = _symbols_section(symbols, cand_paths)
+        room_files = max(room - estimate_tokens(sym_txt, chars_per_token) - 100, 0)
+        files_text, shown, truncated = _files_section([(c["path"], c["content"]) for c in cands], room_files,
+                                                      chars_per_token, numbered=True)
+        tree_txt = _tree_section(tree, limit=60)
+        body = (f"{header}\nFiles in the repository:\n{tree_txt}\n\nSymbol index of the candidate files:\n{sym_txt}\n\n"
+                f"Candidate files (line-numbered):\n{files_text}")
+    else:  # code_generation
+        plan_txt = reference_plan or "{}"
+        try:
+            plan = json.loads(plan_txt)
+            plan_paths = [f["path"] for f in plan.get("affected_files", [])]
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            plan, plan_paths = {}, []
+            notes.append("plan is not valid JSON")
+        by_path = {c["path"]: c["content"] for c in cands}
+        files = [(p, by_path.get(p)) for p in plan_paths if p in by_path]
+        missing = [p for p in plan_paths if p not in by_path]
+        room_files = max(room - estimate_tokens(plan_txt, chars_per_token) - 50, 0)
+        files_text, shown, truncated = _files_section(files, room_files, chars_per_token)
+        new_files = ("\nFiles to create (not in the repository yet): " + ", ".join(missing) + "\n") if missing else ""
+        body = f"{header}\nPlan:\n{plan_txt}\n{new_files}\nCurrent files:\n{files_text}"
+
+    schema = task_schema(stage, cand_paths, tree, sym_names)
+    messages = [{"role": "system", "content": SYSTEM[stage]}, {"role": "user", "content": body}]
+    tokens = sum(estimate_tokens(m["content"], chars_per_token) for m in messages)
+    return StagePrompt(task_id=task["task_id"], stage=stage, messages=messages, schema=schema,
+                       prompt_tokens=tokens, files_shown=shown, files_truncated=truncated, notes=notes)

@@ -1,0 +1,41 @@
+"""Against the real llama.cpp server: every stage's answer parses into its schema."""
+
+import polars as pl
+import pytest
+
+from distill_assets.prompts.builders import STAGES
+from distill_assets.prompts.schemas import STAGE_MODELS
+from distill_assets.teachers.cache import ResponseCache
+from distill_assets.teachers.runner import candidates_table, run_teacher
+from distill_assets_tests.teachers.helpers import local_teacher, requests_for
+
+MAX_TOKENS = {"task_analysis": 200, "relevance": 300, "symbol_selection": 200, "plan_generation": 600,
+              "code_generation": 400}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_schema_is_parsed_from_real_model_output(stage, llama_server, sample_prompts, tmp_path):
+    teacher = local_teacher()
+    prompts = sample_prompts[stage][:1]
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    answers, stats = run_teacher(teacher, llama_server, None, cache, requests_for(prompts, 3, MAX_TOKENS[stage]))
+    df = candidates_table(answers, teacher)
+    assert df.height == 3 and df["call_error"].null_count() == 3 and stats["calls"] == 3
+    assert (df["tokens_out"] > 0).all() and (df["tokens_in"] > 0).all()
+    parsed = df.filter(pl.col("parsed_json").is_not_null())
+    assert parsed.height >= 1, df["parse_error"].to_list()
+    for text in parsed["parsed_json"]:
+        STAGE_MODELS[stage].model_validate_json(text)
+    # the three samples differ (temperature 0.8, a seed per sample)
+    assert df["raw_text"].n_unique() >= 2
+
+
+def test_enums_keep_the_model_on_real_files(llama_server, sample_prompts, tmp_path):
+    teacher = local_teacher()
+    prompt = sample_prompts["relevance"][0]
+    answers, _ = run_teacher(teacher, llama_server, None, ResponseCache(tmp_path / "c.sqlite"),
+                             requests_for([prompt], 2, 300))
+    allowed = set(prompt.schema["properties"]["files"]["items"]["properties"]["path"]["enum"])
+    for row in candidates_table(answers, teacher).filter(pl.col("parsed_json").is_not_null()).iter_rows(named=True):
+        out = STAGE_MODELS["relevance"].model_validate_json(row["parsed_json"])
+        assert {f.path for f in out.files} <= allowed

@@ -42,6 +42,7 @@ class FaultProxy:
         self._files: dict[str, bytes] = {}
         self._batches: dict[str, dict] = {}
         self._ids = itertools.count(1)
+        self._client: httpx.AsyncClient | None = None
         self.port = free_port()
         app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -74,9 +75,10 @@ class FaultProxy:
             return self.faults.pop(0) if self.faults else None
 
     async def _forward(self, body: bytes) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=600) as client:
-            r = await client.post(f"{self.upstream}/chat/completions", content=body,
-                                  headers={"Content-Type": "application/json"})
+        if self._client is None:  # one pooled client, made inside the server's event loop
+            self._client = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64))
+        r = await self._client.post(f"{self.upstream}/chat/completions", content=body,
+                                    headers={"Content-Type": "application/json"})
         with self._lock:
             self.forwarded += 1
         return r

@@ -126,11 +126,25 @@ def request_params(teacher: Teacher, req: TeacherRequest) -> dict[str, Any]:
     return params
 
 
+def endpoint_id(teacher: Teacher, base_url: str | None) -> str:
+    """What identifies the endpoint in cache keys: the URL, or for the local server (a new port each
+    start) the model it serves."""
+    if teacher.kind == "local_llama_cpp":
+        return f"local-llama-cpp:{teacher.model}"
+    return (base_url or teacher.base_url or "").rstrip("/")
+
+
+def cache_key(teacher: Teacher, base_url: str | None, req: TeacherRequest) -> str:
+    return request_key(endpoint_id(teacher, base_url), teacher.model, req.messages, request_params(teacher, req),
+                       req.sample_index)
+
+
 class TeacherClient:
     def __init__(self, teacher: Teacher, base_url: str, api_key: str | None, cache: ResponseCache,
                  max_wait_s: float = 60.0):
         self.teacher = teacher
         self.base_url = base_url.rstrip("/")
+        self.endpoint = endpoint_id(teacher, base_url)
         self._secret = api_key or ""
         self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key or "no-key", max_retries=0,
                                          timeout=teacher.timeout_s)
@@ -148,8 +162,7 @@ class TeacherClient:
         return self._sem, self._limiter
 
     def key_for(self, req: TeacherRequest) -> str:
-        return request_key(self.base_url, self.teacher.model, req.messages, request_params(self.teacher, req),
-                           req.sample_index)
+        return cache_key(self.teacher, self.base_url, req)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -178,7 +191,7 @@ class TeacherClient:
 
     async def complete(self, req: TeacherRequest) -> TeacherAnswer:
         params = request_params(self.teacher, req)
-        key = request_key(self.base_url, self.teacher.model, req.messages, params, req.sample_index)
+        key = request_key(self.endpoint, self.teacher.model, req.messages, params, req.sample_index)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats["cache_hits"] += 1

@@ -11,7 +11,7 @@ import polars as pl
 from distill_assets.config import StageConfig, Teacher
 from distill_assets.prompts.schemas import parse_output
 from distill_assets.teachers.cache import ResponseCache
-from distill_assets.teachers.client import TeacherAnswer, TeacherClient, TeacherRequest
+from distill_assets.teachers.client import TeacherAnswer, TeacherClient, TeacherRequest, cache_key
 
 CANDIDATE_SCHEMA = {
     "task_id": pl.Utf8, "stage": pl.Utf8, "teacher": pl.Utf8, "model": pl.Utf8, "source": pl.Utf8,
@@ -53,6 +53,11 @@ def too_long_for_context(prompts: pl.DataFrame, stage: StageConfig, teacher: Tea
         return 0
     max_tokens = min(stage.max_output_tokens, teacher.max_output_tokens or stage.max_output_tokens)
     return int((prompts["prompt_tokens"] + max_tokens > teacher.n_ctx).sum())
+
+
+def all_cached(teacher: Teacher, cache: ResponseCache, requests: list[TeacherRequest]) -> bool:
+    """True when every request already has an answer (then no endpoint is needed at all)."""
+    return all(cache.get(cache_key(teacher, None, r)) is not None for r in requests)
 
 
 def cost_usd(teacher: Teacher, tokens_in: int, tokens_out: int) -> float:

@@ -9,7 +9,7 @@ import polars as pl
 from distill_assets.prompts.builders import build_prompt
 from distill_assets.teachers.client import TeacherPermanentError
 from distill_assets.teachers.cost import cost_table
-from distill_assets.teachers.runner import (CANDIDATE_SCHEMA, build_requests, candidates_table, run_teacher,
+from distill_assets.teachers.runner import (CANDIDATE_SCHEMA, all_cached, build_requests, candidates_table, run_teacher,
                                            too_long_for_context)
 from distill_assets.defs.metadata import md_counts, md_table, percentiles, table_meta
 from distill_assets.defs.partitions import stage_partitions, stage_teacher_of, stage_teacher_partitions, stage_teacher_skip
@@ -98,8 +98,11 @@ def teacher_outputs(context: dg.AssetExecutionContext, distill: DistillConfigRes
             context.log.info(f"{name}/{stage}: {i}/{n} answers")
 
     try:
-        with teachers.endpoint(teacher) as (base_url, key):
-            answers, stats = run_teacher(teacher, base_url, key, cache, requests, progress)
+        if teacher.kind == "local_llama_cpp" and all_cached(teacher, cache, requests):
+            answers, stats = run_teacher(teacher, "http://127.0.0.1:9/v1", None, cache, requests, progress)
+        else:
+            with teachers.endpoint(teacher) as (base_url, key):
+                answers, stats = run_teacher(teacher, base_url, key, cache, requests, progress)
     except TeacherPermanentError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     finally:

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from distill_assets.plans.schema import MODULE
+from distill_assets.prompts.builders import STAGES, build_prompt
+from distill_assets.prompts.schemas import extract_json, parse_output, split_reasoning, task_schema
+
+
+def test_every_stage_has_a_prompt_within_its_budget(sample_prompts):
+    for stage in STAGES:
+        prompts = sample_prompts[stage]
+        assert len(prompts) == 3
+        for p in prompts:
+            assert p.messages[0]["role"] == "system" and p.messages[1]["role"] == "user"
+            assert p.prompt_tokens <= 1200 + 150, (stage, p.prompt_tokens)  # budget + fixed header slack
+            assert len(p.prompt_hash) == 64
+
+
+def test_prompts_carry_the_code_they_need(sample_prompts):
+    wrap_task = [p for p in sample_prompts["plan_generation"] if "textkit" in p.messages[1]["content"]][0]
+    user = wrap_task.messages[1]["content"]
+    assert "Add width parameter to wrap()" in user
+    assert "textkit/wrap.py: wrap (function" in user  # the symbol index
+    assert "   1 def wrap(text):" in user  # line-numbered base contents
+    code = [p for p in sample_prompts["code_generation"] if "textkit" in p.messages[1]["content"]][0]
+    assert '"execution_order":["textkit/wrap.py","textkit/cli.py"]' in code.messages[1]["content"]
+    analysis = sample_prompts["task_analysis"][0].messages[1]["content"]
+    assert "Files in the repository" in analysis
+
+
+def test_budget_truncation_is_counted(sample_prompts):
+    from distill_assets.config import ContextConfig
+    from distill_assets_tests.conftest import PROJECT  # noqa: F401
+
+    big = {"task_id": "t", "repo": "r", "description": "Change f"}
+    ctx = {"file_tree": ["a.py"], "symbols": [], "candidates": [
+        {"path": "a.py", "content": "".join(f"x{i} = {i}\n" for i in range(3000)), "tokens": 9000, "truncated": False}]}
+    p = build_prompt("plan_generation", big, ctx, budget_tokens=600, chars_per_token=3.5)
+    assert p.files_truncated == 1 and p.prompt_tokens <= 700
+    assert "... (truncated)" in p.messages[1]["content"]
+
+
+def test_task_schemas_constrain_paths_and_symbols():
+    s = task_schema("symbol_selection", ["a.py", "b.py"], ["a.py", "b.py", "c.py"], {"a.py": ["f", "C.m"]})
+    item = s["properties"]["symbols"]["items"]
+    assert item["properties"]["path"]["enum"] == ["a.py", "b.py"]
+    assert item["properties"]["symbol"]["enum"] == ["f", "C.m", MODULE]
+    assert item["additionalProperties"] is False and set(item["required"]) == {"path", "symbol", "action", "reason"}
+    plan = task_schema("plan_generation", ["a.py"], ["a.py", "c.py"], {"a.py": ["f"]})
+    change = plan["properties"]["plan"]["properties"]["affected_files"]["items"]["properties"]["changes"]["items"]
+    existing, added = change["anyOf"]
+    assert existing["properties"]["symbol"]["enum"] == ["f", MODULE]
+    assert added["properties"]["action"]["enum"] == ["add"] and "enum" not in added["properties"]["symbol"]
+    assert list(plan["properties"]) == ["reasoning", "plan"]  # reasoning first
+    rel = task_schema("relevance", ["a.py", "b.py"], [], {})
+    assert rel["properties"]["files"]["minItems"] == rel["properties"]["files"]["maxItems"] == 2
+
+
+def test_parsing_answers():
+    assert extract_json('```json\n{"a": 1}\n```') == {"a": 1}
+    assert extract_json('Sure! {"a": {"b": "}"}} trailing') == {"a": {"b": "}"}}
+    assert extract_json('{"a": "line\nbreak"}') == {"a": "line\nbreak"}
+    with pytest.raises(ValueError, match="truncated"):
+        extract_json('{"a": [1, 2')
+    content, thought = split_reasoning("<think>hmm</think>{\"diff\": \"x\"}")
+    assert content == '{"diff": "x"}' and thought == "hmm"
+    ok, err = parse_output("code_generation", '<think>plan</think>{"diff": "diff --git a/x b/x"}')
+    assert err is None and ok.diff.startswith("diff --git")
+    bad, err = parse_output("task_analysis", json.dumps({"intent": "x", "change_kind": "nope", "scope": "multi_file",
+                                                         "risks": [], "planner_questions": []}))
+    assert bad is None and err.startswith("schema: change_kind")

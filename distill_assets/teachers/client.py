@@ -158,7 +158,8 @@ class TeacherClient:
         if self._sem is None:  # created inside the running event loop
             self._sem = asyncio.Semaphore(self.teacher.concurrency)
             rpm = self.teacher.requests_per_minute
-            self._limiter = AsyncLimiter(rpm, 60) if rpm else None
+            # capacity 1: requests are spaced evenly, no burst of `rpm` calls at the start
+            self._limiter = AsyncLimiter(1, 60.0 / rpm) if rpm else None
         return self._sem, self._limiter
 
     def key_for(self, req: TeacherRequest) -> str:

@@ -136,3 +136,12 @@ def test_retry_after_header_forms():
     assert retry_after_seconds(exc({"retry-after-ms": "250"})) == 0.25
     assert 0 <= retry_after_seconds(exc({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) <= 0.0 + 1
     assert retry_after_seconds(exc({})) is None
+
+
+def test_requests_per_minute_spaces_the_calls(llama_server, sample_prompts, tmp_path):
+    teacher = local_teacher(concurrency=4, requests_per_minute=300)  # one call per 0.2 s
+    reqs = requests_for(sample_prompts["task_analysis"][:1], 6, 1)
+    t0 = time.time()
+    answers, stats = run_teacher(teacher, llama_server, None, ResponseCache(tmp_path / "c.sqlite"), reqs)
+    assert stats["calls"] == 6 and all(a.error is None for a in answers)
+    assert time.time() - t0 >= 5 * 0.2 * 0.9

@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: setup demo test test-fast ui bench clean system
+.PHONY: setup demo test test-fast ui bench clean system sandbox-images
 
 system:
 	@bash scripts/setup-system.sh
@@ -29,7 +29,11 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/distill demo
 
-test: setup
+sandbox-images:
+	@bash scripts/start-dockerd.sh
+	@bash docker/sandbox/build-base.sh
+
+test: setup sandbox-images
 	$(BIN)/python -m pytest -q -ra --timeout=1800 $(PYTEST_ARGS)
 
 test-fast: setup

@@ -286,7 +286,7 @@ class SandboxConfig(_Strict):
     timeout_s: int = Field(default=300, ge=1)
     memory_mb: int = Field(default=2048, ge=64)
     max_processes: int = Field(default=256, ge=8)
-    docker_image: str = "distill-sandbox:latest"
+    docker_image: str = "distill-sandbox:bookworm"
     test_commands: dict[str, list[str]] = Field(
         default_factory=dict, description="repo name -> shell commands that run its tests"
     )

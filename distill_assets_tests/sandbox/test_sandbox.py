@@ -1,0 +1,183 @@
+"""The execution sandbox, for real, in both backends: escapes contained, gold patches reproduce fail->pass."""
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import polars as pl
+import pytest
+
+from distill_assets.config import MiningConfig, RepoSource, SplitConfig, load_config
+from distill_assets.mining.miner import mine_repository, open_repository
+from distill_assets.sandbox import Limits, execute, get_backend, parse_test_output, partition_patch, select_tests
+from distill_assets.tasks.build import build_change_tasks, mined_table
+
+BACKENDS = ["bwrap", "docker"]
+UNITTEST = "python3 -m unittest discover -s tests -t . -v"
+
+
+def survivors(token: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", token], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+ATTACKS = {
+    "socket": """
+    def test_attack(self):
+        import socket
+        s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
+        s.sendall(b"escaped")
+""",
+    "write_outside": """
+    def test_attack(self):
+        with open("{outside}/escaped.txt", "w") as f:
+            f.write("escaped")
+""",
+    "fork_bomb": """
+    def test_attack(self):
+        import os
+        kids = 0
+        for _ in range(5000):  # {token}
+            if os.fork() == 0:
+                import time
+                time.sleep(30)
+                os._exit(0)
+            kids += 1
+        self.assertGreater(kids, 4000)
+""",
+    "endless_loop": """
+    def test_attack(self):
+        while True:  # {token}
+            pass
+""",
+    "memory_hog": """
+    def test_attack(self):
+        block = bytearray(1 << 30)  # 1 GiB over a 256 MiB limit
+        block[-1] = 1
+        self.assertEqual(len(block), 1 << 30)
+""",
+    "sleeping_child": """
+    def test_attack(self):
+        import subprocess
+        subprocess.Popen(["sh", "-c", "sleep 4; echo escaped > {outside}/late.txt; exec sleep 300 # {token}"],
+                         start_new_session=True)
+        self.fail("a child was left behind on purpose")
+""",
+}
+
+
+@pytest.fixture
+def listener():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    srv.settimeout(0.5)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                got.append(conn.recv(100) or b"connected")
+            except OSError:
+                pass
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    yield srv.getsockname()[1], got
+    stop.set()
+    t.join()
+    srv.close()
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_escape_attempts_are_contained(attack, backend_name, git_repo, tmp_path, listener):
+    port, received = listener
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.chmod(outside, 0o777)  # only the sandbox may stop the write, not file permissions
+    token = f"distill-escape-{uuid.uuid4().hex[:8]}"
+    body = ATTACKS[attack].format(port=port, outside=outside, token=token)
+    git_repo.commit("attack", {"tests/__init__.py": "", "tests/test_attack.py":
+                               "import unittest\n\n\nclass Attack(unittest.TestCase):" + body})
+    backend = get_backend(backend_name)
+    limits = Limits(timeout_s=8 if attack == "endless_loop" else 30, memory_mb=256, max_processes=64)
+    res = execute(str(git_repo.path), "HEAD", "", [UNITTEST], backend, limits)
+    assert res.pass_rate == 0.0, (attack, res.status, res.log[-1500:])
+    if attack == "endless_loop":
+        assert res.status == "timeout"
+    assert received == []  # nothing reached the host's network
+    time.sleep(5 if attack == "sleeping_child" else 0.5)
+    assert not list(outside.iterdir())  # nothing written outside the snapshot, not even later
+    assert survivors(token) == []  # nothing left running
+    if backend_name == "docker":
+        assert subprocess.run(["docker", "ps", "-q", "--filter", "name=distill-sbx-"], capture_output=True,
+                              text=True).stdout.strip() == ""
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_a_diff_that_does_not_apply(backend_name, shop_repo):
+    res = execute(str(shop_repo.path), "HEAD", "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n",
+                  [UNITTEST], get_backend(backend_name), Limits(timeout_s=30))
+    assert res.status == "did_not_apply" and res.pass_rate == 0.0 and "nope.py" in res.log
+
+
+def demo_tasks(tmp_path) -> pl.DataFrame:
+    cfg = load_config()
+    source = cfg.sources.repos[0]
+    repo = open_repository(source, tmp_path / "cache")
+    mined = mined_table(mine_repository(repo, source, cfg.mining))
+    return build_change_tasks([mined], None, cfg.mining, cfg.split)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_gold_patches_reproduce_fail_to_pass_on_the_embedded_default(backend_name, tmp_path):
+    cfg = load_config()
+    commands = cfg.sandbox.test_commands["demo-shop"]
+    tasks = demo_tasks(tmp_path).filter(pl.col("has_tests"))
+    if backend_name == "docker":
+        tasks = tasks.head(6)  # the same code path; containers cost ~1 s more per run
+    backend = get_backend(backend_name)
+    with_f2p = 0
+    for t in tasks.iter_rows(named=True):
+        sel = select_tests(t["repo_path"], t["base_commit"], t["gold_patch"], t["test_files"], commands, backend,
+                           Limits(timeout_s=60), cache_dir=tmp_path / "selection")
+        assert sel.selected, t["task_id"]
+        code, tests = partition_patch(t["gold_patch"], t["test_files"])
+        gold = execute(t["repo_path"], t["base_commit"], code, commands, backend, Limits(timeout_s=60),
+                       test_patch=tests, selected=sel.selected)
+        assert gold.status == "passed" and gold.pass_rate == 1.0, (t["task_id"], gold.log[-2000:])
+        if sel.fail_to_pass:
+            with_f2p += 1
+            base = execute(t["repo_path"], t["base_commit"], "", commands, backend, Limits(timeout_s=60),
+                           test_patch=tests, selected=sel.fail_to_pass)
+            assert base.pass_rate < 1.0, t["task_id"]
+    assert with_f2p >= len(tasks) * 0.8, (with_f2p, len(tasks))
+
+
+def test_selection_is_cached(shop_repo, tmp_path):
+    t = demo_tasks(tmp_path).filter(pl.col("has_tests")).row(0, named=True)
+    backend = get_backend("bwrap")
+    cmds = load_config().sandbox.test_commands["demo-shop"]
+    t0 = time.time()
+    a = select_tests(t["repo_path"], t["base_commit"], t["gold_patch"], t["test_files"], cmds, backend, Limits(),
+                     cache_dir=tmp_path / "sel")
+    first = time.time() - t0
+    t0 = time.time()
+    b = select_tests(t["repo_path"], t["base_commit"], t["gold_patch"], t["test_files"], cmds, backend, Limits(),
+                     cache_dir=tmp_path / "sel")
+    assert a.fail_to_pass == b.fail_to_pass and len(list((tmp_path / "sel").iterdir())) == 1
+    assert time.time() - t0 < first
+
+
+def test_parsers():
+    text = ("test_a (tests.t.C.test_a) ... ok\ntest_b (tests.t.C.test_b) ... FAIL\n"
+            "ok 1 - renders\nnot ok 2 - suite\n    ok 1 - inner\nPASSED tests/x.py::test_y\nFAILED tests/x.py::test_z - e\n")
+    assert parse_test_output(text) == {"tests.t.C.test_a": "passed", "tests.t.C.test_b": "failed",
+                                       "node: renders": "passed", "node: suite": "failed", "node: suite > inner": "passed",
+                                       "tests/x.py::test_y": "passed", "tests/x.py::test_z": "failed"}

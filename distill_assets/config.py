@@ -295,6 +295,20 @@ class SandboxConfig(_Strict):
 # --------------------------------------------------------------------------- root
 
 
+class ScoringConfig(_Strict):
+    """Filtering, agreement, execution scoring and the training sets built from them."""
+
+    near_duplicate_threshold: float = Field(default=0.9, gt=0.0, le=1.0, description="MinHash Jaccard")
+    agree_threshold: float = Field(default=0.7, ge=0.0, le=1.0, description="mean Jaccard for 'agree'")
+    disagree_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="below: 'disagree' (hard example)")
+    dpo_margin: float = Field(default=0.5, ge=0.0, le=1.0, description="min pass-rate gap chosen - rejected")
+    sft_min_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="stage 4/5 SFT rows with tests")
+    max_sft_per_task: int = Field(default=3, ge=1, description="diversity: rows per task and stage")
+    include_reference: bool = Field(default=True, description="mix reference plans (gold) into SFT and DPO")
+    executions_per_plan: int = Field(default=1, ge=1, description="stage-5 samples per plan")
+    max_plans_per_task: int = Field(default=3, ge=1, description="plans executed per task and teacher")
+
+
 class CostConfig(_Strict):
     """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
 
@@ -316,6 +330,7 @@ class DistillConfig(_Strict):
     stages: list[StageConfig] = Field(default_factory=default_stages)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
 
     @model_validator(mode="after")

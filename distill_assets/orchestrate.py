@@ -42,6 +42,17 @@ def _partition_keys(pdef, cfg: DistillConfig, instance: dg.DagsterInstance, log)
             else:
                 log(f"  skip partition {k}: {reason}")
         return keys
+    from distill_assets.defs.partitions import plan_source_partitions
+
+    if pdef == plan_source_partitions:  # plans of the reference, and of teachers usable for stage 4
+        keys = []
+        for k in pdef.get_partition_keys():
+            ok, reason = (True, "") if k == "reference" else cfg.stage_teacher_status("plan_generation", k)
+            if ok:
+                keys.append(k)
+            else:
+                log(f"  skip partition {k}: {reason}")
+        return keys
     return list(pdef.get_partition_keys(dynamic_partitions_store=instance))
 
 

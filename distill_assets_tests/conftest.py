@@ -20,6 +20,7 @@ def shop_repo(tmp_path) -> GitRepo:
     r = GitRepo(tmp_path / "shop")
     r.commit("initial import", {
         "shop/__init__.py": "",
+        "tests/__init__.py": "",
         "shop/pricing.py": "TAX = 0.2\n\n\ndef net(price):\n    return price\n\n\ndef gross(price):\n    return net(price) * (1 + TAX)\n",
         "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self):\n        self.items = []\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p) for p in self.items)\n",
         "tests/test_cart.py": "import unittest\n\nfrom shop.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        c = Cart()\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 12.0)\n",

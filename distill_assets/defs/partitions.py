@@ -20,6 +20,8 @@ def _teacher_names() -> list[str]:
 
 teacher_partitions = dg.StaticPartitionsDefinition(_teacher_names())
 stage_teacher_partitions = dg.MultiPartitionsDefinition({"stage": stage_partitions, "teacher": teacher_partitions})
+# whose plans are executed: a teacher, or the reference plans from gold patches
+plan_source_partitions = dg.StaticPartitionsDefinition(_teacher_names() + ["reference"])
 
 
 def stage_teacher_of(partition_key: str | dg.MultiPartitionKey) -> tuple[str, str]:

@@ -159,9 +159,10 @@ def execute(repo_path: str, base_commit: str, diff: str, commands: list[str], ba
             if ex.timed_out:
                 status = "timeout"
                 break
-            if ex.returncode is not None and (ex.returncode < 0 or ex.returncode > 128 or
-                                              (ex.returncode != 0 and not found)):
-                status = status or "crashed"
+            if ex.returncode is not None and (ex.returncode < 0 or ex.returncode > 128):
+                status = status or "crashed"  # killed by a signal (memory, limits)
+    if status is None and not tests:
+        status = "crashed"  # no command produced a single test result
     counted = selected if selected is not None else sorted(tests)
     passed = sum(1 for t in counted if tests.get(t) == PASS)
     rate = passed / len(counted) if counted else 0.0
@@ -174,6 +175,7 @@ def execute(repo_path: str, base_commit: str, diff: str, commands: list[str], ba
 
 @dataclass
 class TestSelection:
+    __test__ = False  # not a pytest class
     fail_to_pass: list[str]
     pass_to_pass: list[str]
     before: RunResult

@@ -1,0 +1,113 @@
+"""Training sets: TRL conversational prompt/completion rows (SFT) and preference pairs (DPO).
+
+Stage 4 completions are ``[REASONING] ... [PLAN] {json}``: the reasoning span
+first, the plan span second (the trainer weighs the plan span higher). Every
+row says where it came from (``source``: a teacher or ``reference``) and
+carries the task's split and curriculum difficulty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any, Iterable, Mapping
+
+import polars as pl
+
+from distill_assets.plans.schema import Plan
+from distill_assets.prompts.schemas import STAGE_MODELS
+
+REASONING_TAG, PLAN_TAG = "[REASONING]", "[PLAN]"
+
+SFT_SCHEMA = {
+    "task_id": pl.Utf8, "stage": pl.Utf8, "split": pl.Utf8, "source": pl.Utf8, "difficulty": pl.Utf8,
+    "prompt": pl.Utf8, "completion": pl.Utf8, "pass_rate": pl.Float64, "candidate_key": pl.Utf8,
+}
+DPO_SCHEMA = {
+    "task_id": pl.Utf8, "stage": pl.Utf8, "split": pl.Utf8, "difficulty": pl.Utf8, "prompt": pl.Utf8,
+    "chosen": pl.Utf8, "rejected": pl.Utf8, "chosen_source": pl.Utf8, "rejected_source": pl.Utf8,
+    "chosen_pass_rate": pl.Float64, "rejected_pass_rate": pl.Float64, "margin": pl.Float64,
+}
+
+
+def plan_completion(reasoning: str, plan: Plan | str) -> str:
+    plan_json = plan if isinstance(plan, str) else plan.model_dump_json()
+    return f"{REASONING_TAG} {reasoning.strip()}\n{PLAN_TAG} {plan_json}"
+
+
+def completion_text(stage: str, parsed_json: str) -> str:
+    data = STAGE_MODELS[stage].model_validate_json(parsed_json)
+    if stage == "plan_generation":
+        return plan_completion(data.reasoning, data.plan)
+    return data.model_dump_json()
+
+
+def reference_plan_completion(plan_json: str) -> str:
+    plan = Plan.model_validate_json(plan_json)
+    return plan_completion(plan.rationale or plan.task_summary, plan)
+
+
+def as_messages(completion: str) -> str:
+    return json.dumps([{"role": "assistant", "content": completion}])
+
+
+def prompt_messages(messages_json: str) -> str:
+    return messages_json  # TRL conversational: the list of system/user messages, as JSON
+
+
+def sft_rows(stage: str, candidates: pl.DataFrame, prompts: Mapping[str, str], tasks: Mapping[str, Mapping],
+             difficulty: Mapping[str, str], pass_rates: Mapping[str, float | None], min_pass_rate: float,
+             max_per_task: int, references: Iterable[tuple[str, str, str, float | None]] = ()) -> pl.DataFrame:
+    """Kept candidates (with a passing execution where the task is scored by tests), capped per task,
+    plus reference rows (task_id, source, completion, pass rate)."""
+    rows: list[dict[str, Any]] = []
+    per_task: dict[str, int] = defaultdict(int)
+    for task_id, source, completion, rate in references:
+        if task_id in prompts and per_task[task_id] < max_per_task:
+            per_task[task_id] += 1
+            rows.append(_sft(stage, task_id, source, prompts[task_id], completion, rate, f"reference:{task_id}",
+                             tasks, difficulty))
+    ordered = candidates.sort(["task_id", "sample_index"]) if candidates.height else candidates
+    for r in ordered.iter_rows(named=True):
+        if r["task_id"] not in prompts or per_task[r["task_id"]] >= max_per_task:
+            continue
+        rate = pass_rates.get(r["request_key"])
+        if rate is not None and rate < min_pass_rate:
+            continue  # scored by tests, and the tests did not pass
+        per_task[r["task_id"]] += 1
+        rows.append(_sft(stage, r["task_id"], r["source"], prompts[r["task_id"]],
+                         completion_text(stage, r["parsed_json"]), rate, r["request_key"], tasks, difficulty))
+    return pl.DataFrame(rows, schema=SFT_SCHEMA) if rows else pl.DataFrame(schema=SFT_SCHEMA)
+
+
+def _sft(stage, task_id, source, prompt, completion, rate, key, tasks, difficulty) -> dict[str, Any]:
+    return {"task_id": task_id, "stage": stage, "split": tasks[task_id]["split"], "source": source,
+            "difficulty": difficulty.get(task_id, "medium"), "prompt": prompt_messages(prompt),
+            "completion": as_messages(completion), "pass_rate": rate, "candidate_key": key}
+
+
+def dpo_rows(stage: str, scored: Mapping[tuple[str, str], list[dict[str, Any]]], prompts: Mapping[str, str],
+             tasks: Mapping[str, Mapping], difficulty: Mapping[str, str], margin: float) -> pl.DataFrame:
+    """``scored``: (task_id, prompt key) -> candidates {completion, source, pass_rate, valid, can_reject}.
+    chosen = highest pass rate; rejected = lowest pass rate among structurally valid candidates that may
+    be rejected (teacher outputs, never the reference); only with at least ``margin`` between them."""
+    rows = []
+    for (task_id, prompt_key), cands in scored.items():
+        rated = [c for c in cands if c["pass_rate"] is not None and c["valid"]]
+        if len(rated) < 2 or prompt_key not in prompts:
+            continue
+        chosen = max(rated, key=lambda c: (c["pass_rate"], c["source"] == "reference"))
+        rejectable = [c for c in rated if c.get("can_reject", True) and c is not chosen]
+        if not rejectable:
+            continue
+        rejected = min(rejectable, key=lambda c: c["pass_rate"])
+        gap = chosen["pass_rate"] - rejected["pass_rate"]
+        if gap < margin or gap <= 0:
+            continue
+        rows.append({"task_id": task_id, "stage": stage, "split": tasks[task_id]["split"],
+                     "difficulty": difficulty.get(task_id, "medium"), "prompt": prompts[prompt_key],
+                     "chosen": as_messages(chosen["completion"]), "rejected": as_messages(rejected["completion"]),
+                     "chosen_source": chosen["source"], "rejected_source": rejected["source"],
+                     "chosen_pass_rate": chosen["pass_rate"], "rejected_pass_rate": rejected["pass_rate"],
+                     "margin": round(gap, 4)})
+    return pl.DataFrame(rows, schema=DPO_SCHEMA) if rows else pl.DataFrame(schema=DPO_SCHEMA)

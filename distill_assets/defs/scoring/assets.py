@@ -1,0 +1,381 @@
+"""Scoring: validated candidates, agreement, sandboxed plan executions, scores, SFT rows and DPO pairs."""
+
+import json
+from collections import Counter, defaultdict
+
+import dagster as dg
+import polars as pl
+
+from distill_assets.datasets.build import (DPO_SCHEMA, SFT_SCHEMA, completion_text, dpo_rows,
+                                           reference_plan_completion, sft_rows)
+from distill_assets.plans.schema import Plan
+from distill_assets.prompts.schemas import PlanOutput
+from distill_assets.sandbox import Limits, SandboxUnavailable, partition_patch, select_tests
+from distill_assets.sandbox.backends import get_backend
+from distill_assets.scoring.agreement import agreement_table
+from distill_assets.scoring.executions import (EXECUTION_SCHEMA, SELECTION_SCHEMA, PlanToRun, SandboxCache,
+                                               coder_requests, parse_diff, plan_hash, run_in_sandbox)
+from distill_assets.scoring.validate import validate_candidates
+from distill_assets.teachers.client import TeacherPermanentError
+from distill_assets.teachers.runner import all_cached, run_teacher, samples_for
+from distill_assets.defs.metadata import md_counts, md_table, table_meta
+from distill_assets.defs.partitions import (plan_source_partitions, stage_partitions, stage_teacher_of,
+                                            stage_teacher_partitions, stage_teacher_skip)
+from distill_assets.defs.resources import DistillConfigResource
+from distill_assets.defs.teachers.resources import TeachersResource
+
+GROUP = "scoring"
+ALL = {"partition_mapping": dg.AllPartitionMapping(), "metadata": {"allow_missing_partitions": True}}
+
+
+def _concat(tables) -> pl.DataFrame | None:
+    items = list(tables.values()) if isinstance(tables, dict) else [tables]
+    items = [t for t in items if t is not None and t.height]
+    return pl.concat(items, how="diagonal_relaxed") if items else None
+
+
+def _by_id(df: pl.DataFrame) -> dict:
+    return {r["task_id"]: r for r in df.iter_rows(named=True)}
+
+
+def _limits(cfg) -> Limits:
+    return Limits(timeout_s=cfg.sandbox.timeout_s, memory_mb=cfg.sandbox.memory_mb,
+                  max_processes=cfg.sandbox.max_processes)
+
+
+@dg.asset(group_name=GROUP, partitions_def=stage_teacher_partitions, code_version="1", kinds={"polars"},
+          description="Every candidate with kept/drop_reason: stage 4 plans through the plan validator, stages "
+          "1-3 checked against the context, stage 5 diffs must apply; exact and MinHash near-duplicates dropped.")
+def validated_outputs(context: dg.AssetExecutionContext, distill: DistillConfigResource, teacher_outputs: pl.DataFrame,
+                      change_tasks: pl.DataFrame, task_contexts: pl.DataFrame) -> pl.DataFrame:
+    cfg = distill.load()
+    reason = stage_teacher_skip(cfg, context.partition_key)
+    df = validate_candidates(teacher_outputs, _by_id(change_tasks), _by_id(task_contexts),
+                             cfg.scoring.near_duplicate_threshold)
+    drops = Counter(r for r in df["drop_reason"].to_list() if r) if df.height else Counter()
+    checks = Counter(c for cs in df["check_reasons"].to_list() for c in (cs or [])) if df.height else Counter()
+    kept = int(df["kept"].sum()) if df.height else 0
+    context.add_output_metadata({
+        **table_meta(df), "kept": kept, "dropped": df.height - kept,
+        "kept_rate": round(kept / df.height, 3) if df.height else 0.0,
+        **{f"dropped_{k}": v for k, v in drops.items()},
+        "drop_reasons": md_counts(dict(drops)), "check_failures": md_counts(dict(checks), key="check"),
+        **({"skipped": reason} if reason else {}),
+    })
+    return df
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"sandbox", "polars"},
+          description="SWE-bench-style test selection per task: fail->pass and pass->pass tests from one sandboxed "
+          "run without and one with the gold code (cached); tasks without such tests are counted.")
+def test_selections(context: dg.AssetExecutionContext, distill: DistillConfigResource,
+                    change_tasks: pl.DataFrame) -> pl.DataFrame:
+    cfg = distill.load()
+    try:
+        backend = get_backend(cfg.sandbox.backend, cfg.sandbox.docker_image)
+    except SandboxUnavailable as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    cache_dir = cfg.resolved_cache_dir() / "test_selection"
+    rows = []
+    for t in change_tasks.iter_rows(named=True):
+        row = {"task_id": t["task_id"], "fail_to_pass": [], "pass_to_pass": [], "backend": backend.name}
+        commands = cfg.sandbox.test_commands.get(t["repo"])
+        if not t["has_tests"]:
+            row["status"] = "no_tests"
+        elif not (t["repo_path"] and t["base_commit"]):
+            row["status"] = "no_checkout"
+        elif not commands:
+            row["status"] = "no_test_commands"
+        else:
+            sel = select_tests(t["repo_path"], t["base_commit"], t["gold_patch"], t["test_files"], commands,
+                               backend, _limits(cfg), cache_dir=cache_dir)
+            row.update(fail_to_pass=sel.fail_to_pass, pass_to_pass=sel.pass_to_pass, before_status=sel.before.status,
+                       after_status=sel.after.status,
+                       gold_pass_rate=(sum(1 for x in sel.selected if sel.after.tests.get(x) == "passed")
+                                       / len(sel.selected)) if sel.selected else None,
+                       status="selected" if sel.selected else "no_selected_tests")
+        rows.append(row)
+    df = pl.DataFrame(rows, schema=SELECTION_SCHEMA) if rows else pl.DataFrame(schema=SELECTION_SCHEMA)
+    status = Counter(df["status"].to_list())
+    context.add_output_metadata({
+        **table_meta(df), **{f"status_{k}": v for k, v in status.items()},
+        "tasks_scored_by_tests": status.get("selected", 0),
+        "tasks_scored_by_overlap_only": df.height - status.get("selected", 0),
+        "fail_to_pass_total": int(df["fail_to_pass"].list.len().sum()) if df.height else 0,
+        "backend": backend.name,
+        "preview": md_table(df.with_columns(pl.col("fail_to_pass").list.len().alias("f2p"),
+                                            pl.col("pass_to_pass").list.len().alias("p2p")),
+                            ["task_id", "status", "f2p", "p2p", "gold_pass_rate"]),
+    })
+    return df
+
+
+def _plans_by_source(validated, reference_plans: pl.DataFrame, parsed_only: bool = False) -> dict:
+    """task -> {source: [(key, plan_json, completion)]} for kept teacher plans (or, with ``parsed_only``,
+    every plan that parsed, valid or not) and valid reference plans."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    v = _concat(validated)
+    if v is not None:
+        keep = pl.col("parsed_json").is_not_null() if parsed_only else pl.col("kept")
+        for r in v.filter((pl.col("stage") == "plan_generation") & keep).sort(["kept", "sample_index"],
+                                                                              descending=[True, False]).iter_rows(named=True):
+            po = PlanOutput.model_validate_json(r["parsed_json"])
+            out[r["task_id"]][r["source"]].append((r["request_key"], po.plan.model_dump_json(),
+                                                   completion_text("plan_generation", r["parsed_json"])))
+    for r in reference_plans.filter(pl.col("valid")).iter_rows(named=True):
+        out[r["task_id"]]["reference"].append((f"reference:{r['task_id']}", r["plan_json"],
+                                               reference_plan_completion(r["plan_json"])))
+    return out
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"}, ins={"validated_outputs": dg.AssetIn(**ALL)},
+          description="Per task and pair of plan sources (teachers and the reference plan): file and symbol "
+          "Jaccard, Kendall tau of the execution order, a label; strong disagreement is a flagged hard example.")
+def plan_agreement(context: dg.AssetExecutionContext, distill: DistillConfigResource, validated_outputs,
+                   reference_plans: pl.DataFrame) -> pl.DataFrame:
+    cfg = distill.load()
+    # every plan that parsed takes part (kept plans first): agreement is informative even for invalid ones
+    plans = {task: {src: Plan.model_validate_json(items[0][1]) for src, items in by_src.items()}
+             for task, by_src in _plans_by_source(validated_outputs, reference_plans, parsed_only=True).items()}
+    df = agreement_table(plans, cfg.scoring.agree_threshold, cfg.scoring.disagree_threshold)
+    labels = Counter(df["label"].to_list())
+    context.add_output_metadata({
+        **table_meta(df), **{f"label_{k}": v for k, v in labels.items()},
+        "hard_examples": int(df["hard_example"].sum()) if df.height else 0,
+        "mean_file_jaccard": round(float(df["file_jaccard"].mean()), 3) if df.height else 0.0,
+        "preview": md_table(df, ["task_id", "source_a", "source_b", "file_jaccard", "symbol_jaccard", "order_tau", "label"]),
+    })
+    return df
+
+
+@dg.asset(group_name=GROUP, partitions_def=plan_source_partitions, code_version="1", pool="teacher_api",
+          kinds={"sandbox", "polars"}, ins={"validated_outputs": dg.AssetIn(**ALL)},
+          description="Each valid plan of one source -> the stage-5 teacher writes the code from plan + context -> "
+          "the sandbox runs the task's selected tests -> pass rate. Coder answers and sandbox runs are cached.")
+def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigResource, teachers: TeachersResource,
+                    validated_outputs, reference_plans: pl.DataFrame, change_tasks: pl.DataFrame,
+                    task_contexts: pl.DataFrame, test_selections: pl.DataFrame) -> pl.DataFrame:
+    cfg = distill.load()
+    source = context.partition_key
+    empty = pl.DataFrame(schema=EXECUTION_SCHEMA)
+    if source != "reference":
+        ok, why = cfg.stage_teacher_status("plan_generation", source)
+        if not ok:
+            context.add_output_metadata({**table_meta(empty), "skipped": why})
+            return empty
+    code_stage = cfg.stage("code_generation")
+    coders = [t for t in code_stage.teachers if cfg.stage_teacher_status("code_generation", t)[0]]
+    if not coders:
+        raise dg.Failure(description="no stage-5 teacher is available to write code from plans", allow_retries=False)
+    coder = cfg.teacher(coders[0])
+    tasks, ctxs, sel = _by_id(change_tasks), _by_id(task_contexts), _by_id(test_selections)
+    plans = []
+    for task_id, by_src in _plans_by_source(validated_outputs, reference_plans).items():
+        for key, plan_json, _ in by_src.get(source, [])[: cfg.scoring.max_plans_per_task]:
+            if task_id in tasks and task_id in ctxs:
+                plans.append(PlanToRun(task_id, source, key, plan_json))
+    scored = [p for p in plans if sel.get(p.task_id, {}).get("status") == "selected"]
+    coded = scored
+    if coder.max_tasks:  # a capped (small, local) coder writes code for its first tasks, train split first
+        rank = {"train": 0, "val": 1, "test": 2}
+        first = sorted({p.task_id for p in scored}, key=lambda t: (rank.get(tasks[t]["split"], 3), t))[: coder.max_tasks]
+        coded = [p for p in scored if p.task_id in set(first)]
+    n_samples = min(cfg.scoring.executions_per_plan, samples_for(code_stage, coder))
+    max_tokens = min(code_stage.max_output_tokens, coder.max_output_tokens or code_stage.max_output_tokens)
+    reqs = coder_requests(coded, tasks, ctxs, code_stage.prompt_token_budget, cfg.context.chars_per_token,
+                          n_samples, code_stage.temperature, max_tokens)
+    cache = teachers.response_cache(cfg)
+    try:
+        if not reqs:
+            answers = []
+        elif coder.kind == "local_llama_cpp" and all_cached(coder, cache, [r for _, r in reqs]):
+            answers, _ = run_teacher(coder, "http://127.0.0.1:9/v1", None, cache, [r for _, r in reqs])
+        else:
+            with teachers.endpoint(coder) as (base_url, key):
+                answers, _ = run_teacher(coder, base_url, key, cache, [r for _, r in reqs])
+    except TeacherPermanentError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    finally:
+        cache.close()
+    sandbox_cache = SandboxCache(cfg.resolved_cache_dir() / "sandbox_runs")
+    rows = []
+
+    def record(p, coder_name, model, idx, code_key, diff, err):
+        task = tasks[p.task_id]
+        commands = cfg.sandbox.test_commands.get(task["repo"], [])
+        if diff is None:
+            res, hit = None, False
+        else:
+            try:
+                res, hit = run_in_sandbox(task, sel.get(p.task_id), diff, commands, cfg.sandbox.backend,
+                                          cfg.sandbox.docker_image, _limits(cfg), sandbox_cache)
+            except SandboxUnavailable as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+        rows.append({"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key, "plan_hash": plan_hash(p.plan_json),
+                     "coder": coder_name, "coder_model": model, "sample_index": idx, "code_key": code_key, "diff": diff,
+                     "code_error": err, "status": res.status if res else "no_diff",
+                     "pass_rate": res.pass_rate if res else 0.0, "n_selected": len(res.selected) if res else 0,
+                     "duration_s": res.duration_s if res else 0.0, "sandbox_cached": hit, "scored_by": "tests"})
+
+    for (p, _req), ans in zip(reqs, answers):
+        diff, err = parse_diff(ans.content) if ans.error is None else (None, ans.error)
+        record(p, coder.name, coder.model, ans.request.sample_index, ans.key, diff, err)
+    if source == "reference":  # the gold code itself: the upper bound, and stage-5 DPO's chosen side
+        for p in scored:
+            t = tasks[p.task_id]
+            code, _ = partition_patch(t["gold_patch"], t["test_files"])
+            record(p, "gold", "gold_patch", 0, f"gold:{p.task_id}", code, None)
+    for p in plans:
+        if p not in scored:
+            rows.append({"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key,
+                         "plan_hash": plan_hash(p.plan_json), "coder": None, "coder_model": None, "sample_index": 0,
+                         "code_key": None, "diff": None, "code_error": None, "status": "no_tests", "pass_rate": None,
+                         "n_selected": 0, "duration_s": 0.0, "sandbox_cached": False, "scored_by": "overlap_only"})
+    df = pl.DataFrame(rows, schema=EXECUTION_SCHEMA) if rows else empty
+    ran = df.filter(pl.col("scored_by") == "tests")
+    status = Counter(df["status"].to_list())
+    context.add_output_metadata({
+        **table_meta(df), "plans": len(plans), "plans_scored_by_tests": len(scored),
+        "plans_scored_by_overlap_only": len(plans) - len(scored), "coder": coder.name,
+        "plans_coded": len(coded),
+        **{f"status_{k}": v for k, v in status.items()},
+        "mean_pass_rate": round(float(ran["pass_rate"].mean()), 3) if ran.height else 0.0,
+        "sandbox_cache_hits": int(ran["sandbox_cached"].sum()) if ran.height else 0,
+        "preview": md_table(df, ["task_id", "coder", "status", "pass_rate", "n_selected", "code_error"]),
+    })
+    return df
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"},
+          ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL)},
+          description="Per plan candidate: execution pass rate first, then agreement with the other sources, then "
+          "validity; ranked within its task.")
+def plan_scores(context: dg.AssetExecutionContext, validated_outputs, plan_executions, plan_agreement: pl.DataFrame,
+                reference_plans: pl.DataFrame) -> pl.DataFrame:
+    ex = _concat(plan_executions)
+    rates: dict = defaultdict(list)
+    if ex is not None:
+        for r in ex.filter(pl.col("coder") != "gold").iter_rows(named=True):
+            if r["pass_rate"] is not None:
+                rates[r["plan_key"]].append(r["pass_rate"])
+    agree: dict = defaultdict(list)
+    for r in plan_agreement.iter_rows(named=True):
+        agree[(r["task_id"], r["source_a"])].append(r["agreement"])
+        agree[(r["task_id"], r["source_b"])].append(r["agreement"])
+    rows = []
+    for task_id, by_src in _plans_by_source(validated_outputs, reference_plans).items():
+        for src, items in by_src.items():
+            for key, _plan, _c in items:
+                pr = rates.get(key)
+                rate = max(pr) if pr else None
+                ag = agree.get((task_id, src))
+                agreement = sum(ag) / len(ag) if ag else None
+                score = (rate or 0.0) * 100 + (agreement or 0.0) * 10 + 1.0
+                rows.append({"task_id": task_id, "source": src, "plan_key": key, "valid": True, "pass_rate": rate,
+                             "executions": len(pr or []), "agreement": agreement, "score": round(score, 4)})
+    schema = {"task_id": pl.Utf8, "source": pl.Utf8, "plan_key": pl.Utf8, "valid": pl.Boolean, "pass_rate": pl.Float64,
+              "executions": pl.Int64, "agreement": pl.Float64, "score": pl.Float64}
+    df = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+    if df.height:
+        df = df.with_columns(pl.col("score").rank("ordinal", descending=True).over("task_id").alias("rank"))
+    context.add_output_metadata({
+        **table_meta(df), "tasks": df["task_id"].n_unique() if df.height else 0,
+        "by_source": md_table(df.group_by("source").agg(pl.len().alias("plans"), pl.col("pass_rate").mean().alias("mean_pass_rate"),
+                                                         pl.col("agreement").mean().alias("mean_agreement")) if df.height else df),
+    })
+    return df
+
+
+def _prompts(stage_prompts: pl.DataFrame) -> dict:
+    return {r["task_id"]: r["messages_json"] for r in stage_prompts.iter_rows(named=True)}
+
+
+def _difficulty(reference_plans: pl.DataFrame) -> dict:
+    return {r["task_id"]: r["difficulty"] for r in reference_plans.iter_rows(named=True) if r["difficulty"]}
+
+
+@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"polars"},
+          ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL)},
+          description="TRL conversational prompt/completion rows per stage (stage 4: [REASONING] ... [PLAN] {json}), "
+          "with split, source and curriculum difficulty; near-duplicates capped per task; reference plans by config.")
+def sft_datasets(context: dg.AssetExecutionContext, distill: DistillConfigResource, validated_outputs, plan_executions,
+                 stage_prompts: pl.DataFrame, plan_scores: pl.DataFrame, reference_plans: pl.DataFrame,
+                 change_tasks: pl.DataFrame, test_selections: pl.DataFrame) -> pl.DataFrame:
+    cfg = distill.load()
+    stage = context.partition_key
+    v = _concat(validated_outputs)
+    cands = v.filter((pl.col("stage") == stage) & pl.col("kept")) if v is not None else pl.DataFrame()
+    tasks, sel = _by_id(change_tasks), _by_id(test_selections)
+    rates: dict = {}
+    refs = []
+    if stage == "plan_generation":
+        rates = {r["plan_key"]: r["pass_rate"] for r in plan_scores.iter_rows(named=True)}
+        if cfg.scoring.include_reference:
+            for r in reference_plans.filter(pl.col("valid")).iter_rows(named=True):
+                gold = 1.0 if sel.get(r["task_id"], {}).get("status") == "selected" else None
+                refs.append((r["task_id"], "reference", reference_plan_completion(r["plan_json"]), gold))
+    elif stage == "code_generation":
+        ex = _concat(plan_executions)
+        if ex is not None:
+            rates = {r["code_key"]: r["pass_rate"] for r in ex.iter_rows(named=True) if r["code_key"]}
+            if cfg.scoring.include_reference:
+                for r in ex.filter(pl.col("coder") == "gold").iter_rows(named=True):
+                    refs.append((r["task_id"], "reference", json.dumps({"diff": r["diff"]}), r["pass_rate"]))
+    df = sft_rows(stage, cands if cands.height else pl.DataFrame(schema={"task_id": pl.Utf8, "sample_index": pl.Int64}),
+                  _prompts(stage_prompts), tasks, _difficulty(reference_plans), rates, cfg.scoring.sft_min_pass_rate,
+                  cfg.scoring.max_sft_per_task, refs)
+    context.add_output_metadata({
+        **table_meta(df), "rows": df.height,
+        **{f"split_{k}": v for k, v in Counter(df["split"].to_list()).items()},
+        **{f"source_{k}": v for k, v in Counter(df["source"].to_list()).items()},
+        **{f"difficulty_{k}": v for k, v in Counter(df["difficulty"].to_list()).items()},
+        "preview": md_table(df, ["task_id", "split", "source", "difficulty", "completion"], width=100),
+    })
+    return df
+
+
+@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"polars"},
+          ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL)},
+          description="Preference pairs: per task, chosen = highest pass rate, rejected = lowest pass rate among "
+          "structurally valid candidates, with a margin; stage 4 from plans, stage 5 from code outcomes.")
+def dpo_pairs(context: dg.AssetExecutionContext, distill: DistillConfigResource, validated_outputs, plan_executions,
+              stage_prompts: pl.DataFrame, plan_scores: pl.DataFrame, reference_plans: pl.DataFrame,
+              change_tasks: pl.DataFrame) -> pl.DataFrame:
+    cfg = distill.load()
+    stage = context.partition_key
+    tasks = _by_id(change_tasks)
+    scored: dict = defaultdict(list)
+    if stage == "plan_generation":
+        rates = {r["plan_key"]: r["pass_rate"] for r in plan_scores.iter_rows(named=True)}
+        for task_id, by_src in _plans_by_source(validated_outputs, reference_plans).items():
+            for src, items in by_src.items():
+                if src == "reference" and not cfg.scoring.include_reference:
+                    continue
+                for key, _plan, completion in items:
+                    rate = rates.get(key)
+                    if src == "reference" and rate is None and any(rates.get(k) is not None for s, it in by_src.items()
+                                                                   if s != "reference" for k, _, _ in it):
+                        rate = 1.0  # the gold plan's code is the gold patch, which passes the selected tests
+                    scored[(task_id, task_id)].append({"completion": completion, "source": src, "pass_rate": rate,
+                                                       "valid": True, "can_reject": src != "reference"})
+    elif stage == "code_generation":
+        ex = _concat(plan_executions)
+        if ex is not None:
+            for r in ex.filter((pl.col("plan_source") == "reference") & pl.col("pass_rate").is_not_null()).iter_rows(named=True):
+                if r["coder"] == "gold" and not cfg.scoring.include_reference:
+                    continue
+                scored[(r["task_id"], r["task_id"])].append({
+                    "completion": json.dumps({"diff": r["diff"] or ""}), "source": "reference" if r["coder"] == "gold" else r["coder"],
+                    # a diff that does not apply is a real failing outcome (pass rate 0): a fair rejected side
+                    "pass_rate": r["pass_rate"], "valid": r["diff"] is not None,
+                    "can_reject": r["coder"] != "gold"})
+    df = dpo_rows(stage, scored, _prompts(stage_prompts), tasks, _difficulty(reference_plans), cfg.scoring.dpo_margin)
+    meta = {**table_meta(df), "pairs": df.height, "tasks_considered": len(scored),
+            "mean_margin": round(float(df["margin"].mean()), 3) if df.height else 0.0,
+            **{f"chosen_{k}": v for k, v in Counter(df["chosen_source"].to_list()).items()},
+            "preview": md_table(df, ["task_id", "chosen_source", "rejected_source", "chosen_pass_rate",
+                                     "rejected_pass_rate", "margin"])}
+    if stage not in ("plan_generation", "code_generation"):
+        meta["skipped"] = "DPO pairs come from execution outcomes: stages 4 (plans) and 5 (code) only"
+    context.add_output_metadata(meta)
+    return df

@@ -1,0 +1,108 @@
+"""Execution scoring: plan -> the stage-5 teacher writes code -> the sandbox runs the task's tests.
+
+Coder answers are cached by the teacher response cache (its key covers the
+plan, the coder model and the sample index); sandbox runs are cached by task,
+diff and selected tests. A rerun after a crash redoes neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import polars as pl
+
+from distill_assets.prompts.builders import build_prompt
+from distill_assets.prompts.schemas import parse_output
+from distill_assets.sandbox import Limits, RunResult, SandboxUnavailable, execute, get_backend, partition_patch
+from distill_assets.teachers.client import TeacherRequest
+
+SELECTION_SCHEMA = {
+    "task_id": pl.Utf8, "status": pl.Utf8, "fail_to_pass": pl.List(pl.Utf8), "pass_to_pass": pl.List(pl.Utf8),
+    "before_status": pl.Utf8, "after_status": pl.Utf8, "gold_pass_rate": pl.Float64, "backend": pl.Utf8,
+}
+
+EXECUTION_SCHEMA = {
+    "task_id": pl.Utf8, "plan_source": pl.Utf8, "plan_key": pl.Utf8, "plan_hash": pl.Utf8, "coder": pl.Utf8,
+    "coder_model": pl.Utf8, "sample_index": pl.Int64, "code_key": pl.Utf8, "diff": pl.Utf8, "code_error": pl.Utf8,
+    "status": pl.Utf8, "pass_rate": pl.Float64, "n_selected": pl.Int64, "duration_s": pl.Float64,
+    "sandbox_cached": pl.Boolean, "scored_by": pl.Utf8,
+}
+
+
+def plan_hash(plan_json: str) -> str:
+    return hashlib.sha256(json.dumps(json.loads(plan_json), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class PlanToRun:
+    task_id: str
+    source: str      # the plan's teacher, or "reference"
+    key: str         # the candidate's request key, or "reference:<task>"
+    plan_json: str   # the Plan (not the reasoning wrapper)
+
+
+def coder_requests(plans: list[PlanToRun], tasks: Mapping[str, Mapping], contexts: Mapping[str, Mapping],
+                   budget_tokens: int, chars_per_token: float, samples: int, temperature: float,
+                   max_tokens: int) -> list[tuple[PlanToRun, TeacherRequest]]:
+    out = []
+    for p in plans:
+        prompt = build_prompt("code_generation", tasks[p.task_id], contexts[p.task_id], budget_tokens=budget_tokens,
+                              chars_per_token=chars_per_token, reference_plan=p.plan_json)
+        for i in range(samples):
+            out.append((p, TeacherRequest(task_id=p.task_id, stage="code_generation", prompt_hash=prompt.prompt_hash,
+                                          sample_index=i, messages=prompt.messages, schema=prompt.schema,
+                                          temperature=temperature, max_tokens=max_tokens)))
+    return out
+
+
+class SandboxCache:
+    """Sandbox results by content: task, diff, selected tests, commands, backend."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> RunResult | None:
+        p = self.root / f"{key}.json"
+        return RunResult.from_json(p.read_text()) if p.exists() else None
+
+    def put(self, key: str, result: RunResult) -> None:
+        p = self.root / f"{key}.json"
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(result.to_json())
+        tmp.replace(p)
+
+
+def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None, diff: str, commands: list[str],
+                   backend_name: str, image: str | None, limits: Limits, cache: SandboxCache) -> tuple[RunResult, bool]:
+    """(result, from cache). Tasks without selected tests are not run: status 'no_tests'."""
+    if selection is None or selection["status"] != "selected":
+        return RunResult("no_tests", 0.0, backend=backend_name), False
+    selected = sorted(set(selection["fail_to_pass"]) | set(selection["pass_to_pass"]))
+    _, test_part = partition_patch(task["gold_patch"], task["test_files"])
+    key = SandboxCache.key(task["task_id"], task["base_commit"], diff, test_part, selected, commands, backend_name)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit, True
+    backend = get_backend(backend_name, image)
+    res = execute(task["repo_path"], task["base_commit"], diff, commands, backend, limits, test_patch=test_part,
+                  selected=selected)
+    cache.put(key, res)
+    return res, False
+
+
+def parse_diff(raw_text: str | None) -> tuple[str | None, str | None]:
+    parsed, err = parse_output("code_generation", raw_text or "")
+    return (parsed.diff, None) if parsed is not None else (None, err)
+
+
+__all__ = ["PlanToRun", "SandboxCache", "coder_requests", "run_in_sandbox", "parse_diff", "plan_hash",
+           "SELECTION_SCHEMA", "EXECUTION_SCHEMA", "SandboxUnavailable"]

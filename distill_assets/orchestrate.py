@@ -56,7 +56,8 @@ def _partition_keys(pdef, cfg: DistillConfig, instance: dg.DagsterInstance, log)
     return list(pdef.get_partition_keys(dynamic_partitions_store=instance))
 
 
-def materialize_all(cfg: DistillConfig, *, select: str = "*", instance: dg.DagsterInstance | None = None,
+def materialize_all(cfg: DistillConfig, *, select: str = "*", groups: set[str] | None = None,
+                    instance: dg.DagsterInstance | None = None,
                     log: Callable[[str], None] = print, log_level: str = "WARNING") -> list[AssetRunSummary]:
     from distill_assets.definitions import defs as lazy_defs
     from distill_assets.defs.partitions import REPO_PARTITIONS_NAME
@@ -71,7 +72,8 @@ def materialize_all(cfg: DistillConfig, *, select: str = "*", instance: dg.Dagst
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     keys = [k for k in graph.toposorted_asset_keys
-            if graph.get(k).is_materializable and fnmatch.fnmatch(k.to_user_string(), select)]
+            if graph.get(k).is_materializable and fnmatch.fnmatch(k.to_user_string(), select)
+            and (groups is None or graph.get(k).group_name in groups)]
 
     # consecutive assets with the same partitioning run together (blocking checks then gate downstream)
     groups: list[list[dg.AssetKey]] = []

@@ -28,6 +28,7 @@ def test_demo_repo_tests_pass_at_every_commit(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, monkeypatch):
     monkeypatch.delenv("DISTILL_CONFIG", raising=False)
     instance = dg.DagsterInstance.get()  # the project's dagster.yaml under DAGSTER_HOME
@@ -52,5 +53,12 @@ def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, mon
         assert git_plans["n_cross_file_edges"].sum() > 0
         tasks = pl.read_parquet(tables / "change_tasks.parquet")
         assert set(tasks.filter(pl.col("source") == "git")["split"]) == {"train", "val", "test"}
+        # teachers and scoring on the embedded default: the local teacher answered, gold code passes
+        assert pl.read_parquet(tables / "teacher_outputs" / "plan_generation" / "local.parquet").height == 6
+        gold = pl.read_parquet(tables / "plan_executions" / "reference.parquet").filter(pl.col("coder") == "gold")
+        assert gold.height >= 20 and (gold["pass_rate"] == 1.0).all()
+        sft = pl.read_parquet(tables / "sft_datasets" / "plan_generation.parquet")
+        assert sft.height >= kept.height and set(sft["split"]) == {"train", "val", "test"}
+        assert pl.read_parquet(tables / "dpo_pairs" / "code_generation.parquet").height >= 1
     finally:
         instance.dispose()

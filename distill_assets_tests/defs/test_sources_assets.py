@@ -37,7 +37,7 @@ def test_materialize_all_sources_on_a_real_repository(shop_repo, tmp_path, dagst
     monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         logs: list[str] = []
-        summary = materialize_all(load_config(), instance=instance, log=logs.append)
+        summary = materialize_all(load_config(), instance=instance, log=logs.append, groups={"sources"})
         assert all(s.failed == 0 for s in summary), logs
         assert instance.get_dynamic_partitions(REPO_PARTITIONS_NAME) == ["shop"]
 
@@ -74,7 +74,7 @@ def test_a_bad_repository_fails_with_one_clear_message_and_writes_nothing(tmp_pa
     monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         logs: list[str] = []
-        summary = materialize_all(load_config(), instance=instance, log=logs.append)
+        summary = materialize_all(load_config(), instance=instance, log=logs.append, groups={"sources"})
         assert {s.asset: s.failed for s in summary}["mined_commits"] == 1
         assert any("not a git repository" in line for line in logs), logs
         assert any("skip change_tasks" in line for line in logs), logs

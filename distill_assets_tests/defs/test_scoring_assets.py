@@ -60,6 +60,14 @@ def test_scoring_pipeline_on_a_real_repository(shop_repo, tmp_path, dagster_home
         dpo5 = pl.read_parquet(t / "dpo_pairs" / "code_generation.parquet")
         for r in dpo5.iter_rows(named=True):
             assert r["chosen_source"] == "reference" and r["chosen_pass_rate"] - r["rejected_pass_rate"] >= 0.5
+        # a rerun of the executions redoes nothing: coder answers and sandbox runs come from the caches
+        summary = materialize_all(load_config(), instance=instance, log=logs.append, select="plan_executions")
+        assert all(s.failed == 0 for s in summary), logs
+        rec = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("plan_executions"),
+                                                                    asset_partitions=["reference"]), limit=1)
+        meta = rec.records[0].event_log_entry.asset_materialization.metadata
+        ran = ex.filter(pl.col("scored_by") == "tests").height
+        assert meta["sandbox_cache_hits"].value == ran - coded.filter(pl.col("status") == "no_diff").height
         v = pl.read_parquet(t / "validated_outputs" / "plan_generation" / "local.parquet")
         assert v.height == 1 and (v["kept"][0] or v["drop_reason"][0] in {"parse_error", "invalid", "call_error"})
     finally:

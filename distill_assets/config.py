@@ -282,7 +282,8 @@ def default_stages() -> list[StageConfig]:
 
 
 class SandboxConfig(_Strict):
-    backend: Literal["bwrap", "docker"] = "bwrap"
+    backend: Literal["bwrap", "docker", "dagster_docker"] = Field(
+        default="bwrap", description="bwrap on one machine; docker or dagster_docker (PipesDockerClient) to scale out")
     timeout_s: int = Field(default=300, ge=1)
     memory_mb: int = Field(default=2048, ge=64)
     max_processes: int = Field(default=256, ge=8)

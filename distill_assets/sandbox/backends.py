@@ -151,9 +151,80 @@ class DockerBackend:
                          time.perf_counter() - t0, timed_out)
 
 
-def get_backend(name: str, image: str | None = None) -> BwrapBackend | DockerBackend:
+def get_backend(name: str, image: str | None = None, context=None):
+    """``context``: the Dagster step's context, needed by the dagster_docker backend."""
     if name == "bwrap":
         return BwrapBackend()
     if name == "docker":
         return DockerBackend(image or "distill-sandbox:bookworm")
-    raise SandboxUnavailable(f"unknown sandbox backend {name!r} (bwrap or docker)")
+    if name == "dagster_docker":
+        if context is None:
+            raise SandboxUnavailable("the dagster_docker backend runs inside a Dagster step (it needs its context)")
+        return PipesDockerBackend(context, image or "distill-sandbox:bookworm")
+    raise SandboxUnavailable(f"unknown sandbox backend {name!r} (bwrap, docker or dagster_docker)")
+
+
+class PipesDockerBackend:
+    """The Docker sandbox launched through dagster-docker's PipesDockerClient, from inside a Dagster step.
+
+    Same isolation as ``DockerBackend``; the container's logs stream into the Dagster run. The
+    test output is written into the workspace (the container always exits 0 so the Pipes client
+    does not treat a failing test as a broken step); a coreutils ``timeout`` enforces the wall clock.
+    """
+
+    name = "dagster_docker"
+
+    def __init__(self, context, image: str):
+        from dagster_docker import PipesDockerClient  # the Dagster layer's dependency, imported on use
+
+        DockerBackend(image)  # same availability checks: docker CLI, daemon, image
+        self.context = context
+        self.image = image
+        self.client = PipesDockerClient()
+
+    def prepare(self, workspace: Path) -> None:
+        BwrapBackend.prepare(self, workspace)
+
+    def run(self, workspace: Path, command: str, limits: Limits) -> Execution:
+        import docker
+
+        self.prepare(workspace)
+        label = f"distill-sbx-{uuid.uuid4().hex[:12]}"
+        out, err, rc = ".distill-sbx.out", ".distill-sbx.err", ".distill-sbx.rc"
+        wrapped = (f"timeout -s KILL {int(limits.timeout_s)} /bin/sh -c {shlex_quote(command)} > /work/{out} 2> /work/{err};"
+                   f" echo $? > /work/{rc}; exit 0")
+        t0 = time.perf_counter()
+        try:
+            self.client.run(context=self.context, image=self.image, command=["/bin/sh", "-c", wrapped],
+                            env={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+                            container_kwargs={
+                                "network_mode": "none", "read_only": True, "tmpfs": {"/tmp": "rw,nosuid,size=256m"},
+                                "user": f"{NOBODY}:{NOBODY}", "mem_limit": f"{limits.memory_mb}m",
+                                "memswap_limit": f"{limits.memory_mb}m", "pids_limit": limits.max_processes,
+                                "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
+                                "volumes": {str(workspace): {"bind": "/work", "mode": "rw"}}, "working_dir": "/work",
+                                "labels": {"distill-sandbox": label},
+                            })
+        finally:
+            client = docker.from_env()
+            for c in client.containers.list(all=True, filters={"label": f"distill-sandbox={label}"}):
+                c.remove(force=True)
+        duration = time.perf_counter() - t0
+
+        def read(name: str) -> str:
+            p = workspace / name
+            text = p.read_text(errors="replace") if p.exists() else ""
+            p.unlink(missing_ok=True)
+            return text
+
+        code_text = read(rc).strip()
+        code = int(code_text) if code_text.lstrip("-").isdigit() else None
+        timed_out = code == 137 and duration >= limits.timeout_s * 0.95
+        return Execution(None if timed_out else code, _decode(read(out).encode()), _decode(read(err).encode()),
+                         duration, timed_out)
+
+
+def shlex_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)

@@ -82,7 +82,8 @@ class SandboxCache:
 
 
 def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None, diff: str, commands: list[str],
-                   backend_name: str, image: str | None, limits: Limits, cache: SandboxCache) -> tuple[RunResult, bool]:
+                   backend_name: str, image: str | None, limits: Limits, cache: SandboxCache,
+                   context=None) -> tuple[RunResult, bool]:
     """(result, from cache). Tasks without selected tests are not run: status 'no_tests'."""
     if selection is None or selection["status"] != "selected":
         return RunResult("no_tests", 0.0, backend=backend_name), False
@@ -92,7 +93,7 @@ def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None,
     hit = cache.get(key)
     if hit is not None:
         return hit, True
-    backend = get_backend(backend_name, image)
+    backend = get_backend(backend_name, image, context)
     res = execute(task["repo_path"], task["base_commit"], diff, commands, backend, limits, test_patch=test_part,
                   selected=selected)
     cache.put(key, res)

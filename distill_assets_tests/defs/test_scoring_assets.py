@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 import polars as pl
+import pytest
 import yaml
 
 from distill_assets.config import load_config
@@ -11,12 +12,14 @@ from distill_assets.orchestrate import materialize_all
 from distill_assets_tests.conftest import PROJECT
 
 
-def test_scoring_pipeline_on_a_real_repository(shop_repo, tmp_path, dagster_home, monkeypatch):
+@pytest.mark.parametrize("backend", ["bwrap", "dagster_docker"])
+def test_scoring_pipeline_on_a_real_repository(backend, shop_repo, tmp_path, dagster_home, monkeypatch):
     data = yaml.safe_load((PROJECT / "data" / "distill.yaml").read_text())
     data["sources"] = {"repos": [{"name": "shop", "path": str(shop_repo.path)}], "external": []}
     data["teachers"][0].update(max_tasks=1, max_samples=1, max_output_tokens=200, n_ctx=4096, max_parse_failure_rate=1.0)
     for st in data["stages"]:
         st["prompt_token_budget"] = 900
+    data["sandbox"]["backend"] = backend
     data["sandbox"]["test_commands"] = {"shop": ["python3 -m unittest discover -s tests -t . -v", "node --test web/test/"]}
     cfg_path = tmp_path / "distill.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
@@ -36,6 +39,7 @@ def test_scoring_pipeline_on_a_real_repository(shop_repo, tmp_path, dagster_home
         assert "tests.test_cart.CartTest.test_discount" in discount["fail_to_pass"]
         assert "tests.test_cart.CartTest.test_total" in discount["pass_to_pass"]
         assert set(sel.filter(pl.col("status") != "selected")["status"]) <= {"no_tests", "no_selected_tests"}
+        assert set(sel["backend"]) == {backend}
 
         ex = pl.read_parquet(t / "plan_executions" / "reference.parquet")
         gold = ex.filter(pl.col("coder") == "gold")

@@ -181,3 +181,42 @@ def test_parsers():
     assert parse_test_output(text) == {"tests.t.C.test_a": "passed", "tests.t.C.test_b": "failed",
                                        "node: renders": "passed", "node: suite": "failed", "node: suite > inner": "passed",
                                        "tests/x.py::test_y": "passed", "tests/x.py::test_z": "failed"}
+
+
+def test_the_docker_sandbox_through_dagster_docker_pipes(tmp_path, listener):
+    """The scale-out path: a Dagster step launches the sandbox container with PipesDockerClient."""
+    import dagster as dg
+
+    port, received = listener
+    cfg = load_config()
+    commands = cfg.sandbox.test_commands["demo-shop"]
+    t = demo_tasks(tmp_path).filter(pl.col("has_tests")).row(0, named=True)
+    code, tests = partition_patch(t["gold_patch"], t["test_files"])
+    escape = ("diff --git a/tests/test_zz_escape.py b/tests/test_zz_escape.py\nnew file mode 100644\n--- /dev/null\n"
+              "+++ b/tests/test_zz_escape.py\n@@ -0,0 +1,7 @@\n+import socket\n+import unittest\n+\n+\n"
+              "+class Escape(unittest.TestCase):\n+    def test_escape(self):\n"
+              f"+        socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'x')\n")
+
+    @dg.asset
+    def sandboxed(context: dg.AssetExecutionContext):
+        backend = get_backend("dagster_docker", cfg.sandbox.docker_image, context)
+        sel = select_tests(t["repo_path"], t["base_commit"], t["gold_patch"], t["test_files"], commands, backend,
+                           Limits(timeout_s=60))
+        gold = execute(t["repo_path"], t["base_commit"], code, commands, backend, Limits(timeout_s=60),
+                       test_patch=tests, selected=sel.selected)
+        bad = execute(t["repo_path"], t["base_commit"], code + escape, commands, backend, Limits(timeout_s=60),
+                      test_patch=tests, selected=["tests.test_zz_escape.Escape.test_escape"])
+        # a step that opened Pipes sessions returns an explicit Output
+        return dg.Output({"f2p": len(sel.fail_to_pass), "gold": gold.pass_rate, "gold_status": gold.status,
+                          "escape": bad.pass_rate, "backend": gold.backend})
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([sandboxed], instance=instance,
+                                resources={"io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "io"))})
+        assert result.success
+        out = result.output_for_node("sandboxed")
+    assert out["backend"] == "dagster_docker" and out["f2p"] > 0
+    assert out["gold"] == 1.0 and out["gold_status"] == "passed"
+    assert out["escape"] == 0.0 and received == []
+    assert subprocess.run(["docker", "ps", "-aq", "--filter", "label=distill-sandbox"], capture_output=True,
+                          text=True).stdout.strip() == ""

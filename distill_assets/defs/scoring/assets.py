@@ -69,10 +69,10 @@ def validated_outputs(context: dg.AssetExecutionContext, distill: DistillConfigR
           description="SWE-bench-style test selection per task: fail->pass and pass->pass tests from one sandboxed "
           "run without and one with the gold code (cached); tasks without such tests are counted.")
 def test_selections(context: dg.AssetExecutionContext, distill: DistillConfigResource,
-                    change_tasks: pl.DataFrame) -> pl.DataFrame:
+                    change_tasks: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     cfg = distill.load()
     try:
-        backend = get_backend(cfg.sandbox.backend, cfg.sandbox.docker_image)
+        backend = get_backend(cfg.sandbox.backend, cfg.sandbox.docker_image, context)
     except SandboxUnavailable as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     cache_dir = cfg.resolved_cache_dir() / "test_selection"
@@ -107,7 +107,7 @@ def test_selections(context: dg.AssetExecutionContext, distill: DistillConfigRes
                                             pl.col("pass_to_pass").list.len().alias("p2p")),
                             ["task_id", "status", "f2p", "p2p", "gold_pass_rate"]),
     })
-    return df
+    return dg.Output(df)  # explicit: with the dagster_docker backend the step has opened Pipes sessions
 
 
 def _plans_by_source(validated, reference_plans: pl.DataFrame, parsed_only: bool = False) -> dict:
@@ -154,7 +154,7 @@ def plan_agreement(context: dg.AssetExecutionContext, distill: DistillConfigReso
           "the sandbox runs the task's selected tests -> pass rate. Coder answers and sandbox runs are cached.")
 def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigResource, teachers: TeachersResource,
                     validated_outputs, reference_plans: pl.DataFrame, change_tasks: pl.DataFrame,
-                    task_contexts: pl.DataFrame, test_selections: pl.DataFrame) -> pl.DataFrame:
+                    task_contexts: pl.DataFrame, test_selections: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     cfg = distill.load()
     source = context.partition_key
     empty = pl.DataFrame(schema=EXECUTION_SCHEMA)
@@ -162,7 +162,7 @@ def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigRes
         ok, why = cfg.stage_teacher_status("plan_generation", source)
         if not ok:
             context.add_output_metadata({**table_meta(empty), "skipped": why})
-            return empty
+            return dg.Output(empty)
     code_stage = cfg.stage("code_generation")
     coders = [t for t in code_stage.teachers if cfg.stage_teacher_status("code_generation", t)[0]]
     if not coders:
@@ -208,7 +208,7 @@ def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigRes
         else:
             try:
                 res, hit = run_in_sandbox(task, sel.get(p.task_id), diff, commands, cfg.sandbox.backend,
-                                          cfg.sandbox.docker_image, _limits(cfg), sandbox_cache)
+                                          cfg.sandbox.docker_image, _limits(cfg), sandbox_cache, context)
             except SandboxUnavailable as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
         rows.append({"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key, "plan_hash": plan_hash(p.plan_json),
@@ -243,7 +243,7 @@ def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigRes
         "sandbox_cache_hits": int(ran["sandbox_cached"].sum()) if ran.height else 0,
         "preview": md_table(df, ["task_id", "coder", "status", "pass_rate", "n_selected", "code_error"]),
     })
-    return df
+    return dg.Output(df)  # explicit: with the dagster_docker backend the step has opened Pipes sessions
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"polars"},

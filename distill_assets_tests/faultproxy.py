@@ -37,6 +37,7 @@ class FaultProxy:
         self.forwarded = 0          # requests that reached the real server
         self.delivered = Counter()  # body hash -> answers delivered whole to the client
         self.injected = Counter()
+        self.undelivered = 0      # answers of the real server whose client had already gone
         self.status_override: int | None = None
         self._lock = threading.Lock()
         self._files: dict[str, bytes] = {}
@@ -121,6 +122,10 @@ class FaultProxy:
             content = doc["choices"][0]["message"]["content"] or ""
             doc["choices"][0]["message"]["content"] = content[: max(len(content) // 2, 1)]
             data = json.dumps(doc).encode()
+        if await request.is_disconnected():  # the client gave up (its time-out): nobody receives this answer
+            with self._lock:
+                self.undelivered += 1
+            return Response(status_code=499)
         self._delivered(body)
         return Response(data, status_code=upstream.status_code, media_type="application/json")
 

@@ -25,9 +25,9 @@ def test_faults_lose_no_answer_and_repeat_no_paid_call(llama_server, sample_prom
     prompts = sample_prompts["task_analysis"]
     reqs = requests_for(prompts, 2, 120)  # 6 requests
     faults = [("429", 1), "500", "timeout", "drop", "garbled", "cut_content", ("429", 0), "500"]
-    teacher = local_teacher(concurrency=2, timeout_s=8.0)  # well above a real answer (~2 s), below the injected stall
+    teacher = local_teacher(concurrency=2, timeout_s=15.0)  # well above a real answer (~2 s), below the injected stall
     cache = ResponseCache(tmp_path / "c.sqlite")
-    with FaultProxy(llama_server, faults=faults, timeout_sleep_s=12.0) as proxy:
+    with FaultProxy(llama_server, faults=faults, timeout_sleep_s=20.0) as proxy:
         t0 = time.time()
         answers, stats = run_teacher(teacher, proxy.base_url, None, cache, reqs)
         elapsed = time.time() - t0

@@ -148,15 +148,20 @@ def _changes_from_patch(patch: str) -> list[dict[str, Any]]:
     return out
 
 
-def _finish(row: dict[str, Any], changes: list[dict[str, Any]], classifier: FileClassifier) -> dict[str, Any]:
-    for ch in changes:
-        ch["category"] = classifier.category(ch["path"], bool(ch["binary"]))
+def _file_columns(row: dict[str, Any], changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """changed / plan / test files and has_tests from categorised file changes."""
     row["file_changes"] = changes
     row["changed_files"] = [c["path"] for c in changes]
     row["plan_files"] = [c["path"] for c in changes if c["category"] not in NOISE_CATEGORIES]
     row["test_files"] = [c["path"] for c in changes if c["category"] == "test"]
     row["has_tests"] = bool(row["test_files"]) or bool(row.get("fail_to_pass"))
     return row
+
+
+def _finish(row: dict[str, Any], changes: list[dict[str, Any]], classifier: FileClassifier) -> dict[str, Any]:
+    for ch in changes:
+        ch["category"] = classifier.category(ch["path"], bool(ch["binary"]))
+    return _file_columns(row, changes)
 
 
 def tasks_from_mined(mined: pl.DataFrame) -> list[dict[str, Any]]:
@@ -172,12 +177,7 @@ def tasks_from_mined(mined: pl.DataFrame) -> list[dict[str, Any]]:
                 "description": c["message"], "gold_patch": patches.get(c["sha"], ""), "test_patch": "",
                 "fail_to_pass": [], "pass_to_pass": [], "inline_files": [],
             }
-            row["file_changes"] = files
-            row["changed_files"] = [f["path"] for f in files]
-            row["plan_files"] = [f["path"] for f in files if f["category"] not in NOISE_CATEGORIES]
-            row["test_files"] = [f["path"] for f in files if f["category"] == "test"]
-            row["has_tests"] = bool(row["test_files"])
-            rows.append(row)
+            rows.append(_file_columns(row, files))  # the miner already categorised the files
     return rows
 
 

@@ -95,3 +95,35 @@ def test_sft_rows_stage4_format_pass_filter_and_cap():
                   min_pass_rate=1.0, max_per_task=2)
     assert df["candidate_key"].to_list() == ["k1", "k2"]  # k0 failed its tests; cap of 2 per task
     assert json.loads(df["completion"][0])[0]["role"] == "assistant" and set(df["split"]) == {"val"}
+
+
+def test_plan_scores_rank_by_pass_rate_then_agreement():
+    from distill_assets.scoring.plans import score_plans
+
+    by_source = {"t": {"local": [("k1", "{}", "c1"), ("k2", "{}", "c2")], "reference": [("reference:t", "{}", "c")]}}
+    ex = pl.DataFrame({"plan_key": ["k1", "k1", "k2", "reference:t"], "coder": ["local", "local", "local", "gold"],
+                       "pass_rate": [0.0, 0.5, 0.5, 1.0]})
+    agree = pl.DataFrame({"task_id": ["t"], "source_a": ["local"], "source_b": ["reference"], "agreement": [0.4]})
+    df = score_plans(by_source, ex, agree)
+    rows = {r["plan_key"]: r for r in df.iter_rows(named=True)}
+    assert rows["k1"]["pass_rate"] == 0.5 and rows["k1"]["executions"] == 2  # best coder sample counts
+    assert rows["reference:t"]["pass_rate"] is None  # gold code rows do not score plans
+    assert rows["k1"]["rank"] in (1, 2) and rows["reference:t"]["rank"] == 3
+
+
+def test_dpo_candidates_reference_never_rejected_and_undiffed_answers_left_out():
+    from distill_assets.scoring.plans import code_dpo_candidates, plan_dpo_candidates
+
+    by_source = {"t": {"local": [("k1", "{}", "bad plan")], "reference": [("reference:t", "{}", "gold plan")]},
+                 "u": {"reference": [("reference:u", "{}", "gold")]}}
+    cands = plan_dpo_candidates(by_source, {"k1": 0.0}, include_reference=True)
+    ref = [c for c in cands[("t", "t")] if c["source"] == "reference"][0]
+    assert ref["pass_rate"] == 1.0 and not ref["can_reject"]
+    assert cands[("u", "u")][0]["pass_rate"] is None  # untested task: the reference is not assumed passing
+    assert all(c["source"] != "reference" for c in plan_dpo_candidates(by_source, {"k1": 0.0}, False)[("t", "t")])
+    ex = pl.DataFrame({"task_id": ["t"] * 3, "plan_source": ["reference"] * 3, "coder": ["gold", "local", "local"],
+                       "diff": ["diff --git a/x b/x", "broken", None], "pass_rate": [1.0, 0.0, 0.0]})
+    code = code_dpo_candidates(ex, include_reference=True)[("t", "t")]
+    assert [c["valid"] for c in code] == [True, True, False]
+    df = dpo_rows("code_generation", {("t", "t"): code}, {"t": "[]"}, {"t": {"split": "train"}}, {}, 0.5)
+    assert df.height == 1 and json.loads(df["rejected"][0])[0]["content"] == '{"diff": "broken"}'

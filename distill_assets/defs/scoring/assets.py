@@ -1,20 +1,19 @@
 """Scoring: validated candidates, agreement, sandboxed plan executions, scores, SFT rows and DPO pairs."""
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 
 import dagster as dg
 import polars as pl
 
-from distill_assets.datasets.build import (DPO_SCHEMA, SFT_SCHEMA, completion_text, dpo_rows,
-                                           reference_plan_completion, sft_rows)
+from distill_assets.datasets.build import dpo_rows, reference_plan_completion, sft_rows
 from distill_assets.plans.schema import Plan
-from distill_assets.prompts.schemas import PlanOutput
 from distill_assets.sandbox import Limits, SandboxUnavailable, partition_patch, select_tests
 from distill_assets.sandbox.backends import get_backend
 from distill_assets.scoring.agreement import agreement_table
 from distill_assets.scoring.executions import (EXECUTION_SCHEMA, SELECTION_SCHEMA, PlanToRun, SandboxCache,
                                                coder_requests, parse_diff, plan_hash, run_in_sandbox)
+from distill_assets.scoring.plans import code_dpo_candidates, plan_dpo_candidates, plans_by_source, score_plans
 from distill_assets.scoring.validate import validate_candidates
 from distill_assets.teachers.client import TeacherPermanentError
 from distill_assets.teachers.runner import all_cached, run_teacher, samples_for
@@ -111,21 +110,7 @@ def test_selections(context: dg.AssetExecutionContext, distill: DistillConfigRes
 
 
 def _plans_by_source(validated, reference_plans: pl.DataFrame, parsed_only: bool = False) -> dict:
-    """task -> {source: [(key, plan_json, completion)]} for kept teacher plans (or, with ``parsed_only``,
-    every plan that parsed, valid or not) and valid reference plans."""
-    out: dict = defaultdict(lambda: defaultdict(list))
-    v = _concat(validated)
-    if v is not None:
-        keep = pl.col("parsed_json").is_not_null() if parsed_only else pl.col("kept")
-        for r in v.filter((pl.col("stage") == "plan_generation") & keep).sort(["kept", "sample_index"],
-                                                                              descending=[True, False]).iter_rows(named=True):
-            po = PlanOutput.model_validate_json(r["parsed_json"])
-            out[r["task_id"]][r["source"]].append((r["request_key"], po.plan.model_dump_json(),
-                                                   completion_text("plan_generation", r["parsed_json"])))
-    for r in reference_plans.filter(pl.col("valid")).iter_rows(named=True):
-        out[r["task_id"]]["reference"].append((f"reference:{r['task_id']}", r["plan_json"],
-                                               reference_plan_completion(r["plan_json"])))
-    return out
+    return plans_by_source(_concat(validated), reference_plans, parsed_only=parsed_only)
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"polars"}, ins={"validated_outputs": dg.AssetIn(**ALL)},
@@ -252,32 +237,7 @@ def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigRes
           "validity; ranked within its task.")
 def plan_scores(context: dg.AssetExecutionContext, validated_outputs, plan_executions, plan_agreement: pl.DataFrame,
                 reference_plans: pl.DataFrame) -> pl.DataFrame:
-    ex = _concat(plan_executions)
-    rates: dict = defaultdict(list)
-    if ex is not None:
-        for r in ex.filter(pl.col("coder") != "gold").iter_rows(named=True):
-            if r["pass_rate"] is not None:
-                rates[r["plan_key"]].append(r["pass_rate"])
-    agree: dict = defaultdict(list)
-    for r in plan_agreement.iter_rows(named=True):
-        agree[(r["task_id"], r["source_a"])].append(r["agreement"])
-        agree[(r["task_id"], r["source_b"])].append(r["agreement"])
-    rows = []
-    for task_id, by_src in _plans_by_source(validated_outputs, reference_plans).items():
-        for src, items in by_src.items():
-            for key, _plan, _c in items:
-                pr = rates.get(key)
-                rate = max(pr) if pr else None
-                ag = agree.get((task_id, src))
-                agreement = sum(ag) / len(ag) if ag else None
-                score = (rate or 0.0) * 100 + (agreement or 0.0) * 10 + 1.0
-                rows.append({"task_id": task_id, "source": src, "plan_key": key, "valid": True, "pass_rate": rate,
-                             "executions": len(pr or []), "agreement": agreement, "score": round(score, 4)})
-    schema = {"task_id": pl.Utf8, "source": pl.Utf8, "plan_key": pl.Utf8, "valid": pl.Boolean, "pass_rate": pl.Float64,
-              "executions": pl.Int64, "agreement": pl.Float64, "score": pl.Float64}
-    df = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
-    if df.height:
-        df = df.with_columns(pl.col("score").rank("ordinal", descending=True).over("task_id").alias("rank"))
+    df = score_plans(_plans_by_source(validated_outputs, reference_plans), _concat(plan_executions), plan_agreement)
     context.add_output_metadata({
         **table_meta(df), "tasks": df["task_id"].n_unique() if df.height else 0,
         "by_source": md_table(df.group_by("source").agg(pl.len().alias("plans"), pl.col("pass_rate").mean().alias("mean_pass_rate"),
@@ -344,31 +304,13 @@ def dpo_pairs(context: dg.AssetExecutionContext, distill: DistillConfigResource,
     cfg = distill.load()
     stage = context.partition_key
     tasks = _by_id(change_tasks)
-    scored: dict = defaultdict(list)
+    scored: dict = {}
     if stage == "plan_generation":
         rates = {r["plan_key"]: r["pass_rate"] for r in plan_scores.iter_rows(named=True)}
-        for task_id, by_src in _plans_by_source(validated_outputs, reference_plans).items():
-            for src, items in by_src.items():
-                if src == "reference" and not cfg.scoring.include_reference:
-                    continue
-                for key, _plan, completion in items:
-                    rate = rates.get(key)
-                    if src == "reference" and rate is None and any(rates.get(k) is not None for s, it in by_src.items()
-                                                                   if s != "reference" for k, _, _ in it):
-                        rate = 1.0  # the gold plan's code is the gold patch, which passes the selected tests
-                    scored[(task_id, task_id)].append({"completion": completion, "source": src, "pass_rate": rate,
-                                                       "valid": True, "can_reject": src != "reference"})
+        scored = plan_dpo_candidates(_plans_by_source(validated_outputs, reference_plans), rates,
+                                     cfg.scoring.include_reference)
     elif stage == "code_generation":
-        ex = _concat(plan_executions)
-        if ex is not None:
-            for r in ex.filter((pl.col("plan_source") == "reference") & pl.col("pass_rate").is_not_null()).iter_rows(named=True):
-                if r["coder"] == "gold" and not cfg.scoring.include_reference:
-                    continue
-                scored[(r["task_id"], r["task_id"])].append({
-                    "completion": json.dumps({"diff": r["diff"] or ""}), "source": "reference" if r["coder"] == "gold" else r["coder"],
-                    # a diff that does not apply is a real failing outcome (pass rate 0): a fair rejected side
-                    "pass_rate": r["pass_rate"], "valid": r["diff"] is not None,
-                    "can_reject": r["coder"] != "gold"})
+        scored = code_dpo_candidates(_concat(plan_executions), cfg.scoring.include_reference)
     df = dpo_rows(stage, scored, _prompts(stage_prompts), tasks, _difficulty(reference_plans), cfg.scoring.dpo_margin)
     meta = {**table_meta(df), "pairs": df.height, "tasks_considered": len(scored),
             "mean_margin": round(float(df["margin"].mean()), 3) if df.height else 0.0,

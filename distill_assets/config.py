@@ -235,9 +235,34 @@ class TrainingConfig(_Strict):
     dpo: bool = False
     dpo_lr: float = Field(default=5e-5, gt=0)
     dpo_epochs: float = Field(default=1, gt=0)
+    dpo_beta: float = Field(default=0.1, gt=0, description="DPO temperature (TRL's beta)")
     reasoning_weight: float = Field(default=0.5, ge=0.0, description="loss weight of [REASONING] tokens")
     plan_weight: float = Field(default=1.0, ge=0.0, description="loss weight of [PLAN] tokens")
-    curriculum: bool = False
+    curriculum: bool = Field(default=False, description="easy -> hard by difficulty label, as a sampler")
+    kd: bool = Field(default=False, description="phase 3: on-policy logit distillation (TRL DistillationTrainer)")
+    kd_teacher: str | None = Field(
+        default=None, description="same-tokenizer teacher for kd: HF dir, hub id or 'package:file.gguf'")
+    kd_lr: float = Field(default=5e-5, gt=0)
+    kd_epochs: float = Field(default=1, gt=0)
+    kd_beta: float = Field(default=0.5, ge=0.0, le=1.0, description="0 forward KL, 1 reverse KL, 0.5 JSD")
+    kd_max_new_tokens: int = Field(default=256, ge=8, description="student completion length in kd")
+    qlora: Literal["auto", "on", "off"] = Field(
+        default="auto", description="4-bit NF4 base (bitsandbytes); auto: on when CUDA and bitsandbytes are present")
+    liger: Literal["auto", "on", "off"] = Field(
+        default="auto", description="liger-kernel RMSNorm/SwiGLU/RoPE; auto: on when CUDA and liger are present")
+    checkpoint_layers: int | Literal["all", "none"] = Field(
+        default="all", description="gradient checkpointing: all layers, none, or N layers spread evenly")
+    warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
+    save_steps: int = Field(default=50, ge=1, description="checkpoint every N optimizer steps (resumable)")
+    max_steps: int | None = Field(default=None, gt=0, description="cap optimizer steps per phase (CPU demos)")
+    max_train_rows: int | None = Field(default=None, gt=0, description="cap training rows per phase (CPU demos)")
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _kd_teacher(self) -> TrainingConfig:
+        if self.kd and not self.kd_teacher:
+            raise ValueError("kd: true needs kd_teacher (a model with the student's tokenizer)")
+        return self
 
 
 class StageConfig(_Strict):
@@ -310,6 +335,20 @@ class ScoringConfig(_Strict):
     max_plans_per_task: int = Field(default=3, ge=1, description="plans executed per task and teacher")
 
 
+class TrainerConfig(_Strict):
+    """Where and how adapter training runs (the `adapters` asset): always outside the code server."""
+
+    launcher: Literal["subprocess", "docker"] = Field(
+        default="subprocess", description="subprocess (accelerate launch when >1 GPU), or a container through "
+        "dagster-docker's PipesDockerClient")
+    num_processes: int | Literal["auto"] = Field(default="auto", description="auto: one per visible GPU")
+    docker_image: str = Field(default="distill-assets:latest", description="an image with this project installed")
+    docker_gpus: bool = Field(default=True, description="request every GPU of the host (device_requests)")
+    docker_volumes: list[str] = Field(
+        default_factory=list, description="extra host:container[:mode] mounts, e.g. a model folder")
+    timeout_s: int = Field(default=48 * 3600, ge=60, description="wall clock per training run")
+
+
 class CostConfig(_Strict):
     """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
 
@@ -332,6 +371,7 @@ class DistillConfig(_Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
 
     @model_validator(mode="after")

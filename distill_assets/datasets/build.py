@@ -17,7 +17,7 @@ import polars as pl
 from distill_assets.plans.schema import Plan
 from distill_assets.prompts.schemas import STAGE_MODELS
 
-REASONING_TAG, PLAN_TAG = "[REASONING]", "[PLAN]"
+from distill_assets.datasets.tags import PLAN_TAG, REASONING_TAG
 
 SFT_SCHEMA = {
     "task_id": pl.Utf8, "stage": pl.Utf8, "split": pl.Utf8, "source": pl.Utf8, "difficulty": pl.Utf8,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from distill_assets.datasets.build import PLAN_TAG
+from distill_assets.datasets.tags import PLAN_TAG
 
 
 @dataclass

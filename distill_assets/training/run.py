@@ -1,0 +1,277 @@
+"""The training process: ``python -m distill_assets.training.run RUN_DIR/spec.json`` (or under
+``accelerate launch``). Everything it needs is in the run folder:
+
+    spec.json              stage, base model directory, hyper-parameters, phases
+    data/sft_train.jsonl   TRL conversational prompt/completion rows (+ difficulty)
+    data/sft_val.jsonl     held-out rows for the validation loss (may be empty)
+    data/dpo_train.jsonl   preference pairs (prompt, chosen, rejected)
+
+Phases run in order, each into its own folder with checkpoints every ``save_steps`` optimizer steps:
+``sft`` (span-weighted CoT-SFT, optional curriculum) -> ``dpo`` (from the SFT adapter, the reference is
+a frozen copy of it) -> ``kd`` (on-policy logit distillation from a same-tokenizer teacher). A phase that
+finished is not run again; a phase that was killed resumes from its last checkpoint. The final adapter is
+``adapter/``; ``result.json`` is written last and marks the run complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+PHASES = ("sft", "dpo", "kd")
+
+
+def _rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _common_args(hp: dict, out: Path, *, lr: float, epochs: float, n_rows: int) -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    args = dict(
+        output_dir=str(out), learning_rate=lr, num_train_epochs=epochs,
+        per_device_train_batch_size=hp["batch_size"], gradient_accumulation_steps=hp["grad_accum"],
+        lr_scheduler_type="cosine", warmup_steps=float(hp.get("warmup_ratio", 0.03)), weight_decay=0.0,
+        logging_steps=1, save_strategy="steps", save_steps=hp.get("save_steps", 50), save_total_limit=2,
+        seed=hp.get("seed", 42), data_seed=hp.get("seed", 42), report_to=[], bf16=cuda, fp16=False,
+        gradient_checkpointing=False,  # applied per layer by apply_checkpointing
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+        use_cpu=not cuda, ddp_find_unused_parameters=False if cuda else None,
+    )
+    if hp.get("max_steps"):
+        args["max_steps"] = int(hp["max_steps"])
+    return args
+
+
+def _adapter_sha256(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("adapter_*")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _finish_phase(trainer, out: Path, started: float, extra: dict) -> dict:
+    final = out / "final"
+    trainer.save_model(str(final))
+    hist = trainer.state.log_history
+    losses = [r["loss"] for r in hist if "loss" in r]
+    train = next((r for r in reversed(hist) if "train_runtime" in r), {})
+    tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
+    info = {"steps": trainer.state.global_step, "losses": losses, "log_history": hist,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "train_runtime_s": train.get("train_runtime"), "wall_s": round(time.time() - started, 2),
+            "tokens": tokens, **extra}
+    rt = train.get("train_runtime") or 0
+    info["tokens_per_s"] = round(tokens / rt, 1) if tokens and rt else None
+    if _rank0():
+        (out / "phase.json").write_text(json.dumps(info, indent=1, default=str))
+    return info
+
+
+def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from trl import SFTConfig
+
+    from distill_assets.training.data import read_jsonl, tokenise_sft
+    from distill_assets.training.trainer import (ProgressCallback, WeightedSFTTrainer, apply_checkpointing,
+                                                 apply_liger, disable_lora_input_cast, load_base, trainable_counts)
+
+    hp, out = spec["hp"], run_dir / "sft"
+    rows = read_jsonl(run_dir / "data" / "sft_train.jsonl")
+    if hp.get("max_train_rows"):
+        rows = rows[: hp["max_train_rows"]]
+    tok = tokenise_sft(rows, tokenizer, reasoning_weight=hp["reasoning_weight"], plan_weight=hp["plan_weight"],
+                       max_length=hp["max_length"])
+    if not len(tok):
+        raise SystemExit(f"sft: no trainable rows ({dict(tok.dropped) or 'the train split is empty'})")
+    val = tokenise_sft(read_jsonl(run_dir / "data" / "sft_val.jsonl"), tokenizer,
+                       reasoning_weight=hp["reasoning_weight"], plan_weight=hp["plan_weight"],
+                       max_length=hp["max_length"])
+    started = time.time()
+    torch.manual_seed(hp.get("seed", 42))
+    model, load_info = load_base(spec["base_model"], hp)
+    liger = apply_liger(model, hp)
+    ckpt = apply_checkpointing(model, hp.get("checkpoint_layers", "all"))
+    lcfg = LoraConfig(r=hp["rank"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"],
+                      target_modules=hp["target_modules"], bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(model, lcfg)
+    nocast = disable_lora_input_cast(model) if torch.cuda.is_available() else 0
+    trainable, total = trainable_counts(model)
+    args = SFTConfig(**_common_args(hp, out, lr=hp["lr"], epochs=hp["epochs"], n_rows=len(tok)),
+                     max_length=hp["max_length"], dataset_kwargs={"skip_prepare_dataset": True},
+                     eval_strategy="no", shuffle_dataset=False)
+    trainer = WeightedSFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict(tok.as_dict()),
+        eval_dataset=Dataset.from_dict(val.as_dict()) if len(val) else None, processing_class=tokenizer,
+        curriculum=bool(hp.get("curriculum")), callbacks=[ProgressCallback("sft", run_dir / "progress.jsonl")])
+    resume = _last_checkpoint(out)
+    trainer.train(resume_from_checkpoint=resume)
+    val_loss = trainer.evaluate()["eval_loss"] if len(val) else None
+    peak = round(torch.cuda.max_memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
+    return _finish_phase(trainer, out, started, {
+        "rows": len(tok), "dropped": dict(tok.dropped), "val_rows": len(val), "val_loss": val_loss,
+        "reasoning_tokens": tok.reasoning_tokens, "plan_tokens": tok.plan_tokens, "resumed_from": resume,
+        "trainable_params": trainable, "total_params": total, "checkpointed_layers": ckpt, "liger": liger,
+        "lora_input_cast_disabled": nocast, "peak_mem_gb": peak, "curriculum": bool(hp.get("curriculum")),
+        **load_info})
+
+
+def _peft_from(spec: dict, adapter: Path, hp: dict):
+    from peft import PeftModel
+
+    from distill_assets.training.trainer import apply_checkpointing, load_base
+
+    model, load_info = load_base(spec["base_model"], hp)
+    apply_checkpointing(model, hp.get("checkpoint_layers", "all"))
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), load_info
+
+
+def run_dpo(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from distill_assets.training.data import preference_rows, read_jsonl
+    from distill_assets.training.trainer import ProgressCallback, trainable_counts
+
+    hp, out = spec["hp"], run_dir / "dpo"
+    pairs = preference_rows(read_jsonl(run_dir / "data" / "dpo_train.jsonl"))
+    if hp.get("max_train_rows"):
+        pairs = pairs[: hp["max_train_rows"]]
+    started = time.time()
+    model, load_info = _peft_from(spec, previous, hp)
+    args = DPOConfig(**_common_args(hp, out, lr=hp["dpo_lr"], epochs=hp["dpo_epochs"], n_rows=len(pairs)),
+                     beta=hp.get("dpo_beta", 0.1), max_length=hp["max_length"])
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs),
+                         processing_class=tokenizer, callbacks=[ProgressCallback("dpo", run_dir / "progress.jsonl")])
+    resume = _last_checkpoint(out)
+    trainer.train(resume_from_checkpoint=resume)
+    hist = trainer.state.log_history
+    margins = [r["rewards/margins"] for r in hist if "rewards/margins" in r]
+    trainable, total = trainable_counts(model)
+    # the "ref" adapter TRL added as the frozen reference is not part of the result
+    if "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")
+    peak = round(torch.cuda.max_memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
+    return _finish_phase(trainer, out, started, {
+        "pairs": len(pairs), "margins": margins, "first_margin": margins[0] if margins else None,
+        "last_margin": margins[-1] if margins else None, "resumed_from": resume, "trainable_params": trainable,
+        "total_params": total, "peak_mem_gb": peak, **load_info})
+
+
+def run_kd(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DistillationConfig, DistillationTrainer
+
+    from distill_assets.training.data import prompt_rows, read_jsonl
+    from distill_assets.training.trainer import ProgressCallback
+
+    hp, out = spec["hp"], run_dir / "kd"
+    rows = prompt_rows(read_jsonl(run_dir / "data" / "sft_train.jsonl"))
+    if hp.get("max_train_rows"):
+        rows = rows[: hp["max_train_rows"]]
+    started = time.time()
+    model, load_info = _peft_from(spec, previous, hp)
+    cuda = torch.cuda.is_available()
+    teacher = AutoModelForCausalLM.from_pretrained(spec["kd_teacher_path"],
+                                                   dtype=torch.bfloat16 if cuda else torch.float32)
+    if teacher.config.vocab_size != model.config.vocab_size:
+        raise SystemExit(f"kd: teacher vocabulary {teacher.config.vocab_size} != student "
+                         f"{model.config.vocab_size}; logit distillation needs the same tokenizer")
+    common = _common_args(hp, out, lr=hp["kd_lr"], epochs=hp["kd_epochs"], n_rows=len(rows))
+    args = DistillationConfig(**common, beta=hp.get("kd_beta", 0.5), max_completion_length=hp["kd_max_new_tokens"],
+                              temperature=1.0)
+    trainer = DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows),
+                                  processing_class=tokenizer,
+                                  callbacks=[ProgressCallback("kd", run_dir / "progress.jsonl")])
+    resume = _last_checkpoint(out)
+    trainer.train(resume_from_checkpoint=resume)
+    return _finish_phase(trainer, out, started, {"prompts": len(rows), "resumed_from": resume, **load_info})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("spec", type=Path)
+    ap.add_argument("--pipes", action="store_true", help="report to Dagster through dagster-pipes (containers)")
+    ns = ap.parse_args(argv)
+    spec_path = ns.spec.resolve()
+    spec = json.loads(spec_path.read_text())
+    run_dir = spec_path.parent
+    pipes = None
+    if ns.pipes:
+        from dagster_pipes import open_dagster_pipes
+
+        pipes = open_dagster_pipes()
+        pipes.__enter__()
+    try:
+        result = train(spec, run_dir)
+        if pipes is not None:
+            pipes.report_asset_materialization(metadata={
+                "adapter_sha256": result["adapter_sha256"], "phases": ",".join(result["phases"])})
+    finally:
+        if pipes is not None:
+            pipes.__exit__(None, None, None)
+    return 0
+
+
+def train(spec: dict, run_dir: Path) -> dict:
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(spec["hp"].get("seed", 42))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    tokenizer = AutoTokenizer.from_pretrained(spec["base_model"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    phases, done = spec["phases"], {}
+    previous: Path | None = None
+    for phase in phases:
+        folder = run_dir / phase
+        if (folder / "phase.json").exists() and (folder / "final" / "adapter_config.json").exists():
+            done[phase] = json.loads((folder / "phase.json").read_text())
+            done[phase]["cached"] = True
+        elif phase == "sft":
+            done[phase] = run_sft(spec, run_dir, tokenizer)
+        elif phase == "dpo":
+            done[phase] = run_dpo(spec, run_dir, tokenizer, previous)
+        elif phase == "kd":
+            done[phase] = run_kd(spec, run_dir, tokenizer, previous)
+        else:
+            raise SystemExit(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
+        previous = folder / "final"
+    final = run_dir / "adapter"
+    result = {"stage": spec["stage"], "phases": phases, "phase_results": done,
+              "adapter_dir": str(final), "base_model": spec["base_model"]}
+    if _rank0():
+        tmp = run_dir / "adapter.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(previous, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        result["adapter_sha256"] = _adapter_sha256(final)
+        tmp_res = run_dir / "result.json.partial"
+        tmp_res.write_text(json.dumps(result, indent=1, default=str))
+        os.replace(tmp_res, run_dir / "result.json")
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

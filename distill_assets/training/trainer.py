@@ -1,0 +1,209 @@
+"""TRL's trainers with the project's additions: span-weighted CoT-SFT loss, a curriculum sampler,
+per-step progress and throughput, and model loading (fp32 on CPU, bf16 or QLoRA NF4 on CUDA)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from distill_assets.training.data import CurriculumSampler, SpanWeightCollator
+
+PROGRESS_PREFIX = "DISTILL_PROGRESS "
+
+
+class WeightedSFTTrainer(SFTTrainer):
+    """SFTTrainer whose per-token loss is scaled by the example's span weights (Structured Agent
+    Distillation: [PLAN] tokens pull harder than [REASONING] tokens, prompt tokens not at all).
+
+    The dataset comes tokenised (``input_ids``, ``labels``, ``loss_weights``, ``difficulty``); the loss
+    is normalised by the number of completion tokens, like TRL's own, so with equal weights it is exactly
+    TRL's loss."""
+
+    def __init__(self, *args, curriculum: bool = False, **kwargs):
+        self.curriculum = curriculum
+        super().__init__(*args, **kwargs)
+        self.data_collator = SpanWeightCollator(self.data_collator)
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if self.curriculum and ds is not None and "difficulty" in ds.column_names:
+            return CurriculumSampler(ds["difficulty"], seed=self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weights = inputs.pop("loss_weights")
+        inputs.pop("difficulty", None)
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        loss = span_weighted_loss(outputs.log_probs, weights, outputs.label_mask, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        mask = outputs.label_mask
+        num_valid = self.accelerator.gather_for_metrics(mask.sum()).sum()
+        if outputs.entropy is not None and outputs.is_top1 is not None:
+            ent = self.accelerator.gather_for_metrics(outputs.entropy.detach().sum()).sum()
+            top1 = self.accelerator.gather_for_metrics(outputs.is_top1.sum()).sum()
+            self._metrics[mode]["entropy"].append((ent / num_valid).item() if num_valid > 0 else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append((top1 / num_valid).item() if num_valid > 0 else 0.0)
+        if mode == "train":
+            n = inputs["attention_mask"].sum() if "attention_mask" in inputs else torch.tensor(inputs["input_ids"].numel())
+            self._total_train_tokens += int(self.accelerator.gather_for_metrics(n.to(mask.device)).sum().item())
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            return loss, outputs
+        return loss
+
+
+def span_weighted_loss(log_probs: torch.Tensor, weights: torch.Tensor, label_mask: torch.Tensor,
+                       num_items_in_batch=None) -> torch.Tensor:
+    """``log_probs[b, t]`` is log p(token t+1) (zero where ignored), so token t+1's weight scales it.
+    Divided by the completion-token count (of the whole accumulated batch when given)."""
+    w = weights[:, 1:].to(log_probs.dtype)
+    if w.shape != log_probs.shape:
+        raise ValueError(f"span weights {tuple(w.shape)} do not line up with log-probs {tuple(log_probs.shape)}")
+    denom = label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+    return -(log_probs * w).sum() / torch.as_tensor(denom, device=log_probs.device).clamp(min=1)
+
+
+class ProgressCallback(TrainerCallback):
+    """One JSON line per log event on stdout (the launcher relays it to Dagster) and in a file;
+    tokens/s from the trainer's token count."""
+
+    def __init__(self, phase: str, log_path: Path):
+        self.phase = phase
+        self.log_path = Path(log_path)
+        self.t0 = None
+        self.tokens0 = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0 = time.perf_counter()
+        self.tokens0 = int(state.num_input_tokens_seen or 0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or logs is None:
+            return
+        rec = {"phase": self.phase, "step": state.global_step, "max_steps": state.max_steps,
+               "epoch": round(state.epoch or 0.0, 4), **{k: v for k, v in logs.items() if _finite(v)}}
+        rec["elapsed_s"] = round(time.perf_counter() - (self.t0 or time.perf_counter()), 3)
+        if torch.cuda.is_available():
+            rec["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(PROGRESS_PREFIX + json.dumps(rec), flush=True)
+        sys.stdout.flush()
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def device_kind() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def want(flag: str, available: bool) -> bool:
+    return flag == "on" or (flag == "auto" and available)
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def load_base(path: str, hp: dict, *, for_training: bool = True):
+    """The frozen base: fp32 on CPU; bf16 on CUDA, or 4-bit NF4 (QLoRA) when ``hp['qlora']`` asks for it."""
+    from transformers import AutoModelForCausalLM
+
+    cuda = torch.cuda.is_available()
+    kwargs: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    qlora = want(hp.get("qlora", "auto"), cuda and _importable("bitsandbytes"))
+    if qlora and not cuda:
+        raise RuntimeError("qlora: on needs a CUDA GPU (bitsandbytes NF4)")
+    if qlora:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    if cuda:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model.config.use_cache = False
+    if qlora and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model, {"qlora": qlora, "dtype": str(kwargs["dtype"]).replace("torch.", "")}
+
+
+def apply_liger(model, hp: dict) -> bool:
+    """liger-kernel RMSNorm / SwiGLU / RoPE on the model instance (the loss is TRL's fused LM head)."""
+    if not want(hp.get("liger", "auto"), torch.cuda.is_available() and _importable("liger_kernel")):
+        return False
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True,
+                                    cross_entropy=False, fused_linear_cross_entropy=False)
+    return True
+
+
+def decoder_layers(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", base)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find the decoder layers of {type(base).__name__}")
+    return layers
+
+
+def checkpointed_indices(n_layers: int, k: int) -> set[int]:
+    """k layer indices spread evenly over n_layers."""
+    return {int(math.floor(i * n_layers / k)) for i in range(k)} if k > 0 else set()
+
+
+def apply_checkpointing(model, setting) -> int:
+    """Gradient checkpointing on all, none, or N evenly spread decoder layers (selective checkpointing:
+    most of the speed of none at a fraction of its memory, measured in bench/train_throughput.py).
+    Returns the number of checkpointed layers."""
+    layers = decoder_layers(model)
+    if setting == "none" or setting == 0:
+        return 0
+    model.activation_checkpointing_enable({"use_reentrant": False})
+    if setting == "all":
+        return len(layers)
+    keep = checkpointed_indices(len(layers), min(int(setting), len(layers)))
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = i in keep
+    return len(keep)
+
+
+def disable_lora_input_cast(model) -> int:
+    """Under bf16 the LoRA matmuls reuse the bf16 input the frozen base already saved instead of an fp32
+    copy per module (same numbers, less activation memory). Only applies when the base is bf16."""
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "lora_A") and hasattr(m, "cast_input_dtype_enabled"):
+            m.cast_input_dtype_enabled = False
+            n += 1
+    return n
+
+
+def trainable_counts(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

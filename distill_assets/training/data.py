@@ -13,23 +13,10 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from distill_assets.training.io import read_jsonl, write_jsonl  # noqa: F401 - re-exported
 from distill_assets.training.spans import weighted_example
 
 DIFFICULTY_RANK = {"easy": 0, "medium": 1, "hard": 2}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def _messages(value) -> list[dict]:

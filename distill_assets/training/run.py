@@ -16,6 +16,7 @@ finished is not run again; a phase that was killed resumes from its last checkpo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -214,20 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     spec_path = ns.spec.resolve()
     spec = json.loads(spec_path.read_text())
     run_dir = spec_path.parent
-    pipes = None
-    if ns.pipes:
-        from dagster_pipes import open_dagster_pipes
+    with contextlib.ExitStack() as stack:
+        if ns.pipes:  # launched in a container by PipesDockerClient: progress goes to the Dagster run
+            from dagster_pipes import open_dagster_pipes
 
-        pipes = open_dagster_pipes()
-        pipes.__enter__()
-    try:
-        result = train(spec, run_dir)
-        if pipes is not None:
-            pipes.report_asset_materialization(metadata={
-                "adapter_sha256": result["adapter_sha256"], "phases": ",".join(result["phases"])})
-    finally:
-        if pipes is not None:
-            pipes.__exit__(None, None, None)
+            from distill_assets.training import trainer
+
+            pipes = stack.enter_context(open_dagster_pipes())
+            trainer.PROGRESS_HOOKS.append(lambda rec: pipes.log.info(json.dumps(rec)))
+            result = train(spec, run_dir)
+            pipes.report_custom_message({"adapter_sha256": result.get("adapter_sha256"), "phases": result["phases"]})
+        else:
+            train(spec, run_dir)
     return 0
 
 

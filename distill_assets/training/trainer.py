@@ -15,8 +15,8 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from distill_assets.training.data import CurriculumSampler, SpanWeightCollator
+from distill_assets.training.io import PROGRESS_PREFIX
 
-PROGRESS_PREFIX = "DISTILL_PROGRESS "
 
 
 class WeightedSFTTrainer(SFTTrainer):
@@ -76,6 +76,9 @@ def span_weighted_loss(log_probs: torch.Tensor, weights: torch.Tensor, label_mas
     return -(log_probs * w).sum() / torch.as_tensor(denom, device=log_probs.device).clamp(min=1)
 
 
+PROGRESS_HOOKS: list = []  # extra receivers of progress records (dagster-pipes in containers)
+
+
 class ProgressCallback(TrainerCallback):
     """One JSON line per log event on stdout (the launcher relays it to Dagster) and in a file;
     tokens/s from the trainer's token count."""
@@ -102,6 +105,8 @@ class ProgressCallback(TrainerCallback):
             fh.write(json.dumps(rec) + "\n")
         print(PROGRESS_PREFIX + json.dumps(rec), flush=True)
         sys.stdout.flush()
+        for hook in PROGRESS_HOOKS:
+            hook(rec)
 
 
 def _finite(v) -> bool:

@@ -491,6 +491,7 @@ def parse_config(data: object, *, base_dir: Path | None = None, source: str = "d
     env = dict(os.environ if environ is None else environ)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    data = {k: v for k, v in data.items() if not str(k).startswith("x-")}  # YAML anchors to reuse
     data = _expand(data, env)
     try:
         cfg = DistillConfig.model_validate(data)

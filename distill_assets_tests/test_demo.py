@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -60,5 +61,12 @@ def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, mon
         sft = pl.read_parquet(tables / "sft_datasets" / "plan_generation.parquet")
         assert sft.height >= kept.height and set(sft["split"]) == {"train", "val", "test"}
         assert pl.read_parquet(tables / "dpo_pairs" / "code_generation.parquet").height >= 1
+        # training on the embedded default: an adapter per stage with train rows; stage 5 also ran DPO
+        for stage in ("plan_generation", "code_generation"):
+            row = pl.read_parquet(tables / "adapters" / f"{stage}.parquet").row(0, named=True)
+            assert row["status"] == "trained" and row["adapter_sha256"], row
+            assert (Path(row["adapter_dir"]) / "adapter_model.safetensors").exists()
+        code = pl.read_parquet(tables / "adapters" / "code_generation.parquet").row(0, named=True)
+        assert code["phases"] == ["sft", "dpo"] and code["dpo_pairs"] >= 1
     finally:
         instance.dispose()

@@ -122,11 +122,19 @@ def launch(run_dir: Path, *, num_processes: int | str = "auto", timeout_s: float
     cmd = training_command(run_dir, num_processes)
     tail: deque[str] = deque(maxlen=60)
     proc_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    if "accelerate.commands.launch" not in cmd and "CUDA_VISIBLE_DEVICES" not in proc_env and visible_gpus() > 1:
+        proc_env["CUDA_VISIBLE_DEVICES"] = "0"  # one process: one GPU (Trainer would fall back to DataParallel)
     with open(Path(run_dir) / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=proc_env,
                                 start_new_session=True, cwd=str(run_dir))
-        timer = threading.Timer(timeout_s, lambda: _kill_group(proc))
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _kill_group(proc)
+
+        timer = threading.Timer(timeout_s, on_timeout)
         timer.start()
         try:
             assert proc.stdout is not None
@@ -147,7 +155,8 @@ def launch(run_dir: Path, *, num_processes: int | str = "auto", timeout_s: float
             timer.cancel()
     result = load_result(run_dir)
     if rc != 0 or result is None:
-        why = "out of memory or killed" if rc in (-9, 137) else f"exit status {rc}"
+        why = (f"timed out after {timeout_s:.0f} s" if timed_out.is_set()
+               else "out of memory or killed" if rc in (-9, 137) else f"exit status {rc}")
         raise TrainingFailed(f"training process failed ({why}); last lines:\n" + "\n".join(list(tail)[-25:]))
     return result
 

@@ -66,7 +66,8 @@ def _adapter_sha256(folder: Path) -> str:
 
 def _finish_phase(trainer, out: Path, started: float, extra: dict) -> dict:
     final = out / "final"
-    trainer.save_model(str(final))
+    trainer.save_model(str(final))  # written by the main process
+    trainer.accelerator.wait_for_everyone()  # every rank reads it in the next phase
     hist = trainer.state.log_history
     losses = [r["loss"] for r in hist if "loss" in r]
     train = next((r for r in reversed(hist) if "train_runtime" in r), {})

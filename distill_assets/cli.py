@@ -36,6 +36,14 @@ def _ensure_home() -> Path:
     return home
 
 
+def _config_or_exit():
+    try:
+        return load_config()
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2)
+
+
 @app.command()
 def init_instance():
     """Create $DAGSTER_HOME (dagster.yaml, storage) and set the pool limits: gpu=1, teacher_api=8."""
@@ -66,11 +74,7 @@ def demo(
 ):
     """Materialize every asset, in dependency order, for every partition that applies."""
     home = _ensure_home()
-    try:
-        cfg = load_config()
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2)
+    cfg = _config_or_exit()
     from distill_assets.orchestrate import materialize_all
 
     console.print(f"DAGSTER_HOME={home}")
@@ -86,6 +90,54 @@ def demo(
     console.print(f"done in {time.time() - started:.0f}s; open the UI with `make ui` to see metadata and lineage")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def run_task(
+    task: str = typer.Argument(..., help="what to change, in words"),
+    repo: Path = typer.Option(..., "--repo", help="a clean git repository (its HEAD is read)"),
+    out: Path = typer.Option(None, "--out", help="write the diff here (default: REPO/.. /distill-<run>.diff)"),
+    log_url: str = typer.Option(None, "--log-url", help="production log store URL (default: router.log_url, "
+                                "else sqlite under $DAGSTER_HOME)"),
+):
+    """Run stages 1-5 on a repository with the exported stage adapters; print the plan, write the diff."""
+    import json as _json
+
+    from distill_assets.router.engine import RouterError
+    from distill_assets.router.logstore import LogStore, default_url
+    from distill_assets.router.pipeline import adapters_from_tables, route_task
+
+    home = _ensure_home()
+    cfg = _config_or_exit()
+    adapters = adapters_from_tables(home / "storage" / "tables")
+    log = LogStore(log_url or cfg.router.log_url or default_url(home))
+    started = time.time()
+    try:
+        with console.status("loading the model and adapters") as status:
+            def progress(stage: str, msg: str) -> None:
+                status.update(f"stage {stage}: {msg}")
+                if msg != "running":
+                    console.print(f"  {stage}: {msg}")
+
+            res = route_task(repo, task, adapters, cfg, log=log, progress=progress)
+    except RouterError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    finally:
+        log.close()
+    console.print(f"candidates: {', '.join(res.candidates)}")
+    if res.plan_json:
+        print(_json.dumps(_json.loads(res.plan_json), indent=2))
+        if res.plan_violations:
+            console.print(f"[yellow]plan violations:[/yellow] {', '.join(res.plan_violations)}")
+    else:
+        console.print(f"[yellow]no plan:[/yellow] {res.errors.get('plan_generation')}")
+    target = out or Path(repo).resolve().parent / f"distill-{res.run_id[:8]}.diff"
+    if res.diff:
+        target.write_text(res.diff if res.diff.endswith("\n") else res.diff + "\n")
+        console.print(f"diff written to {target}; git apply --check: "
+                      + ("[green]applies[/green]" if res.diff_applied else f"[red]does not apply[/red] ({res.apply_error.strip()[:200]})"))
+    console.print(f"run {res.run_id} logged; {time.time() - started:.0f}s")
 
 
 def main() -> None:  # pragma: no cover

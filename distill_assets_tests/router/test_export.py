@@ -1,0 +1,98 @@
+"""GGUF LoRA export, proven against transformers + PEFT: the same greedy tokens from llama.cpp with
+the exported adapter, on the same prompts; mismatches refused with their reason; Ollama Modelfiles."""
+
+import ctypes
+import json
+
+import pytest
+import torch
+
+from distill_assets.export.gguf_lora import ExportError, dequantised_copy, export_gguf_lora, read_base
+from distill_assets.export.ollama import create_command, modelfile
+from distill_assets_tests.router.conftest import make_peft_adapter
+
+PROMPTS = ["Write a haiku about git.", "What is a change plan?", "List three Python keywords.",
+           "Which file holds the cart total?"]
+N_TOKENS = 16
+
+
+def _llama_greedy(llm, adapter, text: str) -> list[int]:
+    import llama_cpp
+
+    if adapter is None:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+    else:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter), 1,
+                                          (ctypes.c_float * 1)(1.0))
+    llm.reset()
+    out = []
+    for tok in llm.generate(llm.tokenize(text.encode(), add_bos=False, special=True), temp=0.0, top_k=1, reset=True):
+        out.append(tok)
+        if len(out) >= N_TOKENS or tok == llm.token_eos():
+            break
+    return out
+
+
+def test_llama_cpp_with_the_gguf_adapter_matches_transformers_peft_token_for_token(tmp_path, smollm2_dir,
+                                                                                    smollm2_gguf):
+    import llama_cpp
+    from llama_cpp import Llama
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    peft_dir = make_peft_adapter(smollm2_dir, tmp_path / "peft", seed=11, std=0.08, rank=8)
+    # the F32 copy of the shipped GGUF holds exactly the numbers transformers dequantises from it
+    base_f32 = dequantised_copy(smollm2_gguf, tmp_path / "base-f32.gguf")
+    info = export_gguf_lora(peft_dir, base_f32, tmp_path / "adapter.gguf")
+    assert info["tensors"] == 30 * 7 * 2 and info["rank"] == 8 and info["alpha"] == 16.0 and info["arch"] == "llama"
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32),
+                                      str(peft_dir)).eval()
+    llm = Llama(model_path=str(base_f32), n_ctx=512, n_threads=2, seed=0, verbose=False)
+    handle = llama_cpp.llama_adapter_lora_init(llm._model.model, info["path"].encode())
+    assert handle, "llama.cpp refused the exported adapter"
+    changed = 0
+    try:
+        for prompt in PROMPTS:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+            ids = tok(text, return_tensors="pt").input_ids
+            with torch.no_grad():
+                hf = model.generate(ids, max_new_tokens=N_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist()
+                with model.disable_adapter():
+                    hf_base = model.generate(ids, max_new_tokens=N_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist()
+            assert _llama_greedy(llm, handle, text) == hf, prompt  # adapter: the same tokens in both runtimes
+            assert _llama_greedy(llm, None, text) == hf_base, prompt  # and the base alone too
+            changed += hf != hf_base
+    finally:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+        llama_cpp.llama_adapter_lora_free(handle)
+        llm.close()
+    assert changed >= len(PROMPTS) - 1  # the comparison is meaningful: the adapter changes the answers
+
+
+def test_export_refuses_an_adapter_for_another_model(tmp_path, smollm2_gguf):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2)
+    LlamaForCausalLM(tiny).save_pretrained(tmp_path / "tiny")
+    peft_dir = make_peft_adapter(tmp_path / "tiny", tmp_path / "peft", seed=0, std=0.01)
+    with pytest.raises(ExportError, match="base/adapter mismatch"):
+        export_gguf_lora(peft_dir, smollm2_gguf, tmp_path / "bad.gguf")
+    assert not (tmp_path / "bad.gguf").exists() and not (tmp_path / "bad.gguf.partial").exists()
+    cfg = json.loads((peft_dir / "adapter_config.json").read_text())
+    (peft_dir / "adapter_config.json").write_text(json.dumps({**cfg, "peft_type": "IA3"}))
+    with pytest.raises(ExportError, match="not LORA"):
+        export_gguf_lora(peft_dir, smollm2_gguf, tmp_path / "bad.gguf")
+
+
+def test_ollama_modelfile_names_base_adapter_template_and_stops(tmp_path, stage_ggufs, smollm2_gguf):
+    base, adapter, _ = stage_ggufs["plan_generation"]
+    text = modelfile("plan_generation", base, adapter, "Plan the change.", num_ctx=4096)
+    lines = text.splitlines()
+    assert f"FROM {base}" in lines and f"ADAPTER {adapter}" in lines
+    assert 'PARAMETER stop "<|im_end|>"' in lines and "PARAMETER num_ctx 4096" in lines
+    assert "<|im_start|>{{ .Role }}" in text and 'SYSTEM """Plan the change."""' in text
+    assert create_command("plan_generation", tmp_path / "Modelfile").startswith("ollama create distill-plan-generation -f ")
+    assert read_base(smollm2_gguf).n_head_kv == 3

@@ -99,8 +99,12 @@ def run_task(
     out: Path = typer.Option(None, "--out", help="write the diff here (default: REPO/.. /distill-<run>.diff)"),
     log_url: str = typer.Option(None, "--log-url", help="production log store URL (default: router.log_url, "
                                 "else sqlite under $DAGSTER_HOME)"),
+    tests: bool = typer.Option(True, "--tests/--no-tests", help="run the repository's tests on the diff in the "
+                               "sandbox when it applies (commands: --test-cmd, else sandbox.test_commands[repo name])"),
+    test_cmd: list[str] = typer.Option(None, "--test-cmd", help="a shell command that runs the tests (repeatable)"),
 ):
-    """Run stages 1-5 on a repository with the exported stage adapters; print the plan, write the diff."""
+    """Run stages 1-5 on a repository with the exported stage adapters; print the plan, write the diff, run
+    the repository's tests on it in the sandbox and log the outcome."""
     import json as _json
 
     from distill_assets.router.engine import RouterError
@@ -110,6 +114,7 @@ def run_task(
     home = _ensure_home()
     cfg = _config_or_exit()
     adapters = adapters_from_tables(home / "storage" / "tables")
+    commands = (list(test_cmd or []) or cfg.sandbox.test_commands.get(Path(repo).resolve().name, [])) if tests else []
     log = LogStore(log_url or cfg.router.log_url or default_url(home))
     started = time.time()
     try:
@@ -119,7 +124,7 @@ def run_task(
                 if msg != "running":
                     console.print(f"  {stage}: {msg}")
 
-            res = route_task(repo, task, adapters, cfg, log=log, progress=progress)
+            res = route_task(repo, task, adapters, cfg, log=log, progress=progress, test_commands=commands)
     except RouterError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
@@ -137,7 +142,40 @@ def run_task(
         target.write_text(res.diff if res.diff.endswith("\n") else res.diff + "\n")
         console.print(f"diff written to {target}; git apply --check: "
                       + ("[green]applies[/green]" if res.diff_applied else f"[red]does not apply[/red] ({res.apply_error.strip()[:200]})"))
+    if res.tests is not None:
+        colour = "green" if res.tests_passed else "red"
+        console.print(f"tests: [{colour}]{res.tests.status}[/{colour}] ({res.tests.pass_rate:.0%} of "
+                      f"{len(res.tests.selected)})")
+    elif res.diff_applied and not commands:
+        console.print("tests: not run (no --test-cmd and no sandbox.test_commands for this repository); report "
+                      f"later with `distill report-outcome {res.run_id} --tests-passed|--tests-failed`")
     console.print(f"run {res.run_id} logged; {time.time() - started:.0f}s")
+
+
+@app.command()
+def report_outcome(
+    run_id: str = typer.Argument(..., help="the run id printed by run-task"),
+    tests_passed: bool = typer.Option(..., "--tests-passed/--tests-failed", help="did the change pass the tests?"),
+    note: str = typer.Option(None, "--note", help="free text kept with the outcome"),
+    log_url: str = typer.Option(None, "--log-url", help="production log store URL (as for run-task)"),
+):
+    """Record a routed task's later outcome (tests run elsewhere, a reviewer's verdict) in the log store."""
+    import json as _json
+
+    from distill_assets.router.logstore import LogStore, default_url
+
+    home = _ensure_home()
+    cfg = _config_or_exit()
+    log = LogStore(log_url or cfg.router.log_url or default_url(home))
+    try:
+        if not log.has_run(run_id):
+            console.print(f"[red]error:[/red] no routed run {run_id!r} in {log.url}")
+            raise typer.Exit(2)
+        log.record_outcome(run_id, tests_passed=tests_passed,
+                           detail=_json.dumps({"reported": True, "note": note}) if note else None)
+    finally:
+        log.close()
+    console.print(f"run {run_id}: tests_passed={tests_passed} recorded")
 
 
 def main() -> None:  # pragma: no cover

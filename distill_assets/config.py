@@ -373,6 +373,16 @@ class RouterConfig(_Strict):
                                          "characters while decoding (not the diff); none: never")
 
 
+class ExportConfig(_Strict):
+    """What export writes besides the GGUF LoRA adapters and Modelfiles."""
+
+    merged: bool = Field(default=False, description="also one merged, quantised GGUF per stage (base + adapter): "
+                         "a full model file per stage, for users who want one file; off by default (size)")
+    merged_quant: Literal["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16"] = Field(
+        default="Q4_K_M", description="llama.cpp quantisation of the merged model")
+    keep_f16: bool = Field(default=False, description="keep the F16 merge next to the quantised file")
+
+
 class CostConfig(_Strict):
     """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
 
@@ -397,6 +407,7 @@ class DistillConfig(_Strict):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
 
     @model_validator(mode="after")

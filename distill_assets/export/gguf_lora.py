@@ -158,15 +158,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def dequantised_copy(src: Path, dst: Path) -> Path:
-    """The same GGUF with every tensor dequantised to F32 (metadata kept): the numbers transformers
-    computes with when it loads a GGUF, for exact comparisons. Written once."""
-    from gguf import GGUFReader, GGUFWriter, GGMLQuantizationType, GGUFValueType
+def rewrite_gguf(src: Path, dst: Path, *, transform=None, matrix_dtype=np.float32) -> Path:
+    """A copy of ``src`` with every tensor dequantised (metadata kept), 2-D matrices stored as
+    ``matrix_dtype`` (F32 or F16) and 1-D tensors as F32; ``transform(name, array)`` may change a tensor
+    (numpy order). Atomic: never a half-written file under the final name."""
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
     from gguf.quants import dequantize
 
     dst = Path(dst)
-    if dst.exists():
-        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
     r = GGUFReader(str(src))
     arch = r.fields["general.architecture"].contents()
     tmp = dst.with_name(dst.name + ".partial")
@@ -180,17 +180,26 @@ def dequantised_copy(src: Path, dst: Path) -> Path:
             w.add_array(key, value)
         else:
             w.add_key_value(key, value, vtype)
-    w.add_file_type(0)  # ALL_F32
+    w.add_file_type(0 if matrix_dtype == np.float32 else 1)  # ALL_F32 / MOSTLY_F16
     for t in r.tensors:
         shape = tuple(int(x) for x in reversed(t.shape))  # numpy order
         if t.tensor_type in (GGMLQuantizationType.F32,):
             arr = np.asarray(t.data, dtype=np.float32).reshape(shape)
         else:
             arr = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
-        w.add_tensor(t.name, arr)
+        if transform is not None:
+            arr = transform(t.name, arr)
+        w.add_tensor(t.name, arr.astype(matrix_dtype) if arr.ndim == 2 else arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     os.replace(tmp, dst)
     return dst
+
+
+def dequantised_copy(src: Path, dst: Path) -> Path:
+    """The same GGUF with every tensor dequantised to F32: the numbers transformers computes with when it
+    loads a GGUF, for exact comparisons. Written once."""
+    dst = Path(dst)
+    return dst if dst.exists() else rewrite_gguf(src, dst)

@@ -47,6 +47,14 @@ OUTCOMES = sa.Table(
 )
 
 
+def _as_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    return value if isinstance(value, dict) else {"text": value}
+
+
 def default_url(home: str | Path) -> str:
     return f"sqlite:///{Path(home) / 'production_logs.sqlite'}"
 
@@ -71,12 +79,19 @@ class LogStore:
         """Insert or update a task's outcome (tests may report later than the diff)."""
         row.setdefault("ts", dt.datetime.now(dt.timezone.utc))
         with self.engine.begin() as conn:
-            done = conn.execute(sa.select(OUTCOMES.c.run_id).where(OUTCOMES.c.run_id == run_id)).first()
+            done = conn.execute(sa.select(OUTCOMES.c.detail).where(OUTCOMES.c.run_id == run_id)).first()
             if done:
+                if row.get("detail") and done.detail:  # a later report adds to the detail, never drops it
+                    row["detail"] = json.dumps({**_as_dict(done.detail), **_as_dict(row["detail"])})
                 conn.execute(OUTCOMES.update().where(OUTCOMES.c.run_id == run_id)
                              .values(**{k: v for k, v in row.items() if v is not None}))
             else:
                 conn.execute(OUTCOMES.insert().values(run_id=run_id, **row))
+
+    def has_run(self, run_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(OUTCOMES.c.run_id).where(OUTCOMES.c.run_id == run_id)).first() is not None \
+                or conn.execute(sa.select(QUERIES.c.id).where(QUERIES.c.run_id == run_id).limit(1)).first() is not None
 
     def queries(self, run_id: str | None = None) -> list[dict]:
         q = sa.select(QUERIES).order_by(QUERIES.c.id)

@@ -19,6 +19,8 @@ from distill_assets.prompts.builders import build_prompt
 from distill_assets.prompts.schemas import parse_output
 from distill_assets.router.engine import RouterError, StageEngine
 from distill_assets.router.logstore import LogStore
+from distill_assets.sandbox.backends import Limits, get_backend
+from distill_assets.sandbox.runner import RunResult, execute
 from distill_assets.scoring.validate import diff_applies
 from distill_assets.symbols import language_for_path
 from distill_assets.tasks.snapshot import GitSnapshot
@@ -48,6 +50,11 @@ class RouteResult:
     diff_applied: bool = False
     apply_error: str = ""
     candidates: list[str] = field(default_factory=list)
+    tests: RunResult | None = None  # the repository's tests on HEAD + diff, in the sandbox (None: not run)
+
+    @property
+    def tests_passed(self) -> bool | None:
+        return None if self.tests is None else self.tests.status == "passed"
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -88,11 +95,22 @@ def retrieve(snap: GitSnapshot, text: str, k: int, max_bytes: int = 200_000) -> 
     return [p for _, p in scored[:k]] or sorted(tree)[:k]
 
 
+def run_repo_tests(repo: Path, head: str, diff: str, commands: list[str], cfg: DistillConfig) -> RunResult:
+    """The repository's test commands on HEAD + ``diff`` in the configured sandbox (bwrap or Docker; never
+    unsandboxed). ``status == "passed"`` only when every test seen passes."""
+    sb = cfg.sandbox
+    backend = get_backend("docker" if sb.backend == "dagster_docker" else sb.backend, sb.docker_image)
+    limits = Limits(timeout_s=sb.timeout_s, memory_mb=sb.memory_mb, max_processes=sb.max_processes)
+    return execute(str(repo), head, diff, commands, backend, limits)
+
+
 def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: DistillConfig, *,
                engine: StageEngine | None = None, log: LogStore | None = None,
-               progress: Callable[[str, str], None] | None = None) -> RouteResult:
+               progress: Callable[[str, str], None] | None = None,
+               test_commands: list[str] | None = None) -> RouteResult:
     """Stages 1 -> 5 for ``text`` on ``repo``; stage 4's reasoning is stripped before stage 5; the diff is
-    checked with ``git apply --check``. ``adapters`` must name all five stages."""
+    checked with ``git apply --check`` and, when ``test_commands`` are given and it applies, the repository's
+    tests run on it in the sandbox. ``adapters`` must name all five stages."""
     repo = Path(repo).resolve()
     missing = [s for s in STAGE_ORDER if s not in adapters]
     if missing:
@@ -155,11 +173,20 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
         if code is not None:
             result.diff = code.diff
             result.diff_applied, result.apply_error = diff_applies(task, code.diff)
+        if result.diff_applied and test_commands:
+            say("tests", "running")
+            result.tests = run_repo_tests(repo, head, result.diff, test_commands, cfg)
+            say("tests", f"{result.tests.status} ({result.tests.pass_rate:.0%} of {len(result.tests.selected)} "
+                         f"tests) in {result.tests.duration_s:.1f}s")
         if log is not None:
+            tests = result.tests
             log.record_outcome(run_id, repo=str(repo), task_text=text,
                                plan_valid=(not result.plan_violations) if result.plan_json else False,
-                               diff_applied=result.diff_applied, tests_passed=None,
-                               detail=json.dumps({"errors": result.errors, "apply_error": result.apply_error[:2000]}))
+                               diff_applied=result.diff_applied, tests_passed=result.tests_passed,
+                               detail=json.dumps({"errors": result.errors, "apply_error": result.apply_error[:2000],
+                                                  "tests": None if tests is None else
+                                                  {"status": tests.status, "pass_rate": tests.pass_rate,
+                                                   "n_tests": len(tests.selected), "log": tests.log[-4000:]}}))
         return result
     finally:
         if own_engine:

@@ -3,6 +3,7 @@ for the UI, a cache hit on unchanged data and config, a stage with nothing to tr
 launched in a container through dagster-docker's PipesDockerClient."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,18 @@ def test_adapters_asset_trains_reports_and_hits_its_cache(tmp_path, dagster_home
     assert f"ADAPTER {g['gguf_path']}" in modelfile and f"FROM {g['base_gguf']}" in modelfile
     skipped = _materialize("relevance", "gguf_adapters", "ollama_modelfiles")
     assert skipped.success and _meta(skipped, "gguf_adapters")["status"].value == "skipped"
+
+    # opt-in: one merged, llama.cpp-quantised file per stage
+    data = yaml.safe_load(Path(os.environ["DISTILL_CONFIG"]).read_text())
+    data["export"] = {"merged": True, "merged_quant": "Q4_K_M"}
+    Path(os.environ["DISTILL_CONFIG"]).write_text(yaml.safe_dump(data))
+    merged = _materialize(STAGE, "merged_models")
+    assert merged.success, [e.message for e in merged.all_events if e.is_failure]
+    m = pl.read_parquet(dagster_home / "storage" / "tables" / "merged_models" / f"{STAGE}.parquet").row(0, named=True)
+    assert m["status"] == "merged" and m["quant"] == "Q4_K_M" and m["merged_tensors"] == 30 * 7
+    assert Path(m["gguf_path"]).stat().st_size == m["bytes"] < m["f16_bytes"] / 2.5
+    assert _meta(merged, "merged_models")["cache_hit"].value is False
+    assert _meta(_materialize(STAGE, "merged_models"), "merged_models")["cache_hit"].value is True
 
 
 def test_adapters_asset_fails_clearly_when_training_crashes(tmp_path, dagster_home, monkeypatch, plan_rows, smollm2_dir):

@@ -96,3 +96,51 @@ def test_ollama_modelfile_names_base_adapter_template_and_stops(tmp_path, stage_
     assert "<|im_start|>{{ .Role }}" in text and 'SYSTEM """Plan the change."""' in text
     assert create_command("plan_generation", tmp_path / "Modelfile").startswith("ollama create distill-plan-generation -f ")
     assert read_base(smollm2_gguf).n_head_kv == 3
+
+
+def test_merged_gguf_equals_base_plus_adapter_and_quantises_to_q4_k_m(tmp_path, smollm2_dir, smollm2_gguf):
+    """One file per stage: base + adapter merged (F32 for the proof) gives llama.cpp's own base+adapter
+    greedy tokens; the F16 merge quantised by llama.cpp to Q4_K_M is far smaller and still generates."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    from distill_assets.export.merge import merge_gguf, quantize_gguf
+
+    peft_dir = make_peft_adapter(smollm2_dir, tmp_path / "peft", seed=5, std=0.08, rank=8)
+    base_f32 = dequantised_copy(smollm2_gguf, tmp_path / "base-f32.gguf")
+    adapter = export_gguf_lora(peft_dir, base_f32, tmp_path / "adapter.gguf")["path"]
+    merged = merge_gguf(base_f32, adapter, tmp_path / "merged-f32.gguf", dtype="f32")
+    assert merged["merged_tensors"] == 30 * 7
+    texts = [f"<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n" for p in PROMPTS]
+    llm = Llama(model_path=str(base_f32), n_ctx=512, n_threads=2, seed=0, verbose=False)
+    handle = llama_cpp.llama_adapter_lora_init(llm._model.model, adapter.encode())
+    try:
+        with_adapter = [_llama_greedy(llm, handle, t) for t in texts]
+        base_only = [_llama_greedy(llm, None, t) for t in texts]
+    finally:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+        llama_cpp.llama_adapter_lora_free(handle)
+        llm.close()
+    one = Llama(model_path=merged["path"], n_ctx=512, n_threads=2, seed=0, verbose=False)
+    try:
+        assert [_llama_greedy(one, None, t) for t in texts] == with_adapter
+    finally:
+        one.close()
+    assert with_adapter != base_only  # the merge carried the adapter, it is not the base
+
+    f16 = merge_gguf(smollm2_gguf, adapter, tmp_path / "merged-f16.gguf")  # a quantised base works too
+    q = quantize_gguf(f16["path"], tmp_path / "merged-q4_k_m.gguf", "Q4_K_M", threads=2)
+    assert q["bytes"] < f16["bytes"] / 2.5
+    from gguf import GGUFReader
+
+    types = {t.tensor_type.name for t in GGUFReader(q["path"]).tensors}
+    assert "Q4_K" in types or "Q5_0" in types  # llama.cpp chose k-quants (or its fallback for odd widths)
+    small = Llama(model_path=q["path"], n_ctx=512, n_threads=2, seed=0, verbose=False)
+    try:
+        assert len(_llama_greedy(small, None, texts[0])) > 0
+    finally:
+        small.close()
+    with pytest.raises(ExportError, match="not a GGUF LoRA adapter"):
+        merge_gguf(base_f32, base_f32, tmp_path / "x.gguf")
+    with pytest.raises(ExportError, match="Q4_K_M"):
+        quantize_gguf(f16["path"], tmp_path / "y.gguf", "Q3_XYZ")

@@ -40,7 +40,9 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
     sqlite, pg = LogStore(f"sqlite:///{tmp_path / 'logs.sqlite'}"), LogStore(postgres_url)
     engine = StageEngine(n_ctx=4096, n_threads=2)
     try:
-        res = route_task(demo_repo, TASK, _adapters(stage_ggufs), _cfg(), engine=engine, log=MultiLog(sqlite, pg))
+        cfg = _cfg()
+        res = route_task(demo_repo, TASK, _adapters(stage_ggufs), cfg, engine=engine, log=MultiLog(sqlite, pg),
+                         test_commands=cfg.sandbox.test_commands["demo-shop"])
         assert len(engine.bases) == 1 and len(engine.adapters) == 5  # one model, every adapter loaded once
         assert engine.switches == 5  # one switch per stage, no reload
     finally:
@@ -62,11 +64,60 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
         assert '"reasoning"' not in code_prompt  # stage 4's chain of thought never reaches stage 5
         outcome = [o for o in store.outcomes() if o["run_id"] == res.run_id]
         assert len(outcome) == 1 and outcome[0]["diff_applied"] is res.diff_applied
-        assert outcome[0]["tests_passed"] is None  # filled in later by whoever runs the tests
+        # tests run only on a diff that applies; otherwise the outcome says "unknown", not "failed"
+        assert (res.tests is not None) is res.diff_applied
+        assert outcome[0]["tests_passed"] is res.tests_passed
     pg.record_outcome(res.run_id, tests_passed=False)
     assert [o["tests_passed"] for o in pg.outcomes() if o["run_id"] == res.run_id] == [False]
     sqlite.close()
     pg.close()
+
+
+def test_repo_tests_run_on_a_diff_in_the_sandbox(demo_repo):
+    """The outcome step on a real commit: its gold diff passes the repository's tests, a broken one fails."""
+    cfg = _cfg()
+    git = lambda *a: subprocess.run(["git", "-C", str(demo_repo), *a], check=True, capture_output=True,  # noqa: E731
+                                    text=True).stdout
+    commit = git("log", "--format=%H", "-1", "--grep", "Format negative amounts").strip()
+    parent = git("rev-parse", f"{commit}^").strip()
+    git("reset", "-q", "--hard", parent)
+    gold = git("diff", parent, commit)
+    commands = cfg.sandbox.test_commands["demo-shop"]
+    from distill_assets.router.pipeline import run_repo_tests
+
+    ok = run_repo_tests(demo_repo, check_repo(demo_repo), gold, commands, cfg)
+    assert ok.status == "passed" and ok.pass_rate == 1.0 and len(ok.selected) > 20, ok.log[-2000:]
+    assert any(t.startswith("node: ") for t in ok.tests) and any(t.startswith("tests.") for t in ok.tests)
+    # the same change without its code part: the new tests fail
+    only_tests = "".join(sec for path, sec in __import__("distill_assets.sandbox.runner", fromlist=["x"])
+                         .split_patch(gold) if "test" in path)
+    bad = run_repo_tests(demo_repo, check_repo(demo_repo), only_tests, commands, cfg)
+    assert bad.status == "tests_failed" and 0 < bad.pass_rate < 1.0
+    assert git("status", "--porcelain") == ""  # the user's work tree is never touched
+
+
+def test_report_outcome_cli_updates_a_logged_run(tmp_path):
+    import json
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'logs.sqlite'}"
+    store = LogStore(url)
+    store.record_query(run_id="r1", repo="/x", base_commit="a" * 40, task_text="t", stage="task_analysis",
+                       prompt=[{"role": "user", "content": "hi"}], parsed_ok=True, latency_ms=1.0)
+    store.record_outcome("r1", repo="/x", task_text="t", plan_valid=True, diff_applied=True, tests_passed=None,
+                         detail=json.dumps({"apply_error": ""}))
+    distill = str(Path(sys.executable).parent / "distill")
+    env = {**__import__("os").environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([distill, "report-outcome", "r1", "--tests-failed", "--note", "CI red", "--log-url", url],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = store.outcomes()
+    assert row["tests_passed"] is False and row["diff_applied"] is True
+    assert json.loads(row["detail"]) == {"apply_error": "", "reported": True, "note": "CI red"}
+    proc = subprocess.run([distill, "report-outcome", "nope", "--tests-passed", "--log-url", url],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "no routed run 'nope'" in proc.stderr
+    store.close()
 
 
 def test_router_says_what_is_wrong(demo_repo, stage_ggufs, tmp_path, smollm2_gguf):

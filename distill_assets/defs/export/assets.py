@@ -9,7 +9,8 @@ from distill_assets.config import ConfigError, resolve_model_file
 from distill_assets.defs.metadata import table_meta
 from distill_assets.defs.partitions import stage_partitions
 from distill_assets.defs.resources import DistillConfigResource
-from distill_assets.export.gguf_lora import ExportError, export_gguf_lora
+from distill_assets.export.gguf_lora import ExportError, export_gguf_lora, file_sha256
+from distill_assets.export.merge import merge_gguf, quantize_gguf
 from distill_assets.export.ollama import create_command, modelfile
 from distill_assets.prompts.builders import SYSTEM
 
@@ -20,6 +21,9 @@ GGUF_SCHEMA = {
     "bytes": pl.Int64, "tensors": pl.Int64, "rank": pl.Int64, "alpha": pl.Float64, "arch": pl.Utf8,
     "base_gguf": pl.Utf8, "adapter_sha256": pl.Utf8,
 }
+MERGED_SCHEMA = {"stage": pl.Utf8, "status": pl.Utf8, "reason": pl.Utf8, "gguf_path": pl.Utf8, "quant": pl.Utf8,
+                 "bytes": pl.Int64, "sha256": pl.Utf8, "merged_tensors": pl.Int64, "f16_bytes": pl.Int64,
+                 "adapter_gguf_sha256": pl.Utf8}
 MODELFILE_SCHEMA = {"stage": pl.Utf8, "status": pl.Utf8, "reason": pl.Utf8, "modelfile_path": pl.Utf8,
                     "modelfile": pl.Utf8, "create_command": pl.Utf8}
 
@@ -86,3 +90,47 @@ def ollama_modelfiles(context: dg.AssetExecutionContext, distill: DistillConfigR
     return dg.Output(df, metadata={**table_meta(df), "modelfile_path": dg.MetadataValue.path(str(path)),
                                    "modelfile": dg.MetadataValue.md(f"```\n{text}```"),
                                    "create_command": dg.MetadataValue.md(f"```\n{cmd}\n```")})
+
+
+@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"gguf"},
+          description="Optional (export.merged): the stage's adapter merged into its base GGUF and quantised by "
+          "llama.cpp (export.merged_quant, Q4_K_M by default): one self-contained model file per stage.")
+def merged_models(context: dg.AssetExecutionContext, distill: DistillConfigResource,
+                  gguf_adapters: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    cfg = distill.load()
+    stage = context.partition_key
+    row = gguf_adapters.row(0, named=True) if gguf_adapters.height else {}
+    if not cfg.export.merged:
+        return _skip(MERGED_SCHEMA, stage, "export.merged is off (the GGUF adapter on its base is the default)",
+                     context)
+    if row.get("status") != "exported":
+        return _skip(MERGED_SCHEMA, stage, f"no GGUF adapter ({row.get('reason') or 'empty'})", context)
+    quant = cfg.export.merged_quant
+    folder = cfg.resolved_cache_dir() / "merged" / stage
+    out = folder / f"{row['sha256'][:16]}-{quant.lower()}.gguf"
+    f16 = folder / f"{row['sha256'][:16]}-f16.gguf"
+    try:
+        if out.exists():  # keyed by the adapter's content: a re-run reuses it
+            merged_tensors, f16_bytes = None, None
+        else:
+            info = merge_gguf(Path(row["base_gguf"]), Path(row["gguf_path"]), f16)
+            merged_tensors, f16_bytes = info["merged_tensors"], info["bytes"]
+            if quant == "F16":
+                f16.replace(out)
+            else:
+                quantize_gguf(f16, out, quant)
+                if not cfg.export.keep_f16:
+                    f16.unlink()
+    except ExportError as exc:
+        raise dg.Failure(description=f"{stage}: {exc}", allow_retries=False) from None
+    size = out.stat().st_size
+    df = pl.DataFrame([{"stage": stage, "status": "merged", "reason": "", "gguf_path": str(out), "quant": quant,
+                        "bytes": size, "sha256": file_sha256(out), "merged_tensors": merged_tensors,
+                        "f16_bytes": f16_bytes, "adapter_gguf_sha256": row["sha256"]}], schema=MERGED_SCHEMA)
+    return dg.Output(df, metadata={
+        **table_meta(df), "gguf_path": dg.MetadataValue.path(str(out)), "quant": quant,
+        "megabytes": round(size / 1e6, 1), "cache_hit": merged_tensors is None,
+        **({"merged_tensors": merged_tensors, "f16_megabytes": round(f16_bytes / 1e6, 1),
+            "compression": round(f16_bytes / size, 2)} if merged_tensors else {}),
+        "llama_cpp": dg.MetadataValue.md(f"```\nllama-cli -m {out}\n```"),
+    })

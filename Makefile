@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: setup demo test test-fast ui bench clean system sandbox-images
+.PHONY: setup demo test test-slow test-all ui bench clean system sandbox-images
 
 system:
 	@bash scripts/setup-system.sh
@@ -33,11 +33,17 @@ sandbox-images:
 	@bash scripts/start-dockerd.sh
 	@bash docker/sandbox/build-base.sh
 
+# `make test`: everything but the slow end-to-end tests (under ~30 min on 2 cores);
+# `make test-slow`: those (the whole demo with training and evaluation, containers, the web UI).
+# CI (.ci/run) runs both.
 test: setup sandbox-images
-	$(BIN)/python -m pytest -q -ra --timeout=1800 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --timeout=1800 -m "not slow" $(PYTEST_ARGS)
 
-test-fast: setup
-	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+test-slow: setup sandbox-images
+	$(BIN)/python -m pytest -q -ra --timeout=3600 -m slow $(PYTEST_ARGS)
+
+test-all: setup sandbox-images
+	$(BIN)/python -m pytest -q -ra --timeout=3600 $(PYTEST_ARGS)
 
 ui: setup
 	set -m; $(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml

@@ -113,7 +113,7 @@ def run_task(
 
     home = _ensure_home()
     cfg = _config_or_exit()
-    adapters = adapters_from_tables(home / "storage" / "tables")
+    adapters = adapters_from_tables(home / "storage" / "tables", cfg.resolved_cache_dir() / "promotions" / "live.json")
     commands = (list(test_cmd or []) or cfg.sandbox.test_commands.get(Path(repo).resolve().name, [])) if tests else []
     log = LogStore(log_url or cfg.router.log_url or default_url(home))
     started = time.time()

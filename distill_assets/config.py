@@ -383,6 +383,26 @@ class ExportConfig(_Strict):
     keep_f16: bool = Field(default=False, description="keep the F16 merge next to the quantised file")
 
 
+class EvaluationConfig(_Strict):
+    """Held-out evaluation (`evaluations`, `eval_report`) and the promotion gate (`promoted_adapters`)."""
+
+    max_tasks: int | None = Field(default=50, ge=1, description="test-split tasks per stage (None: all)")
+    teacher: str | None = Field(default=None, description="the teacher system; default: the stage's first "
+                                "available teacher")
+    judge: str | None = Field(default=None, description="LLM judge of stage-4 plans; default: the plan stage's "
+                              "first available teacher")
+    judge_enabled: bool = True
+    max_output_tokens: int | None = Field(default=None, ge=16, description="decoding cap of the evaluated "
+                                          "systems, students and teacher (default: the stage's max_output_tokens)")
+    bootstrap: int = Field(default=1000, ge=10, description="bootstrap resamples for confidence intervals")
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+    tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="promotion gate: the largest drop of a "
+                             "headline metric (absolute, 0-1) a new adapter may show against the live one")
+    target_share: float = Field(default=0.7, gt=0.0, le=1.5, description="the student's target share of teacher "
+                                "quality (reported)")
+
+
 class CostConfig(_Strict):
     """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
 
@@ -408,6 +428,7 @@ class DistillConfig(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
 
     @model_validator(mode="after")
@@ -427,6 +448,10 @@ class DistillConfig(_Strict):
                     raise ValueError(
                         f"stages[{i}].teachers names unknown teacher {t!r}; known: {', '.join(names)}"
                     )
+        for key in ("teacher", "judge"):
+            t = getattr(self.evaluation, key)
+            if t is not None and t not in names:
+                raise ValueError(f"evaluation.{key} names unknown teacher {t!r}; known: {', '.join(names)}")
         return self
 
     # ---- lookups

@@ -79,6 +79,16 @@ def write_config(tmp_path: Path, repos: list[dict], external: list[dict] | None 
     return p
 
 
+def use_config(tmp_path: Path, monkeypatch, data: dict) -> Path:
+    """Write ``data`` as the run's distill.yaml (DISTILL_CONFIG) with no remote teacher key set."""
+    cfg_path = tmp_path / "distill.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
+    for var in ("DASHSCOPE_API_KEY", "DEEPSEEK_API_KEY", "DEEPINFRA_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    return cfg_path
+
+
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "dagster_home"

@@ -68,5 +68,21 @@ def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, mon
             assert (Path(row["adapter_dir"]) / "adapter_model.safetensors").exists()
         code = pl.read_parquet(tables / "adapters" / "code_generation.parquet").row(0, named=True)
         assert code["phases"] == ["sft", "dpo"] and code["dpo_pairs"] >= 1
+        # evaluation on the embedded default: the stage-4 adapter trained on the train split against the
+        # untrained base (and the teacher) on test-split tasks; the report holds every metric for both
+        ev = pl.read_parquet(tables / "evaluations" / "plan_generation.parquet")
+        assert {"base", "adapter"} <= set(ev["system"])
+        test_ids = set(tasks.filter(pl.col("split") == "test")["task_id"])
+        assert set(ev["task_id"]) <= test_ids
+        rec = instance.fetch_materializations(dg.AssetKey("eval_report"), limit=1).records[0]
+        md = rec.event_log_entry.asset_materialization.metadata["report"].value
+        from distill_assets.evaluation.metrics import STAGE_METRICS
+
+        for metric in STAGE_METRICS["plan_generation"]:
+            line = next(line for line in md.splitlines() if line.startswith(f"| plan_generation | {metric}"))
+            base_cell, adapter_cell = line.split(" | ")[2:4]
+            assert " n=" in base_cell and " n=" in adapter_cell, line
+        promoted = pl.read_parquet(tables / "promoted_adapters" / "plan_generation.parquet").row(0, named=True)
+        assert promoted["status"] == "promoted" and promoted["live_sha256"]
     finally:
         instance.dispose()

@@ -69,7 +69,7 @@ _LORA = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(
 
 
 def _gguf_arch(arch: str):
-    from gguf import MODEL_ARCH, MODEL_ARCH_NAMES
+    from gguf import MODEL_ARCH_NAMES
 
     for enum, name in MODEL_ARCH_NAMES.items():
         if name == arch:

@@ -146,12 +146,16 @@ class StageEngine:
             self.active[base_gguf] = None
         return llm
 
-    def complete(self, llm, messages: list[dict], schema: dict | None, max_tokens: int,
-                 max_string_chars: int | None = None) -> Completion:
-        from llama_cpp import LogitsProcessorList
+    def complete(self, llm, messages: list[dict], schema: dict | None = None, max_tokens: int = 512,
+                 max_string_chars: int | None = None, grammar: str | None = None) -> Completion:
+        """Greedy chat completion under a JSON schema, or under a GBNF ``grammar`` (stage 4's tagged
+        format, `prompts.student`)."""
+        from llama_cpp import LlamaGrammar, LogitsProcessorList
 
         t0 = time.perf_counter()
         kwargs: dict = {"response_format": {"type": "json_object", "schema": schema}} if schema else {}
+        if grammar:
+            kwargs = {"grammar": LlamaGrammar.from_string(grammar, verbose=False)}
         if max_string_chars:
             kwargs["logits_processor"] = LogitsProcessorList([StringCap(llm, max_string_chars)])
         # greedy, with a mild repeat penalty: a small model under a grammar otherwise loops inside a string

@@ -16,7 +16,7 @@ from distill_assets.config import STAGE_ORDER, DistillConfig
 from distill_assets.contexts.build import SymbolCache, build_context
 from distill_assets.plans.validator import PlanContext, validate_plan
 from distill_assets.prompts.builders import build_prompt
-from distill_assets.prompts.schemas import parse_output
+from distill_assets.prompts.student import decoding, parse_student_output
 from distill_assets.router.engine import RouterError, StageEngine
 from distill_assets.router.logstore import LogStore
 from distill_assets.sandbox.backends import Limits, get_backend
@@ -140,9 +140,9 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
             say(stage, "running")
             llm = engine.use(stage)
             schema = prompt.schema
-            comp = engine.complete(llm, prompt.messages, schema, cfg.router.max_output_tokens,
-                                   max_string_chars=cfg.router.max_string_chars)
-            parsed, err = parse_output(stage, comp.text)
+            comp = engine.complete(llm, prompt.messages, max_tokens=cfg.router.max_output_tokens,
+                                   max_string_chars=cfg.router.max_string_chars, **decoding(stage, schema))
+            parsed, err = parse_student_output(stage, comp.text)
             result.outputs[stage], result.latency_ms[stage] = parsed, comp.latency_ms
             if err:
                 result.errors[stage] = err
@@ -193,12 +193,18 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
             engine.close()
 
 
-def adapters_from_tables(tables: Path) -> dict[str, StageAdapter]:
-    """The exported stage adapters recorded by the `gguf_adapters` asset (``storage/tables``)."""
+def adapters_from_tables(tables: Path, live: Path | None = None) -> dict[str, StageAdapter]:
+    """Per stage, the live adapter promoted by the evaluation gate (``live``: promotions/live.json) or,
+    for a stage never promoted, the latest one exported by the `gguf_adapters` asset (``storage/tables``)."""
+    live_set = json.loads(Path(live).read_text()) if live is not None and Path(live).exists() else {}
     import polars as pl
 
     out: dict[str, StageAdapter] = {}
     for stage in STAGE_ORDER:
+        entry = live_set.get(stage)
+        if entry and Path(entry.get("gguf_path") or "").exists():
+            out[stage] = StageAdapter(stage, entry["base_gguf"], entry["gguf_path"], entry["adapter_sha256"])
+            continue
         p = Path(tables) / "gguf_adapters" / f"{stage}.parquet"
         if not p.exists():
             continue

@@ -9,7 +9,7 @@ import yaml
 
 from distill_assets.config import load_config
 from distill_assets.orchestrate import materialize_all
-from distill_assets_tests.conftest import PROJECT
+from distill_assets_tests.conftest import PROJECT, use_config
 
 
 @pytest.mark.parametrize("backend", ["bwrap", "dagster_docker"])
@@ -21,11 +21,7 @@ def test_scoring_pipeline_on_a_real_repository(backend, shop_repo, tmp_path, dag
         st["prompt_token_budget"] = 900
     data["sandbox"]["backend"] = backend
     data["sandbox"]["test_commands"] = {"shop": ["python3 -m unittest discover -s tests -t . -v", "node --test web/test/"]}
-    cfg_path = tmp_path / "distill.yaml"
-    cfg_path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
-    for var in ("DASHSCOPE_API_KEY", "DEEPSEEK_API_KEY", "DEEPINFRA_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
+    use_config(tmp_path, monkeypatch, data)
     instance = dg.DagsterInstance.get()
     try:
         logs: list[str] = []

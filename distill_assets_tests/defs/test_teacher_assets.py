@@ -1,6 +1,5 @@
 """stage_prompts, teacher_outputs and teacher_cost_estimate materialized for real (local llama.cpp teacher)."""
 
-import json
 from pathlib import Path
 
 import dagster as dg

@@ -5,10 +5,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from distill_assets.config import STAGE_ORDER, load_config
-from distill_assets.export.gguf_lora import export_gguf_lora
 from distill_assets.plans.schema import Plan
 from distill_assets.router.engine import RouterError, StageEngine, StringCap
 from distill_assets.router.logstore import LogStore, MultiLog
@@ -59,9 +57,11 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
         assert all(r["latency_ms"] > 0 and r["tokens_out"] > 0 for r in rows)
         assert {r["adapter_sha256"] for r in rows} == {sha for _, _, sha in stage_ggufs.values()}
         plan_row = rows[STAGE_ORDER.index("plan_generation")]
-        assert plan_row["parsed_ok"] and '"reasoning"' in plan_row["output"]
+        # stage 4 answers in the format the student was trained on: [REASONING] ... [PLAN] {plan}
+        assert plan_row["parsed_ok"] and plan_row["output"].startswith("[REASONING] ")
+        reasoning = plan_row["output"].split("[PLAN]")[0][len("[REASONING] "):].strip()
         code_prompt = rows[-1]["prompt"]
-        assert '"reasoning"' not in code_prompt  # stage 4's chain of thought never reaches stage 5
+        assert "[REASONING]" not in code_prompt and reasoning not in code_prompt  # the CoT never reaches stage 5
         outcome = [o for o in store.outcomes() if o["run_id"] == res.run_id]
         assert len(outcome) == 1 and outcome[0]["diff_applied"] is res.diff_applied
         # tests run only on a diff that applies; otherwise the outcome says "unknown", not "failed"
@@ -172,3 +172,27 @@ def test_run_task_cli_reports_missing_adapters(tmp_path, demo_repo):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2
     assert "no adapter for stage(s) task_analysis" in proc.stderr and "gguf_adapters" in proc.stderr
+
+
+def test_router_serves_the_promoted_adapter_before_the_latest_export(tmp_path):
+    import json
+
+    import polars as pl
+
+    from distill_assets.router.pipeline import adapters_from_tables
+
+    tables = tmp_path / "tables" / "gguf_adapters"
+    tables.mkdir(parents=True)
+    for stage in ("relevance", "plan_generation"):
+        latest = tmp_path / f"{stage}-latest.gguf"
+        latest.write_bytes(b"x")
+        pl.DataFrame([{"stage": stage, "status": "exported", "gguf_path": str(latest), "base_gguf": "/b.gguf",
+                       "sha256": "latest"}]).write_parquet(tables / f"{stage}.parquet")
+    live_file = tmp_path / "live.gguf"
+    live_file.write_bytes(b"y")
+    live = tmp_path / "live.json"
+    live.write_text(json.dumps({"plan_generation": {"gguf_path": str(live_file), "base_gguf": "/b.gguf",
+                                                    "adapter_sha256": "live"}}))
+    got = adapters_from_tables(tmp_path / "tables", live)
+    assert got["plan_generation"].sha256 == "live" and got["relevance"].sha256 == "latest"
+    assert adapters_from_tables(tmp_path / "tables")["plan_generation"].sha256 == "latest"

@@ -1,0 +1,62 @@
+"""What a trained student writes, and how its answer is decoded and read back.
+
+Students learn the completions of `datasets.build`: JSON for stages 1-3 and 5, and for stage 4 the
+span-tagged text ``[REASONING] ... [PLAN] {plan json}`` (the spans get different loss weights).
+Decoding follows the same format: a JSON schema for the JSON stages, and for stage 4 a llama.cpp
+grammar that is the tag text followed by the task's plan schema. The base model is decoded under the
+same constraints, so base and adapter are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pydantic import BaseModel, ValidationError
+
+from distill_assets.datasets.tags import PLAN_TAG, REASONING_TAG
+from distill_assets.plans.schema import Plan
+from distill_assets.prompts.schemas import PlanOutput, extract_json, parse_output
+
+TAGGED_STAGES = frozenset({"plan_generation"})
+_TAGGED = re.compile(re.escape(REASONING_TAG) + r"(.*?)" + re.escape(PLAN_TAG) + r"(.*)", re.S)
+
+
+def tagged_plan_grammar(task_schema: dict, max_reasoning_chars: int = 400) -> str:
+    """GBNF: ``[REASONING] <text without newlines, brackets or quotes> \\n[PLAN] <plan per schema>``.
+    ``task_schema`` is the stage-4 prompt schema ({reasoning, plan}); its ``plan`` part (with the task's
+    enums of real paths and symbols) constrains the JSON."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    plan_schema = dict(task_schema["properties"]["plan"])
+    if "$defs" in task_schema:
+        plan_schema["$defs"] = task_schema["$defs"]
+    gbnf = json_schema_to_gbnf(json.dumps(plan_schema))
+    gbnf = re.sub(r"^root ::=", "plan-root ::=", gbnf, flags=re.M)
+    n = max(1, int(max_reasoning_chars))
+    head = (f'root ::= "{REASONING_TAG} " reasoning-text "\\n{PLAN_TAG} " plan-root\n'
+            f'reasoning-text ::= [^\\n\\[\\]"]{{1,{n}}}\n')
+    return head + gbnf
+
+
+def decoding(stage: str, task_schema: dict | None) -> dict:
+    """How to constrain the student's answer: {"grammar": gbnf} or {"schema": json schema}."""
+    if stage in TAGGED_STAGES and task_schema is not None:
+        return {"grammar": tagged_plan_grammar(task_schema)}
+    return {"schema": task_schema}
+
+
+def parse_student_output(stage: str, text: str) -> tuple[BaseModel | None, str | None]:
+    """Stage 4: the tagged text (or, failing that, the JSON object teachers write); others: JSON."""
+    if stage in TAGGED_STAGES:
+        m = _TAGGED.search(text or "")
+        if m:
+            try:
+                plan = Plan.model_validate(extract_json(m.group(2)))
+            except ValidationError as exc:  # (a ValueError too: caught first)
+                err = exc.errors()[0]
+                return None, f"schema: plan.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+            except (ValueError, json.JSONDecodeError) as exc:
+                return None, f"json: {exc}"
+            return PlanOutput(reasoning=m.group(1).strip(), plan=plan), None
+    return parse_output(stage, text)

@@ -403,6 +403,36 @@ class EvaluationConfig(_Strict):
                                 "quality (reported)")
 
 
+class AutomationConfig(_Strict):
+    """Day-to-day operation: the nightly retrain, the production-log sensor and self-improvement."""
+
+    nightly_cron: str = Field(default="0 2 * * *", description="when the nightly retrain starts (cron)")
+    timezone: str = "UTC"
+    feedback_threshold: int = Field(default=20, ge=1, description="new logged tasks with an outcome that make "
+                                    "the production-log sensor refresh self-improvement data and request a retrain")
+    student_share: float = Field(default=0.3, ge=0.0, lt=1.0, description="share of student (production) rows "
+                                 "mixed into SFT; teacher rows are never replaced")
+    stage4_min_tasks: int = Field(default=50, ge=1, description="logged tasks with outcomes before stage 4 "
+                                  "learns from its own plans")
+    stage4_min_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0, description="baseline plan pass rate "
+                                        "needed before stage 4 self-improvement")
+    min_distinct_2: float = Field(default=0.2, ge=0.0, le=1.0, description="diversity check: least share of "
+                                  "distinct word bigrams in the student rows")
+    max_mean_similarity: float = Field(default=0.9, ge=0.0, le=1.0, description="diversity check: highest "
+                                       "mean MinHash similarity between student rows")
+
+    @field_validator("nightly_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        item = r"(\*|\d+(-\d+)?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/\d+)?"
+        fields = v.split()
+        if v.startswith("@") and v in ("@hourly", "@daily", "@weekly", "@monthly"):
+            return v
+        if len(fields) != 5 or not all(re.fullmatch(f"{item}(,{item})*", f) for f in fields):
+            raise ValueError(f"{v!r} is not a five-field cron expression (e.g. '0 2 * * *')")
+        return v
+
+
 class CostConfig(_Strict):
     """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
 
@@ -429,6 +459,7 @@ class DistillConfig(_Strict):
     router: RouterConfig = Field(default_factory=RouterConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    automation: AutomationConfig = Field(default_factory=AutomationConfig)
     cache_dir: Path | None = Field(default=None, description="clones and caches; default $DAGSTER_HOME/cache")
 
     @model_validator(mode="after")

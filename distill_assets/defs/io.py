@@ -27,6 +27,8 @@ class PolarsParquetIO(dg.UPathIOManager):
         os.replace(tmp, local)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pl.DataFrame:
+        if not Path(str(path)).exists() and (context.definition_metadata or {}).get("optional_table"):
+            return pl.DataFrame()  # an optional input never materialized: no rows (and no columns)
         return pl.read_parquet(str(path))
 
 

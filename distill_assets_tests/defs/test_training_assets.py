@@ -43,6 +43,13 @@ def _write_tables(home: Path, plan_rows) -> None:
         (tables / name).mkdir(parents=True, exist_ok=True)
         pl.DataFrame(rows, schema=schema).write_parquet(tables / name / f"{STAGE}.parquet")
         pl.DataFrame(schema=schema).write_parquet(tables / name / "relevance.parquet")
+    # one student row from production (self-improvement): mixed in at 30 %, teacher rows all kept
+    from distill_assets.feedback.selfimprove import POOL_SCHEMA
+
+    student = [{**sft[0], "task_id": "prod:r1", "source": "student", "candidate_key": "prod:r1:plan_generation",
+                "run_id": "r1", "round": 1}]
+    (tables / "self_improvement_data").mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(student, schema=POOL_SCHEMA).write_parquet(tables / "self_improvement_data" / f"{STAGE}.parquet")
 
 
 def _materialize(partition: str, *keys: str):
@@ -68,7 +75,8 @@ def test_adapters_asset_trains_reports_and_hits_its_cache(tmp_path, dagster_home
     meta = _meta(first)
     assert meta["cache_hit"].value is False
     assert meta["phases"].value == "sft, dpo"
-    assert meta["train_rows"].value == 2 and meta["val_rows"].value == 1 and meta["dpo_pairs"].value == 3
+    assert meta["train_rows"].value == 3 and meta["val_rows"].value == 1 and meta["dpo_pairs"].value == 3
+    assert meta["student_rows_mixed"].value == 1  # round(2 teacher rows * 0.3 / 0.7)
     assert "data:image/png;base64," in meta["loss_curve"].value
     assert "data:image/png;base64," in meta["dpo_margin_curve"].value
     assert meta["trainable_params"].value > 0 and meta["tokens_per_s"].value > 0

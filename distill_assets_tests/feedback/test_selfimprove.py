@@ -83,3 +83,43 @@ def test_diversity_detects_collapse():
     assert d_same["mean_similarity"] == 1.0 and d_same["distinct_2"] == pytest.approx(7 / 56)
     assert d_var["mean_similarity"] < 0.6 and d_var["distinct_2"] > d_same["distinct_2"]
     assert diversity([])["distinct_2"] is None
+
+
+def test_feedback_assets_accumulate_and_the_diversity_check_blocks_a_collapse(tmp_path, dagster_home, monkeypatch):
+    import dagster as dg
+    import yaml
+
+    from distill_assets_tests.conftest import PROJECT, use_config
+
+    url = f"sqlite:///{tmp_path / 'logs.sqlite'}"
+    data = yaml.safe_load((PROJECT / "data" / "distill.yaml").read_text())
+    data["router"] = {"log_url": url}
+    data["automation"] = {"min_distinct_2": 0.5}
+    use_config(tmp_path, monkeypatch, data)
+    store = LogStore(url)
+    for i in range(3):  # three successful tasks whose stage-5 answers are the same text: a collapse
+        _log(store, f"r{i}", True)
+    from distill_assets.definitions import defs
+
+    job = defs().resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.get()
+    try:
+        run = job.execute_in_process(instance=instance, partition_key="code_generation", raise_on_error=False,
+                                     asset_selection=[dg.AssetKey("production_feedback"),
+                                                      dg.AssetKey("self_improvement_data")])
+        assert not run.success  # the blocking diversity check failed
+        (check,) = [e for e in run.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert check.event_specific_data.passed is False
+        assert check.event_specific_data.metadata["distinct_2"].value < 0.5
+        pool = pl.read_parquet(dagster_home / "cache" / "self_improvement" / "code_generation.parquet")
+        assert pool.height == 3 and set(pool["source"]) == {"student"}
+        # stage 4 is gated: no live stage-5 adapter yet, so no plan rows join however many successes
+        run4 = job.execute_in_process(instance=instance, partition_key="plan_generation", raise_on_error=False,
+                                      asset_selection=[dg.AssetKey("production_feedback"),
+                                                       dg.AssetKey("self_improvement_data")])
+        assert run4.success
+        (mat,) = run4.asset_materializations_for_node("self_improvement_data")
+        assert mat.metadata["pool_rows"].value == 0 and "stage 5 is not stable" in mat.metadata["stage4_gate"].value
+    finally:
+        instance.dispose()
+        store.close()

@@ -10,9 +10,10 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.config import ConfigError, resolve_model_file
+from distill_assets.defs.automation_conditions import NIGHTLY, REFRESH
 from distill_assets.defs.metadata import md_table, table_meta
 from distill_assets.defs.partitions import stage_partitions
-from distill_assets.defs.resources import DistillConfigResource
+from distill_assets.defs.resources import TRANSIENT_RETRY, DistillConfigResource
 from distill_assets.defs.teachers.resources import TeachersResource
 from distill_assets.evaluation.gate import Registry, decide
 from distill_assets.evaluation.judge import SCHEMA as JUDGE_SCHEMA
@@ -95,8 +96,9 @@ def _items(cfg, stage: str, stage_prompts: pl.DataFrame, reference_plans: pl.Dat
     return items, counts
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version=EVAL_VERSION, pool="teacher_api",
-          kinds={"polars"}, ins={"reference_plans": dg.AssetIn(), "change_tasks": dg.AssetIn(),
+@dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version=EVAL_VERSION,
+          pool="teacher_api",
+          kinds={"polars"}, retry_policy=TRANSIENT_RETRY, ins={"reference_plans": dg.AssetIn(), "change_tasks": dg.AssetIn(),
                                  "task_contexts": dg.AssetIn(), "test_selections": dg.AssetIn()},
           description="Held-out (test split) tasks of the stage answered by the base student, the trained adapter "
           "(llama.cpp, the student's trained format) and the teacher; per-task metrics against the gold patch's "
@@ -235,7 +237,7 @@ def evaluations(context: dg.AssetExecutionContext, distill: DistillConfigResourc
     })
 
 
-@dg.asset(group_name=GROUP, code_version=EVAL_VERSION, kinds={"html", "polars"}, ins={"evaluations": dg.AssetIn(**ALL)},
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, code_version=EVAL_VERSION, kinds={"html", "polars"}, ins={"evaluations": dg.AssetIn(**ALL)},
           description="The evaluation report: every metric of every stage for base, adapter and teacher with "
           "bootstrap intervals, the adapter's share of teacher quality, judge calibration and the history across "
           "adapter versions; a self-contained HTML file and a markdown summary shown in the UI.")
@@ -288,8 +290,8 @@ def _update_history(path: Path, rows: pl.DataFrame, summary: pl.DataFrame) -> pl
     return old
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version=EVAL_VERSION, kinds={"polars"},
-          deps=[eval_report],
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, partitions_def=stage_partitions,
+          code_version=EVAL_VERSION, kinds={"polars"}, deps=[eval_report],
           description="The live adapter per stage: a newly evaluated adapter replaces the live one only if none of "
           "the stage's headline metrics drops more than evaluation.tolerance; the decision and its reason are "
           "recorded (decisions.jsonl) and the router serves the live set.")

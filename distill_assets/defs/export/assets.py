@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.config import ConfigError, resolve_model_file
+from distill_assets.defs.automation_conditions import NIGHTLY
 from distill_assets.defs.metadata import table_meta
 from distill_assets.defs.partitions import stage_partitions
 from distill_assets.defs.resources import DistillConfigResource
@@ -34,7 +35,7 @@ def _skip(schema: dict, stage: str, reason: str, context) -> dg.Output:
     return dg.Output(df, metadata={**table_meta(df), "status": "skipped", "reason": reason})
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"gguf", "polars"},
+@dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"gguf", "polars"},
           description="The stage's PEFT adapter as a GGUF LoRA adapter that llama.cpp loads on the stage's base GGUF "
           "(tensor names from the gguf package's maps; Llama q/k rows permuted as llama.cpp stores them).")
 def gguf_adapters(context: dg.AssetExecutionContext, distill: DistillConfigResource,
@@ -66,7 +67,7 @@ def gguf_adapters(context: dg.AssetExecutionContext, distill: DistillConfigResou
     })
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"ollama"},
+@dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"ollama"},
           description="An Ollama Modelfile per stage (FROM base GGUF, ADAPTER, ChatML template, stop tokens, "
           "the stage's system prompt, greedy decoding) and the `ollama create` command.")
 def ollama_modelfiles(context: dg.AssetExecutionContext, distill: DistillConfigResource,
@@ -92,7 +93,7 @@ def ollama_modelfiles(context: dg.AssetExecutionContext, distill: DistillConfigR
                                    "create_command": dg.MetadataValue.md(f"```\n{cmd}\n```")})
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"gguf"},
+@dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"gguf"},
           description="Optional (export.merged): the stage's adapter merged into its base GGUF and quantised by "
           "llama.cpp (export.merged_quant, Q4_K_M by default): one self-contained model file per stage.")
 def merged_models(context: dg.AssetExecutionContext, distill: DistillConfigResource,

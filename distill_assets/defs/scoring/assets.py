@@ -17,10 +17,11 @@ from distill_assets.scoring.plans import code_dpo_candidates, plan_dpo_candidate
 from distill_assets.scoring.validate import validate_candidates
 from distill_assets.teachers.client import TeacherPermanentError
 from distill_assets.teachers.runner import all_cached, run_teacher, samples_for
+from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, table_meta
 from distill_assets.defs.partitions import (plan_source_partitions, stage_partitions, stage_teacher_of,
                                             stage_teacher_partitions, stage_teacher_skip)
-from distill_assets.defs.resources import DistillConfigResource
+from distill_assets.defs.resources import TRANSIENT_RETRY, DistillConfigResource
 from distill_assets.defs.teachers.resources import TeachersResource
 
 GROUP = "scoring"
@@ -42,7 +43,7 @@ def _limits(cfg) -> Limits:
                   max_processes=cfg.sandbox.max_processes)
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_teacher_partitions, code_version="1", kinds={"polars"},
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, partitions_def=stage_teacher_partitions, code_version="1", kinds={"polars"},
           description="Every candidate with kept/drop_reason: stage 4 plans through the plan validator, stages "
           "1-3 checked against the context, stage 5 diffs must apply; exact and MinHash near-duplicates dropped.")
 def validated_outputs(context: dg.AssetExecutionContext, distill: DistillConfigResource, teacher_outputs: pl.DataFrame,
@@ -64,7 +65,7 @@ def validated_outputs(context: dg.AssetExecutionContext, distill: DistillConfigR
     return df
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"sandbox", "polars"},
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, code_version="1", kinds={"sandbox", "polars"}, retry_policy=TRANSIENT_RETRY,
           description="SWE-bench-style test selection per task: fail->pass and pass->pass tests from one sandboxed "
           "run without and one with the gold code (cached); tasks without such tests are counted.")
 def test_selections(context: dg.AssetExecutionContext, distill: DistillConfigResource,
@@ -113,7 +114,7 @@ def _plans_by_source(validated, reference_plans: pl.DataFrame, parsed_only: bool
     return plans_by_source(_concat(validated), reference_plans, parsed_only=parsed_only)
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"}, ins={"validated_outputs": dg.AssetIn(**ALL)},
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, code_version="1", kinds={"polars"}, ins={"validated_outputs": dg.AssetIn(**ALL)},
           description="Per task and pair of plan sources (teachers and the reference plan): file and symbol "
           "Jaccard, Kendall tau of the execution order, a label; strong disagreement is a flagged hard example.")
 def plan_agreement(context: dg.AssetExecutionContext, distill: DistillConfigResource, validated_outputs,
@@ -133,7 +134,8 @@ def plan_agreement(context: dg.AssetExecutionContext, distill: DistillConfigReso
     return df
 
 
-@dg.asset(group_name=GROUP, partitions_def=plan_source_partitions, code_version="1", pool="teacher_api",
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, partitions_def=plan_source_partitions, code_version="1", pool="teacher_api",
+          retry_policy=TRANSIENT_RETRY,
           kinds={"sandbox", "polars"}, ins={"validated_outputs": dg.AssetIn(**ALL)},
           description="Each valid plan of one source -> the stage-5 teacher writes the code from plan + context -> "
           "the sandbox runs the task's selected tests -> pass rate. Coder answers and sandbox runs are cached.")
@@ -231,7 +233,7 @@ def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigRes
     return dg.Output(df)  # explicit: with the dagster_docker backend the step has opened Pipes sessions
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"},
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, code_version="1", kinds={"polars"},
           ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL)},
           description="Per plan candidate: execution pass rate first, then agreement with the other sources, then "
           "validity; ranked within its task.")
@@ -254,7 +256,7 @@ def _difficulty(reference_plans: pl.DataFrame) -> dict:
     return {r["task_id"]: r["difficulty"] for r in reference_plans.iter_rows(named=True) if r["difficulty"]}
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"polars"},
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"polars"},
           ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL)},
           description="TRL conversational prompt/completion rows per stage (stage 4: [REASONING] ... [PLAN] {json}), "
           "with split, source and curriculum difficulty; near-duplicates capped per task; reference plans by config.")
@@ -294,7 +296,7 @@ def sft_datasets(context: dg.AssetExecutionContext, distill: DistillConfigResour
     return df
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"polars"},
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"polars"},
           ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL)},
           description="Preference pairs: per task, chosen = highest pass rate, rejected = lowest pass rate among "
           "structurally valid candidates, with a margin; stage 4 from plans, stage 5 from code outcomes.")

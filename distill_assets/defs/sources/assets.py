@@ -15,6 +15,7 @@ from distill_assets.mining.miner import DROP_REASONS, FileClassifier, MiningErro
 from distill_assets.plans.reference import build_reference_plans
 from distill_assets.tasks.build import build_change_tasks, mined_table
 from distill_assets.tasks.external import ExternalSourceError, read_external_sources
+from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, percentiles, table_meta
 from distill_assets.defs.partitions import repo_partitions
 from distill_assets.defs.resources import DistillConfigResource
@@ -30,7 +31,7 @@ TASK_CONTEXTS_VERSION = "1"
 REFERENCE_PLANS_VERSION = "1"
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP,
     partitions_def=repo_partitions,
     code_version=MINED_COMMITS_VERSION,
@@ -71,7 +72,7 @@ def mined_commits(context: dg.AssetExecutionContext, distill: DistillConfigResou
     return df
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP,
     code_version=EXTERNAL_TASKS_VERSION,
     kinds={"polars"},
@@ -98,7 +99,7 @@ def external_tasks(context: dg.AssetExecutionContext, distill: DistillConfigReso
     return df
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP,
     code_version=CHANGE_TASKS_VERSION,
     kinds={"polars"},
@@ -115,6 +116,7 @@ def change_tasks(context: dg.AssetExecutionContext, distill: DistillConfigResour
     cfg = distill.load()
     # one partition loads as a table, several as {partition: table}, none as {}
     mined = list(mined_commits.values()) if isinstance(mined_commits, dict) else [mined_commits]
+    mined = [m for m in mined if m is not None]  # no repository configured: external sources only
     df = build_change_tasks(mined, external_tasks, cfg.mining, cfg.split)
     splits = Counter(df["split"].to_list())
     sources = Counter(df["source"].to_list())
@@ -133,7 +135,7 @@ def change_tasks(context: dg.AssetExecutionContext, distill: DistillConfigResour
     return df
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP,
     code_version=TASK_CONTEXTS_VERSION,
     kinds={"tree-sitter", "polars"},
@@ -170,7 +172,7 @@ def task_contexts(context: dg.AssetExecutionContext, distill: DistillConfigResou
     return df
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP,
     code_version=REFERENCE_PLANS_VERSION,
     kinds={"polars"},

@@ -11,9 +11,10 @@ from distill_assets.teachers.client import TeacherPermanentError
 from distill_assets.teachers.cost import cost_table
 from distill_assets.teachers.runner import (CANDIDATE_SCHEMA, all_cached, build_requests, candidates_table, run_teacher,
                                            too_long_for_context)
+from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, percentiles, table_meta
 from distill_assets.defs.partitions import stage_partitions, stage_teacher_of, stage_teacher_partitions, stage_teacher_skip
-from distill_assets.defs.resources import DistillConfigResource
+from distill_assets.defs.resources import TRANSIENT_RETRY, DistillConfigResource
 from distill_assets.defs.teachers.resources import TeachersResource
 
 GROUP = "teachers"
@@ -27,7 +28,7 @@ PROMPT_SCHEMA = {
 }
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP, partitions_def=stage_partitions, code_version=STAGE_PROMPTS_VERSION, kinds={"polars"},
     description="Per stage, one prompt per task with a usable context: messages, the per-task JSON schema "
     "(enums of real paths and symbols), estimated tokens within the stage's budget.",
@@ -70,9 +71,9 @@ def stage_prompts(context: dg.AssetExecutionContext, distill: DistillConfigResou
     return df
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP, partitions_def=stage_teacher_partitions, code_version=TEACHER_OUTPUTS_VERSION,
-    pool="teacher_api", kinds={"openai", "polars"},
+    pool="teacher_api", kinds={"openai", "polars"}, retry_policy=TRANSIENT_RETRY,
     ins={"stage_prompts": dg.AssetIn(partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
         partition_dimension_name="stage"))},
     description="Every candidate answer of one teacher for one stage: prompt hash, sample index, raw text, "
@@ -137,7 +138,7 @@ def teacher_outputs(context: dg.AssetExecutionContext, distill: DistillConfigRes
     return df
 
 
-@dg.asset(
+@dg.asset(automation_condition=REFRESH, 
     group_name=GROUP, code_version=COST_VERSION, kinds={"polars"},
     ins={
         "stage_prompts": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"allow_missing_partitions": True}),

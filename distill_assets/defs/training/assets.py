@@ -7,6 +7,8 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.config import ConfigError
+from distill_assets.feedback.selfimprove import mix
+from distill_assets.defs.automation_conditions import NIGHTLY
 from distill_assets.defs.metadata import md_line_plot, md_table, table_meta
 from distill_assets.defs.partitions import stage_partitions
 from distill_assets.defs.resources import DistillConfigResource
@@ -59,18 +61,27 @@ def _launch_docker(context: dg.AssetExecutionContext, cfg, run_dir: Path) -> Non
         container_kwargs=kwargs)
 
 
-@dg.asset(group_name=GROUP, partitions_def=stage_partitions, code_version=TRAINER_VERSION, pool="gpu",
+@dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version=TRAINER_VERSION, pool="gpu",
           kinds={"pytorch", "polars"}, tags={"distill/gpu": "true"},
+          ins={"self_improvement_data": dg.AssetIn(metadata={"optional_table": True})},
           description="The stage's LoRA adapter: span-weighted CoT-SFT (curriculum where configured), then DPO from the "
           "SFT adapter, then optional on-policy logit distillation; trained in a subprocess (accelerate launch on "
           "several GPUs) or a container, cached by data + config hash, resumable from checkpoints.")
 def adapters(context: dg.AssetExecutionContext, distill: DistillConfigResource, sft_datasets: pl.DataFrame,
-             dpo_pairs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+             dpo_pairs: pl.DataFrame, self_improvement_data: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     cfg = distill.load()
     stage = context.partition_key
     st = cfg.stage(stage)
     hp = st.training.model_dump(mode="json")
-    train, val = _rows(sft_datasets, "train", _SFT_COLS), _rows(sft_datasets, "val", _SFT_COLS)
+    sft = sft_datasets
+    n_student = 0
+    if self_improvement_data.height and sft_datasets.height:
+        # every teacher row stays; student rows from production join at automation.student_share
+        teacher_train = sft_datasets.filter(pl.col("split") == "train")
+        mixed = mix(teacher_train, self_improvement_data, cfg.automation.student_share, seed=st.training.seed)
+        n_student = mixed.height - teacher_train.height
+        sft = pl.concat([mixed, sft_datasets.filter(pl.col("split") != "train").select(mixed.columns)])
+    train, val = _rows(sft, "train", _SFT_COLS), _rows(sft, "val", _SFT_COLS)
     pairs = _rows(dpo_pairs, "train", _DPO_COLS)
     row = {"stage": stage, "base_model": st.base_model, "student_model": st.student_model, "train_rows": len(train),
            "val_rows": len(val), "dpo_pairs": len(pairs), "phases": []}
@@ -134,7 +145,7 @@ def adapters(context: dg.AssetExecutionContext, distill: DistillConfigResource, 
         **table_meta(df), "cache_hit": cache_hit, "adapter_path": dg.MetadataValue.path(result["adapter_dir"]),
         "adapter_sha256": result["adapter_sha256"], "config_hash": spec["config_hash"], "data_hash": spec["data_hash"],
         "run_dir": dg.MetadataValue.path(str(run_dir)), "phases": ", ".join(result["phases"]),
-        "train_rows": len(train), "val_rows": len(val), "dpo_pairs": len(pairs),
+        "train_rows": len(train), "val_rows": len(val), "dpo_pairs": len(pairs), "student_rows_mixed": n_student,
         "dropped_rows": json.dumps(sft.get("dropped") or {}),
         "trainable_params": sft.get("trainable_params") or 0, "total_params": sft.get("total_params") or 0,
         "tokens_per_s": sft.get("tokens_per_s") or 0.0, "peak_mem_gb": sft.get("peak_mem_gb") or 0.0,

@@ -20,7 +20,8 @@ def test_each_stage_schema_is_parsed_from_real_model_output(stage, llama_server,
     cache = ResponseCache(tmp_path / "c.sqlite")
     answers, stats = run_teacher(teacher, llama_server, None, cache, requests_for(prompts, 3, MAX_TOKENS[stage]))
     df = candidates_table(answers, teacher)
-    assert df.height == 3 and df["call_error"].null_count() == 3 and stats["calls"] == 3
+    # every request answered; under load a time-out may be retried (the client's job), so calls >= 3
+    assert df.height == 3 and df["call_error"].null_count() == 3 and stats["calls"] >= 3
     assert (df["tokens_out"] > 0).all() and (df["tokens_in"] > 0).all()
     parsed = df.filter(pl.col("parsed_json").is_not_null())
     assert parsed.height >= 1, df["parse_error"].to_list()

@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: setup demo test test-slow test-all ui bench clean system sandbox-images
+.PHONY: setup demo test test-slow test-all ui bench clean system sandbox-images images deploy
 
 system:
 	@bash scripts/setup-system.sh
@@ -32,6 +32,13 @@ demo: setup
 sandbox-images:
 	@bash scripts/start-dockerd.sh
 	@bash docker/sandbox/build-base.sh
+
+# the deployment's images with no registry (code location, Postgres) and the compose stack on them
+images: setup
+	@bash docker/build-images.sh all
+
+deploy: images
+	docker compose -f docker/compose.yaml up -d 2>/dev/null || docker-compose -f docker/compose.yaml up -d
 
 # `make test`: everything but the slow end-to-end tests (under ~30 min on 2 cores);
 # `make test-slow`: those (the whole demo with training and evaluation, containers, the web UI).

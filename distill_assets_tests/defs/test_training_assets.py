@@ -156,3 +156,6 @@ def test_adapters_asset_launches_training_in_a_container_through_pipes(tmp_path,
     assert meta["cache_hit"].value is False and meta["phases"].value == "sft, dpo"
     logs = [e.user_message for e in dg.DagsterInstance.get().all_logs(result.run_id)]
     assert any('"phase": "sft"' in (m or "") for m in logs)  # progress came back through dagster-pipes
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=distill/training_run={result.run_id}:{STAGE}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert left == [], "the training container was not removed"

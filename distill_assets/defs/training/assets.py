@@ -43,6 +43,7 @@ def _launch_docker(context: dg.AssetExecutionContext, cfg, run_dir: Path) -> Non
     """The same training process in a container through dagster-docker's PipesDockerClient; the cache
     folder is mounted at the same path, so the run folder's paths hold inside; every GPU is requested
     unless ``trainer.docker_gpus`` is off."""
+    import docker
     import docker.types
     from dagster_docker import PipesDockerClient
 
@@ -51,14 +52,21 @@ def _launch_docker(context: dg.AssetExecutionContext, cfg, run_dir: Path) -> Non
     for spec in cfg.trainer.docker_volumes:
         host, bind, *mode = spec.split(":")
         volumes[host] = {"bind": bind, "mode": mode[0] if mode else "ro"}
-    kwargs = {"volumes": volumes, "working_dir": str(run_dir), "shm_size": "8g", "network_mode": "none"}
+    label = {"distill/training_run": f"{context.run_id}:{context.partition_key}"}
+    kwargs = {"volumes": volumes, "working_dir": str(run_dir), "shm_size": "8g", "network_mode": "none",
+              "labels": label}
     if cfg.trainer.docker_gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    PipesDockerClient().run(
-        context=context, image=cfg.trainer.docker_image,
-        command=[cfg.trainer.docker_python, "-m", "distill_assets.training.run", str(run_dir / "spec.json"), "--pipes"],
-        env={"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
-        container_kwargs=kwargs)
+    try:
+        PipesDockerClient().run(
+            context=context, image=cfg.trainer.docker_image,
+            command=[cfg.trainer.docker_python, "-m", "distill_assets.training.run", str(run_dir / "spec.json"), "--pipes"],
+            env={"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
+            container_kwargs=kwargs)
+    finally:  # PipesDockerClient stops its container but never removes it; its logs are already in the run
+        client = docker.from_env()
+        for c in client.containers.list(all=True, filters={"label": f"distill/training_run={label['distill/training_run']}"}):
+            c.remove(force=True)
 
 
 @dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version=TRAINER_VERSION, pool="gpu",

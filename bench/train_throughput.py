@@ -22,6 +22,11 @@ Configuration names are '_'-joined tokens:
   ckN               gradient-checkpoint N of the decoder layers (evenly spread);
                     ck0 = none, ck36 = all (for the 36-layer model)
   qlora             NF4 4-bit frozen base (bitsandbytes)
+  compile           regional torch.compile of each decoder layer (LoRA included); inductor
+                    fuses the pointwise work and its min-cut partitioner recomputes cheap
+                    activations in the backward instead of saving them
+  ligerce           liger's fused linear cross-entropy only (RMSNorm/SwiGLU/RoPE left to
+                    inductor when combined with compile)
 
 FLOP accounting (reported as two MFU figures, peak = --peak-tflops, 989 dense bf16 for
 H100 SXM / H200):
@@ -96,11 +101,14 @@ class Spec:
     nocast: bool
     ckpt_layers: int
     qlora: bool
+    compile: bool = False   # regional torch.compile of every decoder layer (one compile, reused)
+    ligerce: bool = False   # liger's fused linear cross-entropy only (inductor fuses the rest in-layer)
+    amb: float | None = None  # compile's activation memory budget (fraction of what it would save)
 
 
 def parse_spec(name: str, n_layers: int) -> Spec:
-    liger = nocast = qlora = False
-    ck = None
+    liger = nocast = qlora = comp = ligerce = False
+    ck = amb = None
     for tok in name.split("_"):
         if tok == "plain":
             liger = False
@@ -110,6 +118,12 @@ def parse_spec(name: str, n_layers: int) -> Spec:
             nocast = True
         elif tok == "qlora":
             qlora = True
+        elif tok == "compile":
+            comp = True
+        elif tok == "ligerce":
+            ligerce = True
+        elif tok.startswith("amb") and tok[3:].isdigit():
+            amb = int(tok[3:]) / 100
         elif tok.startswith("ck") and tok[2:].isdigit():
             ck = int(tok[2:])
         else:
@@ -118,7 +132,9 @@ def parse_spec(name: str, n_layers: int) -> Spec:
         ck = n_layers
     if ck > n_layers:
         raise ValueError(f"{name}: ck{ck} > {n_layers} layers")
-    return Spec(name, liger, nocast, ck, qlora)
+    if amb is not None and not comp:
+        raise ValueError(f"{name}: amb needs compile")
+    return Spec(name, liger, nocast, ck, qlora, comp, ligerce, amb)
 
 
 def checkpointed_indices(n_layers: int, k: int) -> set[int]:
@@ -156,7 +172,8 @@ def worker(args) -> dict:
     arch = TINY if args.tiny else QWEN3_4B
     spec = parse_spec(args.worker, arch["num_hidden_layers"])
     res: dict = {"config": spec.name, "liger": spec.liger, "nocast": spec.nocast,
-                 "ckpt_layers": spec.ckpt_layers, "qlora": spec.qlora}
+                 "ckpt_layers": spec.ckpt_layers, "qlora": spec.qlora, "compile": spec.compile,
+                 "ligerce": spec.ligerce}
 
     if spec.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_qwen3
@@ -165,6 +182,11 @@ def worker(args) -> dict:
                                     cross_entropy=False, fused_linear_cross_entropy=True)
         import liger_kernel
         res["liger_version"] = getattr(liger_kernel, "__version__", None) or _dist_version("liger-kernel")
+    elif spec.ligerce:
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen3
+        apply_liger_kernel_to_qwen3(rope=False, rms_norm=False, swiglu=False,
+                                    cross_entropy=False, fused_linear_cross_entropy=True)
+        res["liger_version"] = _dist_version("liger-kernel")
 
     import transformers
     import peft
@@ -208,6 +230,16 @@ def worker(args) -> dict:
                 m.cast_input_dtype_enabled = False
                 n_set += 1
         res["nocast_modules"] = n_set
+    if spec.amb is not None:
+        import torch._functorch.config as fconfig
+        fconfig.activation_memory_budget = spec.amb
+        res["activation_memory_budget"] = spec.amb
+    if spec.compile:
+        # regional compilation: each decoder layer (with its LoRA modules) compiled in place; the layers
+        # share one graph (parameters are graph inputs), so 36 layers cost one compile
+        for layer in model.base_model.model.model.layers:
+            layer.compile()
+        res["compiled_layers"] = len(model.base_model.model.model.layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_lora = sum(p.numel() for p in trainable)
     res.update(n_base=n_base, n_lora=n_lora,
@@ -226,6 +258,23 @@ def worker(args) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
+
+    if spec.compile:
+        # the compiled layers must compute what eager computes: LoRA gradients of one step, both ways
+        def grads():
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+            loss.backward()
+            g = torch.cat([p.grad.float().flatten() for p in trainable])
+            opt.zero_grad(set_to_none=True)
+            return float(loss.detach()), g
+        l_c, g_c = grads()
+        with torch.compiler.set_stance("force_eager"):
+            l_e, g_e = grads()
+        res.update(gradcheck_loss_compiled=l_c, gradcheck_loss_eager=l_e,
+                   gradcheck_cosine=float(torch.nn.functional.cosine_similarity(g_c, g_e, dim=0)),
+                   gradcheck_rel_norm=float((g_c - g_e).norm() / g_e.norm()))
+        del g_c, g_e
 
     is_cuda = dev.type == "cuda"
     if is_cuda:
@@ -248,10 +297,12 @@ def worker(args) -> dict:
                for _ in range(args.steps)]
     t0 = time.perf_counter()
     last = None
+    step_losses = []
     for i in range(args.steps):
         if is_cuda:
             evs[i][0].record()
         last = step()
+        step_losses.append(last.detach())
         if is_cuda:
             evs[i][1].record()
         else:
@@ -260,6 +311,7 @@ def worker(args) -> dict:
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     losses.append(float(last.detach()))
+    res["losses"] = losses[:-1] + [float(x) for x in step_losses]
     if is_cuda:
         step_times = [a.elapsed_time(b) / 1e3 for a, b in evs]
 
@@ -401,7 +453,8 @@ def main():
     base = next((r for r in rows if r["config"].startswith("plain") and "error" not in r
                  and not r.get("qlora")), None)
     base_tok = base["tokens_per_s"] if base else None
-    ok_liger = [r for r in rows if "error" not in r and r["liger"] and not r["qlora"]
+    ok_liger = [r for r in rows if "error" not in r and (r["liger"] or r.get("compile") or r.get("ligerce"))
+                and not r["qlora"]
                 and r.get("peak_mem_gb") is not None and r["peak_mem_gb"] <= args.mem_limit_gb]
     best = max(ok_liger, key=lambda r: r["tokens_per_s"]) if ok_liger else None
     qlora_rows = [r for r in rows if r.get("qlora") and "error" not in r]

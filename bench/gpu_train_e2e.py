@@ -75,6 +75,9 @@ CONFIGS = {
     # name: (hp overrides, processes)
     "lora_bf16_liger_ck8": ({"qlora": "off", "liger": "on", "checkpoint_layers": 8}, 1),
     "qlora_nf4_liger_ckall": ({"qlora": "on", "liger": "on", "checkpoint_layers": "all"}, 1),
+    # regional torch.compile in place of liger's in-layer kernels, no layer checkpointing, budget 0.8
+    "lora_bf16_compile_amb80": ({"qlora": "off", "liger": "on", "compile": "on", "activation_memory_budget": 0.8,
+                                 "checkpoint_layers": "none"}, 1),
     "lora_bf16_liger_ck8_2gpu": ({"qlora": "off", "liger": "on", "checkpoint_layers": 8}, 2),
     # a CPU check of this script (not in the default list)
     "smoke": ({"qlora": "off", "liger": "off", "checkpoint_layers": 2, "max_steps": 2, "grad_accum": 1,
@@ -133,7 +136,7 @@ def run(data: Path, out: Path, gpus: list[int], configs: list[str]) -> None:
             "sft_steps": s["steps"], "sft_tokens": s["tokens"], "sft_runtime_s": s["train_runtime_s"],
             "sft_tokens_per_s": s["tokens_per_s"], "sft_first_loss": s["first_loss"], "sft_last_loss": s["last_loss"],
             "val_loss": s["val_loss"], "peak_mem_gb": s["peak_mem_gb"], "qlora": s["qlora"], "liger": s["liger"],
-            "checkpointed_layers": s["checkpointed_layers"], "trainable_params": s["trainable_params"],
+            "checkpointed_layers": s["checkpointed_layers"], "compiled_layers": s.get("compiled_layers"), "trainable_params": s["trainable_params"],
             "dropped": s["dropped"], "dpo_steps": d.get("steps"), "dpo_first_margin": d.get("first_margin"),
             "dpo_last_margin": d.get("last_margin"), "dpo_peak_mem_gb": d.get("peak_mem_gb"),
             "adapter_sha256": res["adapter_sha256"]}

@@ -250,6 +250,13 @@ class TrainingConfig(_Strict):
         default="auto", description="4-bit NF4 base (bitsandbytes); auto: on when CUDA and bitsandbytes are present")
     liger: Literal["auto", "on", "off"] = Field(
         default="auto", description="liger-kernel RMSNorm/SwiGLU/RoPE; auto: on when CUDA and liger are present")
+    compile: Literal["auto", "on", "off"] = Field(
+        default="off", description="regional torch.compile of the decoder layers in SFT (replaces liger's in-layer "
+        "kernels); auto: on when CUDA. With checkpoint_layers: none and activation_memory_budget: 0.8, 2.13x plain "
+        "HF+PEFT at 36.7 GB (Qwen3-4B shape, seq 8192, H200)")
+    activation_memory_budget: float | None = Field(
+        default=None, gt=0, le=1, description="with compile: the share of activations the backward keeps; the rest "
+        "is recomputed, cheapest first (torch._functorch activation_memory_budget)")
     checkpoint_layers: int | Literal["all", "none"] = Field(
         default="all", description="gradient checkpointing: all layers, none, or N layers spread evenly")
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)

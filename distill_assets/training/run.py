@@ -91,7 +91,8 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
 
     from distill_assets.training.data import read_jsonl, tokenise_sft
     from distill_assets.training.trainer import (ProgressCallback, WeightedSFTTrainer, apply_checkpointing,
-                                                 apply_liger, disable_lora_input_cast, load_base, trainable_counts)
+                                                 apply_liger, compile_layers, disable_lora_input_cast, load_base,
+                                                 trainable_counts)
 
     hp, out = spec["hp"], run_dir / "sft"
     rows = read_jsonl(run_dir / "data" / "sft_train.jsonl")
@@ -113,6 +114,7 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
                       target_modules=hp["target_modules"], bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(model, lcfg)
     nocast = disable_lora_input_cast(model) if torch.cuda.is_available() else 0
+    compiled = compile_layers(model, hp)
     trainable, total = trainable_counts(model)
     args = SFTConfig(**_common_args(hp, out, lr=hp["lr"], epochs=hp["epochs"], n_rows=len(tok)),
                      max_length=hp["max_length"], dataset_kwargs={"skip_prepare_dataset": True},
@@ -129,7 +131,8 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
         "rows": len(tok), "dropped": dict(tok.dropped), "val_rows": len(val), "val_loss": val_loss,
         "reasoning_tokens": tok.reasoning_tokens, "plan_tokens": tok.plan_tokens, "resumed_from": resume,
         "trainable_params": trainable, "total_params": total, "checkpointed_layers": ckpt, "liger": liger,
-        "lora_input_cast_disabled": nocast, "peak_mem_gb": peak, "curriculum": bool(hp.get("curriculum")),
+        "lora_input_cast_disabled": nocast, "compiled_layers": compiled,
+        "activation_memory_budget": hp.get("activation_memory_budget") if compiled else None, "peak_mem_gb": peak, "curriculum": bool(hp.get("curriculum")),
         **load_info})
 
 

@@ -150,3 +150,18 @@ def test_on_policy_distillation_phase_runs_from_a_same_tokenizer_teacher(tmp_pat
     assert kd["steps"] == 2 and all(l == l for l in kd["losses"])  # finite losses
     sft_adapter = (run_dir / "sft" / "final" / "adapter_model.safetensors").read_bytes()
     assert (Path(result["adapter_dir"]) / "adapter_model.safetensors").read_bytes() != sft_adapter
+
+
+@pytest.mark.slow
+def test_compiled_layers_train_to_the_same_losses_as_eager(trained, tmp_path, smollm2_dir, plan_rows):
+    """`compile: on` (regional torch.compile with an activation memory budget, forced here on CPU) is an
+    optimisation only: the same run computes the same SFT losses as the eager run of the fixture."""
+    _, _, eager, _ = trained
+    sft = plan_rows["sft"][:2] * 4
+    run_dir, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir,
+                             _hp(dpo=False, compile="on", activation_memory_budget=0.5), sft, plan_rows["sft"][2:], [])
+    result = launch(run_dir, num_processes=1)
+    compiled = result["phase_results"]["sft"]
+    assert compiled["compiled_layers"] == 30 and compiled["activation_memory_budget"] == 0.5  # SmolLM2: 30 layers
+    assert eager["phase_results"]["sft"]["compiled_layers"] == 0
+    assert compiled["losses"] == pytest.approx(eager["phase_results"]["sft"]["losses"], rel=2e-3)

@@ -21,7 +21,7 @@ class GitRepo:
 
     def git(self, *args: str, input: str | None = None) -> str:
         env = {**os.environ, **BASE_ENV}
-        date = f"2025-01-01T00:00:00+00:00"
+        date = "2025-01-01T00:00:00+00:00"
         if self.day:
             date = f"2025-01-{1 + self.day // 24:02d}T{self.day % 24:02d}:00:00+00:00"
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date

@@ -1,6 +1,5 @@
 """The embedded default: the shipped demo repository and `distill demo` on it, for real."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -20,7 +20,7 @@ from distill_assets.config import ContextConfig
 from distill_assets.mining.miner import NOISE_CATEGORIES
 from distill_assets.symbols import SymbolIndex, extract_symbols, language_for_path
 from distill_assets.tasks.external import stable_hash
-from distill_assets.tasks.snapshot import (GitSnapshot, InlineSnapshot, Snapshot, SnapshotError, base_snapshot,
+from distill_assets.tasks.snapshot import (Snapshot, SnapshotError, base_snapshot,
                                           is_probably_binary)
 
 CANDIDATE = pl.Struct({"path": pl.Utf8, "content": pl.Utf8, "tokens": pl.Int64, "truncated": pl.Boolean})

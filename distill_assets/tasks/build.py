@@ -6,7 +6,6 @@ from __future__ import annotations
 import difflib
 import subprocess
 from collections import defaultdict
-from datetime import datetime
 from typing import Any, Iterable
 
 import polars as pl

@@ -1,4 +1,3 @@
-import polars as pl
 
 from distill_assets.config import ContextConfig, MiningConfig, RepoSource, SplitConfig
 from distill_assets.contexts.build import build_contexts

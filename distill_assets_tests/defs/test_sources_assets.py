@@ -61,7 +61,6 @@ def test_materialize_all_sources_on_a_real_repository(shop_repo, tmp_path, dagst
             assert recs and recs[0].status.value == "SUCCEEDED", check
             evals[check] = recs[0]
 
-        home = Path(instance.root_directory) if hasattr(instance, "root_directory") else dagster_home
         plans = table(dagster_home, "reference_plans")
         assert plans.filter(pl.col("status") == "ok")["valid"].all()
         contexts = table(dagster_home, "task_contexts")

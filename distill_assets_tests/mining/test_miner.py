@@ -1,4 +1,3 @@
-import subprocess
 
 import git
 import pytest

@@ -1,6 +1,3 @@
-import json
-
-import polars as pl
 import pytest
 
 from distill_assets.config import ContextConfig, MiningConfig, RepoSource, SplitConfig, load_config

@@ -30,8 +30,6 @@ def test_prompts_carry_the_code_they_need(sample_prompts):
 
 
 def test_budget_truncation_is_counted(sample_prompts):
-    from distill_assets.config import ContextConfig
-    from distill_assets_tests.conftest import PROJECT  # noqa: F401
 
     big = {"task_id": "t", "repo": "r", "description": "Change f"}
     ctx = {"file_tree": ["a.py"], "symbols": [], "candidates": [

@@ -10,7 +10,7 @@ import uuid
 import polars as pl
 import pytest
 
-from distill_assets.config import MiningConfig, RepoSource, SplitConfig, load_config
+from distill_assets.config import load_config
 from distill_assets.mining.miner import mine_repository, open_repository
 from distill_assets.sandbox import Limits, execute, get_backend, parse_test_output, partition_patch, select_tests
 from distill_assets.tasks.build import build_change_tasks, mined_table

@@ -36,7 +36,7 @@ def test_gold_patches_apply_at_the_base_commit(shop_repo, tmp_path):
                               capture_output=True)
         assert proc.returncode == 0, (t["task_id"], proc.stderr)
         subprocess.run(["git", "-C", str(wt), "apply", "-"], input=t["gold_patch"].encode(), check=True)
-        tree = subprocess.run(["git", "-C", str(wt), "add", "-A"], check=True)
+        subprocess.run(["git", "-C", str(wt), "add", "-A"], check=True)
         got = subprocess.run(["git", "-C", str(wt), "write-tree"], capture_output=True, text=True).stdout.strip()
         want = shop_repo.git("rev-parse", f"{t['after_commit']}^{{tree}}").strip()
         assert got == want, t["task_id"]

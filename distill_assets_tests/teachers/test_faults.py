@@ -11,7 +11,6 @@ import time
 
 import httpx2 as httpx
 import openai
-import polars as pl
 import pytest
 
 from distill_assets.teachers.cache import ResponseCache

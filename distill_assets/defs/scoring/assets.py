@@ -19,7 +19,7 @@ from distill_assets.teachers.client import TeacherPermanentError
 from distill_assets.teachers.runner import all_cached, run_teacher, samples_for
 from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, table_meta
-from distill_assets.defs.partitions import (plan_source_partitions, stage_partitions, stage_teacher_of,
+from distill_assets.defs.partitions import (plan_source_partitions, stage_partitions,
                                             stage_teacher_partitions, stage_teacher_skip)
 from distill_assets.defs.resources import TRANSIENT_RETRY, DistillConfigResource
 from distill_assets.defs.teachers.resources import TeachersResource

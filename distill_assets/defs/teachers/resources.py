@@ -1,8 +1,6 @@
 """Teacher endpoints for assets: the local llama.cpp server or a remote OpenAI-compatible API."""
 
-import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import dagster as dg

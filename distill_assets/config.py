@@ -11,6 +11,7 @@ the project. Relative paths inside it are resolved against the file's folder;
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from enum import Enum
@@ -135,11 +136,73 @@ class MiningConfig(_Strict):
     )
     tests: list[str] = Field(
         default_factory=lambda: [
-            "test/**", "tests/**", "**/test/**", "**/tests/**", "**/__tests__/**",
-            "**/test_*.py", "**/*_test.py", "**/*_test.go", "**/*.test.*", "**/*.spec.*",
+            "test/**", "tests/**", "**/test/**", "**/tests/**", "**/__tests__/**", "testing/**",
+            "spec/**", "**/spec/**", "specs/**", "e2e/**", "**/e2e/**", "**/testdata/**", "**/fixtures/**",
+            "**/test_*.py", "**/*_test.py", "**/*_tests.py", "**/*_test.go", "**/*.test.*", "**/*.spec.*",
+            "**/*.test-d.ts", "**/*-test.*", "**/*-tests.*", "**/*_spec.rb",
             "**/src/test/**", "**/*Test.java", "**/*Tests.java", "**/conftest.py",
         ]
     )
+    docs: list[str] = Field(
+        default_factory=lambda: [
+            "*.md", "*.rst", "*.adoc", "*.markdown", "CHANGES", "CHANGES.*", "CHANGELOG*", "Changelog*",
+            "HISTORY*", "History*", "NEWS*", "[Rr][Ee][Aa][Dd][Mm][Ee]*", "LICENSE*", "AUTHORS*",
+            "CONTRIBUTING*", "docs/**", "doc/**",
+        ],
+        description="documentation and changelog files (category `docs`)",
+    )
+    drop_docs_only: bool = Field(default=True, description="drop commits whose files are all documentation")
+    release_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"^(release|releasing|prepare|preparing|cut)\b.*\d+\.\d+",
+            r"^(prepare|preparing) (for )?(the )?(next )?release\b",
+            r"^(start|starting|back to)\s+(version|development|dev)\b",
+            r"^(bump|bumped|bumping|update|set)\s+(the\s+)?version\b",
+            r"^version\s+v?\d+\.\d+",
+            r"^v?\d+\.\d+(\.\d+)*([-.+]?[0-9a-z.]+)?$",
+        ],
+        description="regular expressions (case-insensitive) on the subject of release / version-bump commits; "
+        "empty: keep them",
+    )
+    dependency_bump_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"^bump(s|ed)?\s+\S+\s+from\s+\S+\s+to\s+\S+", r"^bump(s|ed)?\s+the\s+\S+\s+group\b",
+            r"^(chore\(deps[^)]*\)|build\(deps[^)]*\)):",
+        ],
+        description="regular expressions (case-insensitive) on the subject of automated dependency updates",
+    )
+
+    def release_pattern(self) -> re.Pattern[str]:
+        return _any_of(tuple(self.release_patterns))
+
+    def dependency_bump_pattern(self) -> re.Pattern[str]:
+        return _any_of(tuple(self.dependency_bump_patterns))
+
+    @field_validator("release_patterns", "dependency_bump_patterns")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pat in v:
+            try:
+                re.compile(pat)
+            except re.error as exc:
+                raise ValueError(f"{pat!r} is not a regular expression: {exc}") from None
+        return v
+
+
+@functools.lru_cache(maxsize=64)
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One case-insensitive regex matching any of ``patterns`` (never matches when there are none)."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns) or r"(?!x)x", re.IGNORECASE)
+
+
+class PlansConfig(_Strict):
+    """Reference plans: which tasks they keep, and when invalid plans stop a run."""
+
+    max_invalid_rate: float = Field(default=0.03, ge=0.0, le=1.0, description="the blocking check fails when "
+                                    "more than this share of built reference plans is invalid; invalid plans are "
+                                    "kept with their violations and never used for training or evaluation")
+    drop_module_only: bool = Field(default=False, description="filter tasks whose plan holds only whole-file "
+                                   "<module> changes (no symbol-level change anywhere)")
 
 
 class SplitConfig(_Strict):
@@ -455,6 +518,7 @@ class DistillConfig(_Strict):
     version: Literal[1] = 1
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     mining: MiningConfig = Field(default_factory=MiningConfig)
+    plans: PlansConfig = Field(default_factory=PlansConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)
     teachers: list[Teacher] = Field(min_length=1)

@@ -28,7 +28,7 @@ SYMBOL = pl.Struct({"path": pl.Utf8, "name": pl.Utf8, "kind": pl.Utf8, "start_li
 
 CONTEXT_SCHEMA = {
     "task_id": pl.Utf8,
-    "status": pl.Utf8,  # ok | no_snapshot | snapshot_error
+    "status": pl.Utf8,  # ok | no_snapshot | snapshot_error | error
     "detail": pl.Utf8,
     "file_tree": pl.List(pl.Utf8),
     "n_tree_files": pl.Int64,
@@ -170,15 +170,35 @@ def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCach
     return row
 
 
-def build_contexts(tasks: pl.DataFrame, cfg: ContextConfig, progress=None) -> tuple[pl.DataFrame, SymbolCache]:
+def build_context_row(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCache) -> dict[str, Any]:
+    """``build_context``, with any failure on this task turned into its own ``error`` row naming it."""
+    try:
+        return build_context(task, cfg, cache)
+    except Exception as exc:  # noqa: BLE001 - one bad task is a counted row, not a failed run
+        row: dict[str, Any] = {k: None for k in CONTEXT_SCHEMA}
+        row.update(task_id=task["task_id"], status="error", file_tree=[], candidates=[], symbols=[], languages=[],
+                   n_tree_files=0, context_tokens=0, n_symbols=0, n_indexed_files=0,
+                   detail=f"{task['task_id']}: {type(exc).__name__}: {str(exc)[:300]}")
+        return row
+
+
+def build_contexts(tasks: pl.DataFrame, cfg: ContextConfig, progress=None,
+                   chunk_rows: int = 128) -> tuple[pl.DataFrame, SymbolCache]:
+    """Contexts of every task. Rows become Arrow every ``chunk_rows`` tasks: the symbol lists of thousands of
+    tasks never sit in memory as Python objects all at once."""
     cache = SymbolCache()
-    rows = []
+    chunks: list[pl.DataFrame] = []
+    rows: list[dict[str, Any]] = []
     for i, task in enumerate(tasks.iter_rows(named=True)):
-        rows.append(build_context(task, cfg, cache))
+        rows.append(build_context_row(task, cfg, cache))
+        if len(rows) >= chunk_rows:
+            chunks.append(pl.DataFrame(rows, schema=CONTEXT_SCHEMA))
+            rows = []
         if progress:
             progress(i + 1, tasks.height)
-    df = pl.DataFrame(rows, schema=CONTEXT_SCHEMA) if rows else pl.DataFrame(schema=CONTEXT_SCHEMA)
-    return df, cache
+    if rows or not chunks:
+        chunks.append(pl.DataFrame(rows, schema=CONTEXT_SCHEMA) if rows else pl.DataFrame(schema=CONTEXT_SCHEMA))
+    return pl.concat(chunks, how="vertical"), cache
 
 
 def symbol_index_for(context_row: Mapping[str, Any]) -> SymbolIndex:

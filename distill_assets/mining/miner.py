@@ -18,20 +18,27 @@ import git
 
 from distill_assets.config import MiningConfig, RepoSource
 from distill_assets.mining.globs import GlobSet
+from distill_assets.mining.text import decode_path, decode_text
 
 # Drop reasons, in the order they are tested.
 DROP_REASONS = (
     "merge",
     "root_commit",
+    "undecodable_path",
     "formatting_only",
     "only_noise_files",
     "too_few_files",
     "too_many_files",
+    "docs_only",
+    "release",
+    "dependency_bump",
     "too_small",
     "too_large",
 )
 
-NOISE_CATEGORIES = ("excluded", "lockfile", "vendored", "generated", "binary")
+# Files a plan never names. A submodule is a pointer to another repository (mode 160000): its files are
+# outside this repository's tree.
+NOISE_CATEGORIES = ("excluded", "lockfile", "vendored", "generated", "binary", "submodule")
 
 _RS, _US, _GS = "\x1e", "\x1f", "\x1d"
 _FORMAT = f"{_RS}%H{_US}%P{_US}%an{_US}%ae{_US}%aI{_US}%cI{_US}%B{_GS}"
@@ -49,7 +56,7 @@ class FileChange:
     additions: int | None  # whitespace-insensitive; None for binary
     deletions: int | None
     binary: bool
-    category: str  # source | test | lockfile | vendored | generated | binary | excluded
+    category: str  # source | test | docs | lockfile | vendored | generated | binary | submodule | excluded
 
 
 @dataclass
@@ -65,6 +72,8 @@ class MinedCommit:
     files: list[FileChange] = field(default_factory=list)
     kept: bool = False
     drop_reason: str | None = None
+    message_encoding: str | None = None  # the fallback that decoded a message that is not UTF-8
+    detail: str | None = None  # e.g. the undecodable path
     meaningful_files: int = 0
     changed_lines: int = 0
     test_files: int = 0
@@ -99,10 +108,13 @@ class FileClassifier:
         self.vendored = GlobSet(cfg.vendored)
         self.generated = GlobSet(cfg.generated)
         self.tests = GlobSet(cfg.tests)
+        self.docs = GlobSet(cfg.docs)
 
-    def category(self, path: str, binary: bool) -> str:
+    def category(self, path: str, binary: bool, submodule: bool = False) -> str:
         if not self.include.matches(path) or self.exclude.matches(path):
             return "excluded"
+        if submodule:
+            return "submodule"
         if self.lock.matches(path):
             return "lockfile"
         if self.vendored.matches(path):
@@ -113,6 +125,8 @@ class FileClassifier:
             return "binary"
         if self.tests.matches(path):
             return "test"
+        if self.docs.matches(path):
+            return "docs"
         return "source"
 
     def is_test(self, path: str) -> bool:
@@ -187,38 +201,39 @@ def resolve_ref(repo: git.Repo, source: RepoSource) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def _parse_body(body: str) -> tuple[list[tuple[str, str, str | None]], dict[str, tuple[int | None, int | None]]]:
-    """Parse the NUL-separated --raw and --numstat sections of one commit."""
-    tokens = body.split("\0")
-    raw: list[tuple[str, str, str | None]] = []  # (status, path, old_path)
-    numstat: dict[str, tuple[int | None, int | None]] = {}
+def _parse_body(body: bytes) -> tuple[list[tuple[str, bytes, bytes | None, bool]], dict[bytes, tuple[int | None, int | None]]]:
+    """Parse the NUL-separated --raw and --numstat sections of one commit (paths stay bytes)."""
+    tokens = body.split(b"\0")
+    raw: list[tuple[str, bytes, bytes | None, bool]] = []  # (status, path, old_path, submodule)
+    numstat: dict[bytes, tuple[int | None, int | None]] = {}
     i, n = 0, len(tokens)
     while i < n:
-        tok = tokens[i].lstrip("\n")
+        tok = tokens[i].lstrip(b"\n")
         if not tok:
             i += 1
             continue
-        if tok.startswith(":"):
-            status = tok.split()[-1]
-            letter = status[0]
+        if tok.startswith(b":"):
+            meta = tok.split()
+            letter = meta[-1][:1].decode()
+            gitlink = b"160000" in (meta[0][1:], meta[1] if len(meta) > 1 else b"")
             if letter in "RC":
                 old, new = tokens[i + 1], tokens[i + 2]
-                raw.append((letter, new, old))
+                raw.append((letter, new, old, gitlink))
                 i += 3
             else:
-                raw.append((letter, tokens[i + 1], None))
+                raw.append((letter, tokens[i + 1], None, gitlink))
                 i += 2
             continue
-        parts = tok.split("\t")
+        parts = tok.split(b"\t")
         if len(parts) == 3:
             add, dele, path = parts
-            if path == "":  # rename: paths follow as two tokens
+            if path == b"":  # rename: paths follow as two tokens
                 path = tokens[i + 2]
                 i += 3
             else:
                 i += 1
-            a = None if add == "-" else int(add)
-            d = None if dele == "-" else int(dele)
+            a = None if add == b"-" else int(add)
+            d = None if dele == b"-" else int(dele)
             numstat[path] = (a, d)
             continue
         i += 1
@@ -231,6 +246,9 @@ def _decide(c: MinedCommit, cfg: MiningConfig) -> None:
         return
     if not c.parents:
         c.drop_reason = "root_commit"
+        return
+    if c.detail and c.detail.startswith("undecodable path"):
+        c.drop_reason = "undecodable_path"
         return
     # Formatting-only: git saw file changes, but none survives -w --ignore-blank-lines.
     if c.files and all(
@@ -248,6 +266,12 @@ def _decide(c: MinedCommit, cfg: MiningConfig) -> None:
         c.drop_reason = "too_few_files"
     elif len(meaningful) > cfg.max_files:
         c.drop_reason = "too_many_files"
+    elif cfg.drop_docs_only and all(f.category == "docs" for f in meaningful):
+        c.drop_reason = "docs_only"
+    elif cfg.release_pattern().search(c.subject):
+        c.drop_reason = "release"
+    elif cfg.dependency_bump_pattern().search(c.subject):
+        c.drop_reason = "dependency_bump"
     elif c.changed_lines < cfg.min_changed_lines:
         c.drop_reason = "too_small"
     elif c.changed_lines > cfg.max_changed_lines:
@@ -267,30 +291,38 @@ def mine_repository(repo: git.Repo, source: RepoSource, cfg: MiningConfig, *, re
     if source.max_commits:
         args.append(f"--max-count={source.max_commits}")
     try:
-        out = repo.git.log(*args, strip_newline_in_stdout=False)
+        out = repo.git.log(*args, strip_newline_in_stdout=False, stdout_as_string=False)
     except git.GitCommandError as exc:
         raise MiningError(f"repository {source.name!r}: git log failed: {_git_err(exc)}") from None
 
     commits: list[MinedCommit] = []
-    for record in out.split(_RS):
-        if not record.strip("\0\n"):
+    for record in out.split(_RS.encode()):
+        if not record.strip(b"\0\n"):
             continue
-        header, _, body = record.partition(_GS)
-        sha, parents, author, email, adate, cdate, message = header.split(_US, 6)
-        message = message.strip()
+        header, _, body = record.partition(_GS.encode())
+        sha, parents, author, email, adate, cdate, message = header.split(_US.encode(), 6)
+        text, enc = decode_text(message.strip())
+        author_text, author_enc = decode_text(author)
+        email_text, _ = decode_text(email)
         raw, numstat = _parse_body(body)
-        files = []
-        for status, path, old in raw:
-            add, dele = numstat.get(path, (0, 0))
+        files, bad_path = [], None
+        for status, bpath, bold, gitlink in raw:
+            path, old = decode_path(bpath), decode_path(bold) if bold is not None else None
+            if path is None or (bold is not None and old is None):
+                bad_path = bad_path or (bpath if path is None else bold)
+                continue
+            add, dele = numstat.get(bpath, (0, 0))
             binary = add is None
             files.append(
                 FileChange(path=path, old_path=old, status=status, additions=add, deletions=dele,
-                           binary=binary, category=classifier.category(path, binary))
+                           binary=binary, category=classifier.category(path, binary, submodule=gitlink))
             )
         c = MinedCommit(
-            sha=sha, parents=parents.split() if parents else [], author=author, author_email=email,
-            authored_at=datetime.fromisoformat(adate), committed_at=datetime.fromisoformat(cdate),
-            subject=message.splitlines()[0] if message else "", message=message, files=files,
+            sha=sha.decode(), parents=parents.decode().split(), author=author_text, author_email=email_text,
+            authored_at=datetime.fromisoformat(adate.decode()), committed_at=datetime.fromisoformat(cdate.decode()),
+            subject=text.splitlines()[0] if text else "", message=text, files=files,
+            message_encoding=enc or author_enc,
+            detail=f"undecodable path {bad_path!r} (not UTF-8)" if bad_path is not None else None,
         )
         _decide(c, cfg)
         commits.append(c)

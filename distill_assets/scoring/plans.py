@@ -30,7 +30,7 @@ def plans_by_source(validated: pl.DataFrame | None, reference_plans: pl.DataFram
             po = PlanOutput.model_validate_json(r["parsed_json"])
             out[r["task_id"]][r["source"]].append((r["request_key"], po.plan.model_dump_json(),
                                                    completion_text("plan_generation", r["parsed_json"])))
-    for r in reference_plans.filter(pl.col("valid")).iter_rows(named=True):
+    for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
         out[r["task_id"]]["reference"].append((f"reference:{r['task_id']}", r["plan_json"],
                                                reference_plan_completion(r["plan_json"])))
     return out

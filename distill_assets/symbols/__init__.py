@@ -71,6 +71,10 @@ from typing import Any
 from ._extract import extract as _extract
 from ._names import identifiers as _identifiers
 from ._names import imports as _imports
+from ._modules import ModuleResolver, Target
+from ._refs import Binding, References
+from ._refs import import_bindings as _import_bindings
+from ._refs import references as _references
 from ._parsing import (
     SUPPORTED_LANGUAGES,
     GrammarUnavailableError,
@@ -83,7 +87,12 @@ __all__ = [
     "SUPPORTED_LANGUAGES",
     "SYMBOL_KINDS",
     "GrammarUnavailableError",
+    "Binding",
+    "ModuleResolver",
+    "ParsedFile",
+    "References",
     "Symbol",
+    "Target",
     "SymbolIndex",
     "extract_symbols",
     "identifiers_in_span",
@@ -174,6 +183,38 @@ def imported_names(path: str, source: bytes | str) -> set[str]:
         return set()
     tree = _parse(language, _to_bytes(source))
     return _imports(language, tree.root_node)
+
+
+class ParsedFile:
+    """One file parsed once: its symbols, what a line span refers to, and what its imports bind."""
+
+    def __init__(self, path: str, source: bytes | str):
+        self.path = path
+        self.language = language_for_path(path)
+        self.source = _to_bytes(source)
+        self._tree = _parse(self.language, self.source) if self.language else None
+        self._symbols: list[Symbol] | None = None
+        self._bindings: list[Binding] | None = None
+
+    def symbols(self) -> list[Symbol]:
+        if self._symbols is None:
+            self._symbols = [] if self._tree is None else [
+                Symbol(self.path, name, kind, start, end, self.language)
+                for name, kind, start, end, _sb, _eb in _extract(self.language, self._tree.root_node)
+            ]
+        return self._symbols
+
+    def references(self, start_line: int, end_line: int) -> References:
+        """Names used, members accessed and "this" names on lines ``start_line..end_line`` (1-based)."""
+        if self._tree is None or end_line < start_line:
+            return References()
+        return _references(self.language, self._tree.root_node, start_line, end_line)
+
+    def bindings(self) -> list[Binding]:
+        """(local name, module spec, imported name | None | "*") for every import of the file."""
+        if self._bindings is None:
+            self._bindings = [] if self._tree is None else _import_bindings(self.language, self._tree.root_node)
+        return self._bindings
 
 
 @dataclass

@@ -26,6 +26,7 @@ class GitSnapshot:
         self.repo_path = str(repo_path)
         self.treeish = treeish
         self._tree: dict[str, str] | None = None
+        self.undecodable_paths = 0  # paths in the tree that are not UTF-8 (left out of it)
 
     def _git(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> bytes:
         proc = subprocess.run(
@@ -38,7 +39,8 @@ class GitSnapshot:
         return proc.stdout
 
     def tree(self) -> dict[str, str]:
-        """path -> blob id, regular files and symlinks only (no submodules)."""
+        """path -> blob id, regular files and symlinks only (no submodules; paths that are not UTF-8 are
+        counted in ``undecodable_paths`` and left out: no table or plan can name them)."""
         if self._tree is None:
             out = self._git("ls-tree", "-r", "-z", "--full-tree", self.treeish)
             tree: dict[str, str] = {}
@@ -48,7 +50,10 @@ class GitSnapshot:
                 meta, _, path = entry.partition(b"\t")
                 mode, typ, oid = meta.split()
                 if typ == b"blob":
-                    tree[path.decode("utf-8", "surrogateescape")] = oid.decode()
+                    try:
+                        tree[path.decode("utf-8")] = oid.decode()
+                    except UnicodeDecodeError:
+                        self.undecodable_paths += 1
             self._tree = tree
         return self._tree
 
@@ -84,8 +89,14 @@ class GitSnapshot:
         if proc.returncode not in (0, 1):  # 1: no match
             raise SnapshotError(f"git grep failed in {self.repo_path}: {proc.stderr.decode(errors='replace').strip()}")
         prefix = self.treeish + ":"
-        return {line[len(prefix):] if line.startswith(prefix) else line
-                for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines()}
+        out = set()
+        for raw in proc.stdout.splitlines():
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # a path that is not UTF-8 is not in tree() either
+            out.add(line[len(prefix):] if line.startswith(prefix) else line)
+        return out
 
     def key(self) -> str:
         return stable_hash("git", self.repo_path, self._git("rev-parse", self.treeish).decode().strip())
@@ -104,12 +115,19 @@ class GitSnapshot:
         return cls(repo_path, tree)
 
 
+def _to_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that no bytes stand behind (a JSON "\\ud800" escape)
+        return text.encode("utf-8", "replace")
+
+
 class InlineSnapshot:
     def __init__(self, files: Mapping[str, str | bytes]):
-        self.files = {p: (c.encode("utf-8", "surrogateescape") if isinstance(c, str) else c) for p, c in files.items()}
+        self.files = {p: (_to_bytes(c) if isinstance(c, str) else c) for p, c in files.items()}
 
     def tree(self) -> dict[str, str]:
-        return {p: stable_hash(p, c.decode("utf-8", "surrogateescape")) for p, c in self.files.items()}
+        return {p: stable_hash(p, c.decode("utf-8", "replace")) for p, c in self.files.items()}
 
     def files_mentioning(self, words: Iterable[str]) -> set[str]:
         pats = [re.compile(rb"\b" + re.escape(w.encode()) + rb"\b") for w in words if w]

@@ -42,16 +42,18 @@ def test_materialize_all_sources_on_a_real_repository(shop_repo, tmp_path, dagst
         assert instance.get_dynamic_partitions(REPO_PARTITIONS_NAME) == ["shop"]
 
         mined = latest_meta(instance, "mined_commits", "shop")
-        assert mined["commits"] == 12 and mined["kept"] == 5
+        assert mined["commits"] == 12 and mined["kept"] == 4
         assert mined["dropped_merge"] == 1 and mined["dropped_formatting_only"] == 1
+        assert mined["dropped_docs_only"] == 1
         assert "only_noise_files" in mined["drop_reasons"]
 
         tasks_meta = latest_meta(instance, "change_tasks")
-        assert tasks_meta["dagster/row_count"] == 8 and tasks_meta["source_git"] == 5
+        assert tasks_meta["dagster/row_count"] == 7 and tasks_meta["source_git"] == 4
         ctx_meta = latest_meta(instance, "task_contexts")
-        assert ctx_meta["status_ok"] == 8 and ctx_meta["context_tokens_p50"] > 0
+        assert ctx_meta["status_ok"] == 7 and ctx_meta["context_tokens_p50"] > 0
         ref_meta = latest_meta(instance, "reference_plans")
-        assert ref_meta["valid_rate"] == 1.0 and ref_meta["status_ok"] == 8
+        assert ref_meta["valid_rate"] == 1.0 and ref_meta["status_ok"] == 7 and ref_meta["usable"] == 7
+        assert ref_meta["difficulty_easy"] + ref_meta["difficulty_medium"] + ref_meta["difficulty_hard"] == 7
         assert ref_meta["example_plan"]["execution_order"]
 
         evals = {}
@@ -81,26 +83,58 @@ def test_a_bad_repository_fails_with_one_clear_message_and_writes_nothing(tmp_pa
         assert not list((dagster_home / "storage").rglob("*.tmp"))
 
 
-def test_the_blocking_check_names_each_violation():
-    ctx = pl.DataFrame([{"task_id": "t1", "file_tree": ["a.py", "b.py"],
-                         "symbols": [{"path": "a.py", "name": "f", "kind": "function", "start_line": 1, "end_line": 2}]}])
-    plan = {"task_summary": "x", "rationale": "", "execution_order": ["b.py", "a.py"], "affected_files": [
-        {"path": "a.py", "role": "primary", "changes": [{"symbol": "g", "action": "modify", "description": "",
+def _plan_rows(n_valid: int, n_invalid: int) -> pl.DataFrame:
+    """reference_plans rows whose validity comes from the real validator."""
+    from distill_assets.plans.reference import REFERENCE_SCHEMA
+    from distill_assets.plans.validator import PlanContext, validate_plan
+
+    ctx = PlanContext.from_rows(["a.py", "b.py"], [{"path": "a.py", "name": "f"}])
+    good = {"task_summary": "x", "rationale": "", "execution_order": ["a.py", "b.py"], "affected_files": [
+        {"path": "a.py", "role": "primary", "changes": [{"symbol": "f", "action": "modify", "description": "",
                                                           "depends_on": [], "depended_by": ["b.py:<module>"]}]},
         {"path": "b.py", "role": "supporting", "changes": [{"symbol": "<module>", "action": "modify", "description": "",
-                                                             "depends_on": ["a.py:g"], "depended_by": []}]}]}
-    plans = pl.DataFrame([{"task_id": "t1", "status": "ok", "plan_json": json.dumps(plan)}])
-    result = reference_plans_valid(reference_plans=plans, task_contexts=ctx)
-    assert not result.passed
-    assert result.metadata["violation_unknown_symbol"].value == 1
-    assert result.metadata["violation_order_violates_edge"].value == 1
-    plan["execution_order"] = ["a.py", "b.py"]
-    plan["affected_files"][0]["changes"][0]["symbol"] = "f"
-    plan["affected_files"][1]["changes"][0]["depends_on"] = ["a.py:f"]
-    plan["affected_files"][0]["changes"][0]["depended_by"] = ["b.py:<module>"]
-    ok = reference_plans_valid(reference_plans=pl.DataFrame([{"task_id": "t1", "status": "ok", "plan_json": json.dumps(plan)}]),
-                               task_contexts=ctx)
-    assert ok.passed, ok.metadata
+                                                             "depends_on": ["a.py:f"], "depended_by": []}]}]}
+    bad = json.loads(json.dumps(good))
+    bad["execution_order"] = ["b.py", "a.py"]
+    bad["affected_files"][0]["changes"][0]["symbol"] = "g"
+    bad["affected_files"][0]["changes"][0]["depended_by"] = ["b.py:<module>"]
+    bad["affected_files"][1]["changes"][0]["depends_on"] = ["a.py:g"]
+    rows = []
+    for i, plan in enumerate([good] * n_valid + [bad] * n_invalid):
+        report = validate_plan(json.dumps(plan), ctx)
+        rows.append({k: None for k in REFERENCE_SCHEMA} | {
+            "task_id": f"t{i}", "source": "reference", "status": "ok", "detail": "", "plan_json": json.dumps(plan),
+            "valid": report.valid, "usable": report.valid, "violations": [str(v) for v in report.violations],
+            "difficulty": "easy", "seconds": 0.0})
+    return pl.DataFrame(rows, schema=REFERENCE_SCHEMA)
+
+
+def test_the_blocking_check_allows_a_few_invalid_plans_and_names_each_violation(tmp_path):
+    from distill_assets.defs.resources import DistillConfigResource
+
+    distill = DistillConfigResource(config_path=str(write_config(tmp_path, [], plans={"max_invalid_rate": 0.03})))
+    few = reference_plans_valid(distill=distill, reference_plans=_plan_rows(40, 1))  # 2.4 %: kept, not blocking
+    assert few.passed, few.description
+    assert few.metadata["plans_failing"].value == 1 and few.metadata["violation_unknown_symbol"].value == 1
+    assert "unknown_symbol" in few.metadata["failing_examples"].value
+    many = reference_plans_valid(distill=distill, reference_plans=_plan_rows(40, 2))  # 4.8 %: over the limit
+    assert not many.passed and "2 of 42 plans are invalid" in many.description
+    assert many.metadata["violation_order_violates_edge"].value == 2
+
+
+def test_the_blocking_check_fails_when_no_plan_was_built(tmp_path):
+    from distill_assets.defs.resources import DistillConfigResource
+    from distill_assets.plans.reference import REFERENCE_SCHEMA
+
+    distill = DistillConfigResource(config_path=str(write_config(tmp_path, [])))
+    skipped = pl.DataFrame([{k: None for k in REFERENCE_SCHEMA} | {
+        "task_id": "t0", "source": "reference", "status": "skipped", "detail": "no task context (no_snapshot)",
+        "valid": False, "usable": False, "violations": [], "seconds": 0.0}], schema=REFERENCE_SCHEMA)
+    result = reference_plans_valid(distill=distill, reference_plans=skipped)
+    assert not result.passed and "no reference plan was built" in result.description
+    assert "no_snapshot" in result.description
+    empty = reference_plans_valid(distill=distill, reference_plans=pl.DataFrame(schema=REFERENCE_SCHEMA))
+    assert not empty.passed and "no tasks" in empty.description
 
 
 def test_sensor_adds_a_partition_per_configured_repository(tmp_path, monkeypatch, shop_repo):
@@ -151,9 +185,9 @@ def test_mined_commits_through_dagster_materialize(shop_repo, tmp_path, monkeypa
         )
         assert result.success
         df = result.output_for_node("mined_commits")
-        assert df.height == 12 and df["kept"].sum() == 5
+        assert df.height == 12 and df["kept"].sum() == 4
         meta = result.asset_materializations_for_node("mined_commits")[0].metadata
-        assert meta["kept"].value == 5 and meta["dropped_too_many_files"].value == 1
+        assert meta["kept"].value == 4 and meta["dropped_too_many_files"].value == 1
         assert (tmp_path / "tables" / "mined_commits" / "shop.parquet").exists()
 
 

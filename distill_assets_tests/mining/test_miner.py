@@ -30,11 +30,12 @@ def test_every_commit_is_kept_or_dropped_with_its_reason(shop_repo, tmp_path):
     assert c["Tweak readme"].drop_reason == "too_few_files"
     assert c["Merge branch 'feature'"].drop_reason == "merge"
     assert c["Add Cart.clear and use it in checkout"].kept  # reachable through the merge
-    assert c["Document checkout"].kept  # README + docs: two files
+    assert c["Document checkout"].drop_reason == "docs_only"  # README + docs: two files, documentation only
     assert c["Generate fixtures"].drop_reason == "too_many_files"
     assert c["Remove checkout module; Cart.checkout replaces it"].kept
     counts = res.drop_counts()
     assert counts["merge"] == 1 and counts["formatting_only"] == 1 and counts["only_noise_files"] == 2
+    assert counts["docs_only"] == 1
     assert sum(counts.values()) + len(res.kept) == len(res.commits)
 
 

@@ -79,7 +79,7 @@ def _items(cfg, stage: str, stage_prompts: pl.DataFrame, reference_plans: pl.Dat
     """Test-split prompts with a valid reference plan; tasks with selected tests first (they give execution
     metrics), then by id; at most evaluation.max_tasks."""
     tasks, ctxs = _by_id(change_tasks), _by_id(task_contexts)
-    refs = {r["task_id"]: r["plan_json"] for r in reference_plans.filter(pl.col("valid")).iter_rows(named=True)}
+    refs = {r["task_id"]: r["plan_json"] for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True)}
     counts = {"test_prompts": 0, "no_reference_plan": 0}
     items = []
     for r in stage_prompts.filter(pl.col("split") == "test").sort("task_id").iter_rows(named=True):

@@ -273,7 +273,7 @@ def sft_datasets(context: dg.AssetExecutionContext, distill: DistillConfigResour
     if stage == "plan_generation":
         rates = {r["plan_key"]: r["pass_rate"] for r in plan_scores.iter_rows(named=True)}
         if cfg.scoring.include_reference:
-            for r in reference_plans.filter(pl.col("valid")).iter_rows(named=True):
+            for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
                 gold = 1.0 if sel.get(r["task_id"], {}).get("status") == "selected" else None
                 refs.append((r["task_id"], "reference", reference_plan_completion(r["plan_json"]), gold))
     elif stage == "code_generation":

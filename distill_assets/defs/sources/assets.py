@@ -12,7 +12,7 @@ import polars as pl
 
 from distill_assets.contexts.build import build_contexts
 from distill_assets.mining.miner import DROP_REASONS, FileClassifier, MiningError, mine_repository, open_repository
-from distill_assets.plans.reference import build_reference_plans
+from distill_assets.plans.reference import DIFFICULTIES, build_reference_plans, summarize_reference_plans
 from distill_assets.tasks.build import build_change_tasks, mined_table
 from distill_assets.tasks.external import ExternalSourceError, read_external_sources
 from distill_assets.defs.automation_conditions import REFRESH
@@ -24,11 +24,11 @@ GROUP = "sources"
 
 # Bump a version when the asset's output schema or logic changes: the UI then marks
 # the asset (and everything downstream) stale, ready for a backfill.
-MINED_COMMITS_VERSION = "1"
+MINED_COMMITS_VERSION = "2"  # 2: submodules, docs-only / release / dependency-bump drops, encodings
 EXTERNAL_TASKS_VERSION = "1"
-CHANGE_TASKS_VERSION = "1"
-TASK_CONTEXTS_VERSION = "1"
-REFERENCE_PLANS_VERSION = "1"
+CHANGE_TASKS_VERSION = "2"  # 2: undecodable files as binary patches, per-repository isolation
+TASK_CONTEXTS_VERSION = "2"  # 2: per-task error rows
+REFERENCE_PLANS_VERSION = "2"  # 2: hunks on symbol spans, resolved edges, usable, difficulty from the plan
 
 
 @dg.asset(automation_condition=REFRESH, 
@@ -37,7 +37,8 @@ REFERENCE_PLANS_VERSION = "1"
     code_version=MINED_COMMITS_VERSION,
     kinds={"git", "polars"},
     description="Commits of one source repository, each kept or dropped with its reason "
-    "(merge, root, formatting-only, only lockfile/vendored/generated/binary files, too few/many files, size).",
+    "(merge, root, undecodable path, formatting-only, only lockfile/vendored/generated/binary/submodule files, "
+    "documentation only, release or dependency bump, too few/many files, size).",
 )
 def mined_commits(context: dg.AssetExecutionContext, distill: DistillConfigResource) -> pl.DataFrame:
     cfg = distill.load()
@@ -62,6 +63,8 @@ def mined_commits(context: dg.AssetExecutionContext, distill: DistillConfigResou
         "kept_rate": round(kept.height / df.height, 3) if df.height else 0.0,
         **{f"dropped_{r}": drops[r] for r in DROP_REASONS},
         "drop_reasons": md_counts({r: c for r, c in drops.items() if c}),
+        "message_encoding_fallbacks": int(df["message_encoding"].is_not_null().sum()),
+        "submodule_file_changes": sum(1 for c in result.commits for f in c.files if f.category == "submodule"),
         "head": result.head,
         "repo_path": dg.MetadataValue.path(result.repo_path),
         "preview": md_table(
@@ -117,7 +120,12 @@ def change_tasks(context: dg.AssetExecutionContext, distill: DistillConfigResour
     # one partition loads as a table, several as {partition: table}, none as {}
     mined = list(mined_commits.values()) if isinstance(mined_commits, dict) else [mined_commits]
     mined = [m for m in mined if m is not None]  # no repository configured: external sources only
-    df = build_change_tasks(mined, external_tasks, cfg.mining, cfg.split)
+    errors: list[str] = []
+    df = build_change_tasks(mined, external_tasks, cfg.mining, cfg.split, errors=errors)
+    for e in errors:
+        context.log.error(e)
+    if errors and df.height == 0:
+        raise dg.Failure(description="no tasks: every repository failed:\n" + "\n".join(errors), allow_retries=False)
     splits = Counter(df["split"].to_list())
     sources = Counter(df["source"].to_list())
     context.add_output_metadata({
@@ -125,6 +133,9 @@ def change_tasks(context: dg.AssetExecutionContext, distill: DistillConfigResour
         **{f"split_{s}": splits.get(s, 0) for s in ("train", "val", "test")},
         **{f"source_{k}": v for k, v in sources.items()},
         "repos": df["repo"].n_unique() if df.height else 0,
+        "repos_failed": len(errors),
+        "repo_errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in errors) or "_(none)_"),
+        "undecodable_text_files": int(df["undecodable_files"].list.len().sum()) if df.height else 0,
         "has_tests_rate": round(float(df["has_tests"].mean()), 3) if df.height else 0.0,
         "files_per_task_p50": percentiles(df["plan_files"].list.len().to_list())["p50"] if df.height else 0,
         "split_by_source": md_table(
@@ -163,6 +174,8 @@ def task_contexts(context: dg.AssetExecutionContext, distill: DistillConfigResou
         "token_budget": cfg.context.token_budget,
         "symbols_total": int(ok["n_symbols"].sum()) if ok.height else 0,
         "symbol_cache_hit_rate": round(cache.hits / max(cache.hits + cache.misses, 1), 3),
+        "not_ok_reasons": md_counts(Counter(f"{s}: {(d or '').split(': ', 2)[-1][:100]}" for s, d in
+                                            df.filter(pl.col("status") != "ok").select("status", "detail").iter_rows())),
         "languages": ", ".join(sorted({lang for ls in ok["languages"].to_list() for lang in ls})),
         "preview": md_table(
             df.with_columns(pl.col("candidates").list.eval(pl.element().struct.field("path")).alias("candidate_paths")),
@@ -176,27 +189,46 @@ def task_contexts(context: dg.AssetExecutionContext, distill: DistillConfigResou
     group_name=GROUP,
     code_version=REFERENCE_PLANS_VERSION,
     kinds={"polars"},
-    description="The plan implied by each gold patch (files with roles, symbol changes, dependency edges, "
-    "execution order): ground truth for evaluation, checked by the structural validator.",
+    description="The plan implied by each gold patch (files with roles, symbol changes from the diff's hunks on "
+    "tree-sitter spans, dependency edges from resolved references, execution order, difficulty), checked by the "
+    "structural validator. Invalid plans are kept with their violations and never used (`usable`).",
 )
 def reference_plans(context: dg.AssetExecutionContext, distill: DistillConfigResource,
                     change_tasks: pl.DataFrame, task_contexts: pl.DataFrame) -> pl.DataFrame:
     cfg = distill.load()
     classifier = FileClassifier(cfg.mining)
-    df = build_reference_plans(change_tasks, task_contexts, is_test=classifier.is_test)
-    ok = df.filter(pl.col("status") == "ok")
-    status = Counter(df["status"].to_list())
-    diff = Counter(ok["difficulty"].to_list())
-    example = ok.sort("n_cross_file_edges", descending=True).head(1)
+
+    def progress(i: int, n: int) -> None:
+        if i == n or i % 250 == 0:
+            context.log.info(f"reference plans: {i}/{n}")
+
+    df = build_reference_plans(change_tasks, task_contexts, is_test=classifier.is_test, progress=progress,
+                               drop_module_only=cfg.plans.drop_module_only)
+    summary = summarize_reference_plans(df)
+    usable = df.filter(pl.col("usable"))
+    example = usable.sort("n_cross_file_edges", descending=True).head(1)
+    secs = percentiles(df["seconds"].to_list(), qs=(50, 99))
     context.add_output_metadata({
         **table_meta(df),
-        **{f"status_{k}": v for k, v in status.items()},
-        "valid_rate": round(float(ok["valid"].mean()), 3) if ok.height else 0.0,
-        **{f"difficulty_{k}": v for k, v in diff.items()},
-        "edges_total": int(ok["n_edges"].sum()) if ok.height else 0,
-        "cross_file_edges_total": int(ok["n_cross_file_edges"].sum()) if ok.height else 0,
-        "skipped_reasons": md_counts(Counter(df.filter(pl.col("status") != "ok")["detail"].to_list())),
+        **{f"status_{k}": v for k, v in summary.statuses.items()},
+        "plans_built": summary.built,
+        "plans_invalid": summary.invalid,
+        "invalid_rate": round(summary.invalid_rate, 4),
+        "max_invalid_rate": cfg.plans.max_invalid_rate,
+        "usable": summary.usable,
+        "valid_rate": round(1 - summary.invalid_rate, 4) if summary.built else 0.0,
+        **{f"difficulty_{k}": summary.difficulty[k] for k in DIFFICULTIES},
+        "difficulty": md_counts(summary.difficulty, key="difficulty", value="usable plans"),
+        "violations_by_kind": md_counts(summary.violations, key="violation"),
+        "edges_total": int(usable["n_edges"].sum()) if usable.height else 0,
+        "cross_file_edges_total": int(usable["n_cross_file_edges"].sum()) if usable.height else 0,
+        "weak_edges_total": int(usable["weak_edges"].sum()) if usable.height else 0,
+        "edges_dropped_for_cycles": int(df["dropped_edges"].sum() or 0),
+        "module_only_plans": int(df["module_only"].sum() or 0),
+        "task_seconds_p50": secs["p50"],
+        "task_seconds_max": float(df["seconds"].max() or 0.0),
+        "not_used_reasons": md_counts(summary.reasons),
         "example_plan": dg.MetadataValue.json(json.loads(example["plan_json"][0])) if example.height else None,
-        "preview": md_table(ok, ["task_id", "difficulty", "n_files", "n_changes", "n_edges", "valid"]),
+        "preview": md_table(df, ["task_id", "status", "difficulty", "n_files", "n_changes", "n_edges", "valid"]),
     })
     return df

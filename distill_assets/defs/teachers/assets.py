@@ -39,9 +39,13 @@ def stage_prompts(context: dg.AssetExecutionContext, distill: DistillConfigResou
     stage = context.partition_key
     st = cfg.stage(stage)
     ctx_by = {r["task_id"]: r for r in task_contexts.iter_rows(named=True)}
-    plan_by = {r["task_id"]: r["plan_json"] for r in reference_plans.filter(pl.col("valid")).iter_rows(named=True)}
+    plan_by = {r["task_id"]: r["plan_json"] for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True)}
+    filtered = set(reference_plans.filter(pl.col("status") == "filtered")["task_id"].to_list())
     rows, skipped = [], Counter()
     for task in change_tasks.iter_rows(named=True):
+        if task["task_id"] in filtered:
+            skipped["filtered_task"] += 1  # a task quality filter (plans.drop_module_only) left it out
+            continue
         ctx = ctx_by.get(task["task_id"])
         if ctx is None or ctx["status"] != "ok":
             skipped["no_context"] += 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from distill_assets.config import PROJECT_ROOT, ConfigError, load_config
@@ -40,7 +41,7 @@ def _config_or_exit():
     try:
         return load_config()
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
+        console.print(f"[red]config error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2)
 
 
@@ -52,12 +53,18 @@ def init_instance():
 
 
 @app.command()
-def check_config(path: str = typer.Argument(None, help="distill.yaml (default: $DISTILL_CONFIG or data/distill.yaml)")):
-    """Validate distill.yaml and print what it configures."""
+def check_config(
+    path: str = typer.Argument(None, help="distill.yaml (default: $DISTILL_CONFIG or data/distill.yaml)"),
+    timeout: float = typer.Option(10.0, "--timeout", help="seconds to wait for a remote repository (git ls-remote)"),
+):
+    """Validate distill.yaml, check every source (path, git repository, branch, commits; remote URLs answer)
+    and print what it configures. Exit code 2 when the file or any source is wrong."""
+    from distill_assets.mining.source_check import check_sources
+
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
+        console.print(f"[red]config error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2)
     t = Table("teacher", "model", "available")
     for te in cfg.teachers:
@@ -65,22 +72,34 @@ def check_config(path: str = typer.Argument(None, help="distill.yaml (default: $
         t.add_row(te.name, te.model, "yes" if ok else why)
     console.print(t)
     console.print(f"repos: {', '.join(r.name for r in cfg.sources.repos) or 'none'}; "
-                  f"external sources: {len(cfg.sources.external)}")
+                  f"external sources: {len(cfg.sources.external)}", soft_wrap=True)
+    problems = check_sources(cfg.sources, cfg.resolved_cache_dir(), timeout_s=timeout)
+    for problem in problems:  # one line each, never wrapped
+        console.print(f"[red]source error:[/red] {escape(problem.message)}", soft_wrap=True)
+    if problems:
+        raise typer.Exit(2)
 
 
 @app.command()
 def demo(
-    select: str = typer.Option("*", help="asset key glob to materialize (default: every asset)"),
+    select: str = typer.Option("*", help="what to materialize: an asset group (`sources`, `group:sources`) or an "
+                               "asset key glob (`mined_*`); default: every asset"),
 ):
-    """Materialize every asset, in dependency order, for every partition that applies."""
+    """Materialize every asset, in dependency order, for every partition that applies.
+
+    Each failure is one line (asset, partition, reason); stack traces stay in the run's event log (the UI)."""
     home = _ensure_home()
     cfg = _config_or_exit()
-    from distill_assets.orchestrate import materialize_all
+    from distill_assets.orchestrate import SelectionError, materialize_all
 
-    console.print(f"DAGSTER_HOME={home}")
+    console.print(f"DAGSTER_HOME={home}", soft_wrap=True)
     started = time.time()
-    results = materialize_all(cfg, select=select, log=lambda m: console.print(m, markup=False, highlight=False),
-                              log_level="ERROR")
+    try:
+        results = materialize_all(cfg, select=select, log_level="CRITICAL",
+                                  log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+    except SelectionError as exc:
+        console.print(f"[red]error:[/red] --select {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2)
     t = Table("asset", "partitions", "ok", "failed", "seconds")
     failed = 0
     for r in results:

@@ -188,3 +188,34 @@ def plan_rows() -> dict[str, list[dict]]:
                     "rejected": as_messages(rejected), "difficulty": ref["difficulty"]})
     assert len(sft) >= 3, "the CommitPackFT sample should give at least three valid reference plans"
     return {"sft": sft, "dpo": dpo}
+
+
+# --------------------------------------------------------------------------- real repositories
+# Two public repositories ship as git bundles next to the project (../shared/repos, see its README).
+
+
+def real_bundle(name: str) -> Path:
+    import os
+
+    for base in (os.environ.get("DISTILL_REAL_REPOS"), PROJECT.parent / "shared" / "repos", "/work/shared/repos"):
+        if base and (Path(base) / f"{name}.bundle").is_file():
+            return Path(base) / f"{name}.bundle"
+    raise FileNotFoundError(f"{name}.bundle not found: set DISTILL_REAL_REPOS to the folder of the real-repository "
+                            "bundles (../shared/repos)")
+
+
+@pytest.fixture(scope="session")
+def real_repo(tmp_path_factory):
+    """``real_repo("click")``: a clone of a shipped bundle (made once per test session)."""
+    import subprocess
+
+    made: dict[str, Path] = {}
+
+    def clone(name: str) -> Path:
+        if name not in made:
+            dest = tmp_path_factory.mktemp("real") / name
+            subprocess.run(["git", "clone", "-q", str(real_bundle(name)), str(dest)], check=True)
+            made[name] = dest
+        return made[name]
+
+    return clone

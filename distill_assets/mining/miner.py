@@ -181,7 +181,11 @@ def _has_commits(repo: git.Repo) -> bool:
         repo.git.rev_parse("--verify", "-q", "HEAD^{commit}")
         return True
     except git.GitCommandError:
+        pass
+    try:
         return bool(repo.git.for_each_ref("--count=1", "refs/heads").strip())
+    except git.GitCommandError as exc:  # e.g. git refuses a repository another user owns ("dubious ownership")
+        raise MiningError(f"git cannot read the repository {repo.git_dir}: {_git_err(exc)}") from None
 
 
 def _git_err(exc: git.GitCommandError) -> str:

@@ -81,8 +81,8 @@ class _Version:
         self.end: dict[str, int] = {}
         for s in sorted(syms, key=lambda s: -(s.end_line - s.start_line)):
             start = s.start_line
-            while start > 1 and self.lines[start - 2].strip().startswith(prefixes) if start - 2 < n else False:
-                start -= 1
+            while 1 < start <= n + 1 and self.lines[start - 2].strip().startswith(prefixes):
+                start -= 1  # a comment block directly above belongs to the definition
             for ln in range(max(start - 1, 0), min(s.end_line, n)):
                 self.deep[ln] = s.name
             self.start[s.name] = min(self.start.get(s.name, start), start)
@@ -306,9 +306,11 @@ class _Resolver:
                 any(t.covers(b_file) or s.covers(b_file) for _, _, _, t, s in self.imports(a))
         return self._visible[key]
 
-    def candidates(self, refs: References) -> list[_Change]:
-        """Targets whose name (or, for a constructor, whose class name) the references mention at all."""
+    def candidates(self, a: _Version, refs: References) -> list[_Change]:
+        """Targets whose name (or, for a constructor, whose class name) the references mention at all, also
+        through an import alias (``from m import load as read_file``)."""
         words = refs.names | {m for _, m in refs.members}
+        words |= {imported for local, _s, imported, _t, _u in self.imports(a) if imported and local in words}
         out: dict[int, _Change] = {}
         for w in words:
             for c in self.by_word.get(w, ()):
@@ -359,7 +361,7 @@ class _Resolver:
             return 0
         parent_short = _short(parent)
         parent_kind = b.version.kind.get(parent) if b.version else None
-        if parent_kind in ("function", "method"):  # a function nested in a function: used from its siblings
+        if parent_kind in ("function", "method") and bv_kind != "method":  # nested in a function: from siblings
             same = av.path == b_file and a.symbol.startswith(parent + ".") and short in refs.names
             return 3 if same else 0
         same_type = a.symbol.startswith(parent + ".") and (av.path == b_file or self.same_package(av, b_file))
@@ -378,7 +380,7 @@ class _Resolver:
         if bv_kind in ("method", "function") and self.method_count.get(short, 0) == 1:
             # obj.method(...) on an object of unknown type (or self.method inherited): the one changed method
             # of that name, in a class the caller can see
-            receivers = {r for r, m in refs.members if m == short}
+            receivers = {r for r, m in refs.called_members if m == short}
             module_locals = {local for local, _s, imported, _t, _u in self.imports(av) if imported is None}
             if any(r.partition(".")[0] not in module_locals and not (r[:1].isupper() and r != parent_short)
                    for r in receivers):
@@ -513,9 +515,10 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
             refs.names |= r.names
             refs.called |= r.called
             refs.members |= r.members
+            refs.called_members |= r.called_members
             refs.self_names |= r.self_names
         a_test = file_meta[a.path]["test"]
-        for b in resolver.candidates(refs):
+        for b in resolver.candidates(v, refs):
             if b is a:
                 continue
             if a.path == b.path and (_ancestor_in(a.symbol, {b.symbol}) or _ancestor_in(b.symbol, {a.symbol})):

@@ -120,6 +120,8 @@ def _classify_js(node: Node) -> _Decl | None:
         return _Decl("type", _name(node), False, _js_span(node))
     if t == "enum_declaration":
         return _Decl("enum", _name(node), True, _js_span(node))
+    if t == "assignment_expression":
+        return _classify_js_assignment(node)
     if t in ("internal_module", "module"):
         name = _name(node)
         if name is not None:
@@ -132,12 +134,53 @@ def _classify_js(node: Node) -> _Decl | None:
     return None
 
 
+def _classify_js_assignment(node: Node) -> _Decl | None:
+    """Functions assigned at the top level of a file, the pre-class way of writing JavaScript:
+    ``Command.prototype.option = function () {}`` is the method ``Command.option``; ``exports.parse =``,
+    ``module.exports.parse =`` and ``Command.parse =`` give ``parse`` / ``Command.parse``."""
+    value = node.child_by_field_name("right")
+    left = node.child_by_field_name("left")
+    if value is None or left is None or value.type not in _JS_FUNCTION_VALUES or left.type != "member_expression":
+        return None
+    stmt = node.parent
+    if stmt is None or stmt.type != "expression_statement" or stmt.parent is None or \
+            stmt.parent.type not in ("program", "statement_block") or \
+            (stmt.parent.type == "statement_block" and not _js_wrapper_block(stmt.parent)):
+        return None
+    parts = node_text(left).replace(" ", "").split(".")
+    if not all(p.isidentifier() or p.startswith("#") for p in parts):
+        return None  # computed members: a["x"] = ...
+    method = "prototype" in parts
+    parts = [p for p in parts if p != "prototype"]
+    if parts[:2] == ["module", "exports"]:
+        parts = parts[2:]
+    elif parts[:1] == ["exports"]:
+        parts = parts[1:]
+    if not parts:
+        return None
+    kind = "method" if method or len(parts) > 1 else "function"
+    return _Decl(kind, ".".join(parts), False, stmt)
+
+
+def _js_wrapper_block(block: Node) -> bool:
+    """The body of a top-level IIFE (``(function () { ... })()``), where old libraries define everything."""
+    fn = block.parent
+    if fn is None or fn.type not in ("function_expression", "function", "arrow_function"):
+        return False
+    p = fn.parent
+    while p is not None and p.type == "parenthesized_expression":
+        p = p.parent
+    return p is not None and p.type == "call_expression" and p.parent is not None and \
+        p.parent.type == "expression_statement" and p.parent.parent is not None and p.parent.parent.type == "program"
+
+
 _JS_QUERY = """
 [
   (class_declaration) (class) (function_declaration) (generator_function_declaration)
   (method_definition) (field_definition)
 ] @def
 (variable_declarator value: [(arrow_function) (function_expression) (generator_function) (class)]) @def
+(assignment_expression left: (member_expression) right: [(arrow_function) (function_expression) (generator_function)]) @def
 """
 
 _TS_QUERY = """
@@ -148,6 +191,7 @@ _TS_QUERY = """
   (type_alias_declaration) (enum_declaration) (internal_module) (module)
 ] @def
 (variable_declarator value: [(arrow_function) (function_expression) (generator_function) (class)]) @def
+(assignment_expression left: (member_expression) right: [(arrow_function) (function_expression) (generator_function)]) @def
 """
 
 # --------------------------------------------------------------------------- go

@@ -172,5 +172,8 @@ def query_captures(
             kwargs = {"start_point": point_range[0], "end_point": point_range[1]}
         result = query.captures(node, **kwargs)
     if isinstance(result, dict):
-        return list(result.get(capture, ()))
-    return [n for n, name in result if name == capture]  # pragma: no cover - old list API
+        nodes = list(result.get(capture, ()))
+    else:  # pragma: no cover - old list API
+        nodes = [n for n, name in result if name == capture]
+    nodes.sort(key=lambda n: (n.start_byte, -n.end_byte))  # document order, whatever order the cursor gave
+    return nodes

@@ -146,6 +146,7 @@ CALL: dict[str, dict[str, str]] = {
 class References:
     names: set[str] = field(default_factory=set)
     called: set[str] = field(default_factory=set)  # bare names that are called or instantiated
+    called_members: set[tuple[str, str]] = field(default_factory=set)  # members in call position: obj.m(...)
     members: set[tuple[str, str]] = field(default_factory=set)
     self_names: set[str] = field(default_factory=set)
     bound: set[str] = field(default_factory=set)
@@ -224,10 +225,15 @@ def references(language: str, root: Node, start_line: int, end_line: int) -> Ref
             if fld == mem_f:
                 recv = parent.child_by_field_name(obj_f)
                 if recv is None and language == "java" and pt == "method_invocation":
-                    out.members.add(("this", text))  # helper() inside a class: this.helper()
+                    member = ("this", text)  # helper() inside a class: this.helper()
                     uses.add(text)
                 else:
-                    out.members.add((receiver_text(recv), text))
+                    member = (receiver_text(recv), text)
+                out.members.add(member)
+                gp = parent.parent
+                call_field = CALL[language].get(gp.type) if gp is not None else None
+                if pt == "method_invocation" or (call_field and _field_of(parent, gp) == call_field):
+                    out.called_members.add(member)
                 continue
         if node.type in _MEMBER_ONLY:
             continue

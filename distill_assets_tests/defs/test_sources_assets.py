@@ -217,3 +217,55 @@ def test_user_mistakes_fail_the_asset_with_one_message(case, tmp_path):
         failure = [e for e in result.all_events if e.is_step_failure][0]
         assert expect in failure.step_failure_data.error.message
         assert not (tmp_path / "tables").exists()
+
+
+def test_change_tasks_goes_on_when_one_repository_fails(shop_repo, git_repo, tmp_path, dagster_home, monkeypatch):
+    import shutil
+
+    git_repo.commit("init", {"a.py": "def a():\n    return 1\n", "b.py": "def b():\n    return 1\n"})
+    git_repo.commit("Change both", {"a.py": "def a():\n    return 2\n", "b.py": "def b():\n    return 2\n"})
+    cfg_path = write_config(tmp_path, [{"name": "shop", "path": str(shop_repo.path)},
+                                       {"name": "other", "path": str(git_repo.path)}])
+    monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
+    with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
+        logs: list[str] = []
+        materialize_all(load_config(), instance=instance, log=logs.append, select="mined_commits")
+        materialize_all(load_config(), instance=instance, log=logs.append, select="external_tasks")
+        shutil.rmtree(git_repo.path)  # the repository disappears after it was mined
+        summary = materialize_all(load_config(), instance=instance, log=logs.append, select="change_tasks")
+        assert all(s.failed == 0 for s in summary), logs
+        meta = latest_meta(instance, "change_tasks")
+        assert meta["repos_failed"] == 1 and "repository 'other'" in meta["repo_errors"]
+        assert meta["source_git"] == 4  # the shop's tasks are all there
+        assert set(table(dagster_home, "change_tasks")["repo"]) == {"shop"}
+
+
+@pytest.mark.slow
+def test_sources_on_samples_of_the_real_repositories(real_repo, tmp_path, dagster_home, monkeypatch):
+    """click and commander (newest 700 commits each) through the sources assets: no failure, the blocking check
+    passes, every difficulty level is populated, drops and plans are explained in the metadata."""
+    cfg_path = write_config(tmp_path, [
+        {"name": "click", "path": str(real_repo("click")), "max_commits": 700},
+        {"name": "commander", "path": str(real_repo("commander")), "max_commits": 700}])
+    monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
+    with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
+        logs: list[str] = []
+        summary = materialize_all(load_config(), instance=instance, log=logs.append, groups={"sources"})
+        assert all(s.failed == 0 for s in summary), logs
+        for repo in ("click", "commander"):
+            mined = latest_meta(instance, "mined_commits", repo)
+            assert mined["commits"] == 700 and mined["kept"] > 50
+            assert mined["dropped_docs_only"] > 0 and mined["dropped_release"] + mined["dropped_dependency_bump"] > 0
+        plans = latest_meta(instance, "reference_plans")
+        assert plans["invalid_rate"] <= 0.03 and plans["usable"] > 150
+        assert min(plans["difficulty_easy"], plans["difficulty_medium"], plans["difficulty_hard"]) > 0
+        assert "task_seconds_max" in plans  # reported; the time goals are checked in bench/sources_real.py
+        key = dg.AssetCheckKey(dg.AssetKey("reference_plans"), "reference_plans_valid")
+        recs = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+        assert recs and recs[0].status.value == "SUCCEEDED"
+        df = table(dagster_home, "reference_plans")
+        tasks = table(dagster_home, "change_tasks")
+        for repo in ("click", "commander"):
+            ids = set(tasks.filter(pl.col("repo") == repo)["task_id"])
+            levels = set(df.filter(pl.col("task_id").is_in(ids) & pl.col("usable"))["difficulty"])
+            assert levels == {"easy", "medium", "hard"}, (repo, levels)

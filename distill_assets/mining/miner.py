@@ -171,7 +171,11 @@ def open_repository(source: RepoSource, cache_dir: Path) -> git.Repo:
                 raise MiningError(f"repository {source.name!r}: could not clone {url}: {_git_err(exc)}") from None
             tmp.rename(dest)  # atomic: a crashed clone never looks complete
             repo = git.Repo(dest)
-    if not _has_commits(repo):
+    try:
+        has_commits = _has_commits(repo)
+    except MiningError as exc:
+        raise MiningError(f"repository {source.name!r}: {exc}") from None
+    if not has_commits:
         raise MiningError(f"repository {source.name!r}: the repository has no commits ({repo.git_dir})")
     return repo
 
@@ -185,7 +189,12 @@ def _has_commits(repo: git.Repo) -> bool:
     try:
         return bool(repo.git.for_each_ref("--count=1", "refs/heads").strip())
     except git.GitCommandError as exc:  # e.g. git refuses a repository another user owns ("dubious ownership")
-        raise MiningError(f"git cannot read the repository {repo.git_dir}: {_git_err(exc)}") from None
+        text = exc.stderr or str(exc)
+        if "dubious ownership" in text:
+            raise MiningError(f"git refuses to read {repo.git_dir}: it belongs to another user (dubious ownership); "
+                              f"to trust it: git config --global --add safe.directory {repo.working_tree_dir or repo.git_dir}"
+                              ) from None
+        raise MiningError(f"git cannot read {repo.git_dir}: {_git_err(exc)}") from None
 
 
 def _git_err(exc: git.GitCommandError) -> str:

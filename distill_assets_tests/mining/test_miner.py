@@ -131,3 +131,23 @@ def test_globset():
     assert g.matches("web/package-lock.json")
     assert g.matches("src/x/gen_1.py") and not g.matches("src/x/y/gen_1.py")
     assert not g.matches("src/vendor.py")
+
+
+def test_a_repository_git_refuses_is_one_clear_error(git_repo, tmp_path):
+    """git refuses a repository another user owns ("dubious ownership"): one MiningError, not a GitCommandError."""
+    import os
+
+    import pytest
+
+    from distill_assets.mining.miner import MiningError
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the repository to another user")
+    git_repo.commit("init", {"a.py": "x = 1\n"})
+    for root, dirs, files in os.walk(git_repo.path):
+        for n in dirs + files:
+            os.lchown(os.path.join(root, n), 65534, 65534)
+    os.chown(git_repo.path, 65534, 65534)
+    source = RepoSource(name="theirs", path=git_repo.path)
+    with pytest.raises(MiningError, match="repository .theirs.: git refuses to read .*dubious ownership.*safe.directory"):
+        mine_repository(open_repository(source, tmp_path), source, MiningConfig())

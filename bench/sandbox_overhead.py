@@ -1,9 +1,12 @@
 """Sandbox overhead: the same test command on the same snapshot, bare vs bwrap vs Docker, same run.
 
     python bench/sandbox_overhead.py [--repeat 7] [--command "python3 -m unittest discover -s tests -t . -v"]
+    python bench/sandbox_overhead.py --env-repo REPO --command "python -m pytest -q -p no:cacheprovider tests/x.py"
 
-Uses the embedded demo repository at HEAD. Prints the median time of each and the
-bwrap overhead against the goal: bwrap <= 1.2 x bare + 100 ms. Docker is reported.
+Uses the embedded demo repository at HEAD, or (``--env-repo``) a real repository at HEAD in its built test
+environment (the venv and interpreter mounted read-only, as test_selections runs it; bare runs the same venv).
+Prints the median time of each and the bwrap overhead against the goal: bwrap <= 1.2 x bare + 100 ms.
+Docker is reported.
 """
 
 import argparse
@@ -19,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from distill_assets.config import load_config  # noqa: E402
 from distill_assets.mining.miner import open_repository  # noqa: E402
 from distill_assets.sandbox import Limits, SandboxUnavailable, get_backend  # noqa: E402
+from distill_assets.sandbox.backends import WORKDIR  # noqa: E402
 from distill_assets.sandbox.runner import materialize  # noqa: E402
 
 
@@ -35,9 +39,27 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--command", default="python3 -m unittest discover -s tests -t . -v")
+    ap.add_argument("--env-repo", type=Path, default=None, help="a real repository, run in its test environment")
+    ap.add_argument("--env-cache", type=Path, default=Path(__file__).resolve().parent / "_work" / "envs" / "environments")
     args = ap.parse_args()
     cfg = load_config()
-    source = cfg.sources.repos[0]
+    env_vars: dict[str, str] = {}
+    mounts: list[str] = []
+    if args.env_repo is not None:
+        from distill_assets.config import RepoSource
+        from distill_assets.environments.build import EnvironmentCache
+
+        source = RepoSource(name=args.env_repo.resolve().name, path=args.env_repo.resolve())
+        tests = [a for a in args.command.split() if a.endswith((".py", ".js", ".ts"))]
+        env = EnvironmentCache(args.env_cache).get(str(args.env_repo.resolve()), "HEAD", tests)
+        if env.status != "ready":
+            print(f"environment {env.key}: {env.status}: {env.detail}")
+            return 1
+        env_vars, mounts = env.sandbox()
+        print(f"environment {env.key} ({env.language}, {env.runner}, {'cache hit' if env.cache_hit else 'built'}); "
+              f"mounts {mounts}")
+    else:
+        source = cfg.sources.repos[0]
     repo = open_repository(source, cfg.resolved_cache_dir())
     with tempfile.TemporaryDirectory() as tmp:
         import os
@@ -50,10 +72,12 @@ def main() -> int:
 
         def bare():
             # the sandbox's environment, so the same python3 runs in both
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                   **{k: v.replace(WORKDIR, str(work)) for k, v in env_vars.items()}}
             r = subprocess.run(["/bin/sh", "-c", args.command], cwd=work, capture_output=True, env=env)
             assert r.returncode == 0, r.stderr[-500:]
 
+        bare()  # warm-up (and a failing command says so before anything is timed)
         results = {"bare": timed(bare, args.repeat)}
         for name in ("bwrap", "docker"):
             try:
@@ -63,7 +87,7 @@ def main() -> int:
                 continue
 
             def run(backend=backend):
-                ex = backend.run(work, args.command, limits)
+                ex = backend.run(work, args.command, limits, mounts=mounts, env=env_vars)
                 assert ex.returncode == 0, ex.stderr[-500:]
 
             run()  # warm-up

@@ -5,6 +5,7 @@ does shows up afterwards in the UI (`make ui`) with its metadata and lineage.
 """
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -134,6 +135,21 @@ def run_task(
     cfg = _config_or_exit()
     adapters = adapters_from_tables(home / "storage" / "tables", cfg.resolved_cache_dir() / "promotions" / "live.json")
     commands = (list(test_cmd or []) or cfg.sandbox.test_commands.get(Path(repo).resolve().name, [])) if tests else []
+    if tests and not commands:  # no commands: the repository's own runner in a built test environment
+        from distill_assets.environments.build import environment_cache
+        from distill_assets.environments.selection import repo_test_plan
+        from distill_assets.mining.miner import FileClassifier
+
+        with console.status("preparing the repository's test environment"):
+            head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+            plan, why = repo_test_plan(str(Path(repo).resolve()), head, environment_cache(cfg),
+                                       FileClassifier(cfg.mining).is_test)
+        if plan is None:
+            console.print(f"[yellow]tests:[/yellow] {why}")
+        else:
+            commands = plan
+            console.print(f"tests: {why} in the repository's test environment")
     log = LogStore(log_url or cfg.router.log_url or default_url(home))
     started = time.time()
     try:

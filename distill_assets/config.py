@@ -392,8 +392,23 @@ class SandboxConfig(_Strict):
     max_processes: int = Field(default=256, ge=8)
     docker_image: str = "distill-sandbox:bookworm"
     test_commands: dict[str, list[str]] = Field(
-        default_factory=dict, description="repo name -> shell commands that run its tests"
+        default_factory=dict, description="repo name -> shell commands that run its tests (else the runner is "
+        "detected and run in a built test environment)"
     )
+    environments: Literal["auto", "always", "never"] = Field(
+        default="auto", description="per-repository test environments (test_environments): auto: for repositories "
+        "without test_commands; always: also under test_commands (their dependencies on PATH); never")
+    env_dir: Path | None = Field(default=None, description="where test environments are built (default: "
+                                 "<cache_dir>/environments); when running as root, the sandbox user (uid 65534) "
+                                 "must be able to pass every folder above it")
+    env_cache_gb: float = Field(default=20.0, gt=0, description="disk cap of the environment cache (least recently "
+                                "used environments are removed first)")
+    env_retry_failed_h: float = Field(default=24.0, ge=0, description="a failed environment build is tried again "
+                                      "after this many hours")
+    pythons: list[str] = Field(default_factory=list, description="extra Python interpreters for environments "
+                               "(system ones and pyenv's are found on their own)")
+    full_suite: bool = Field(default=False, description="run the whole test suite, not only the test files the "
+                             "gold change touches")
 
 
 # --------------------------------------------------------------------------- root
@@ -645,7 +660,8 @@ def _resolve_paths(cfg: DistillConfig, base: Path) -> DistillConfig:
         for e in cfg.sources.external
     ]
     sources = cfg.sources.model_copy(update={"repos": repos, "external": external})
-    return cfg.model_copy(update={"sources": sources, "cache_dir": fix(cfg.cache_dir)})
+    sandbox = cfg.sandbox.model_copy(update={"env_dir": fix(cfg.sandbox.env_dir)})
+    return cfg.model_copy(update={"sources": sources, "cache_dir": fix(cfg.cache_dir), "sandbox": sandbox})
 
 
 def parse_config(data: object, *, base_dir: Path | None = None, source: str = "distill.yaml",

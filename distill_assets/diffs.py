@@ -128,3 +128,22 @@ def line_hunks(old: str, new: str) -> list[Hunk]:
             continue
         out.append(Hunk(removed=[(i + 1, a[i]) for i in range(i1, i2)], added=[(j + 1, b[j]) for j in range(j1, j2)]))
     return out
+
+
+def split_sections(patch: str) -> list[tuple[FileDiff | None, str]]:
+    """A git patch cut into its files: (what that file's part says, the part's text, binary patches included).
+
+    Text before the first ``diff --git`` (none in git's output) is kept as a part with no file."""
+    if not patch:
+        return []
+    parts = re.split(r"(?m)^(?=diff --git )", patch)
+    out: list[tuple[FileDiff | None, str]] = []
+    for part in parts:
+        if not part:
+            continue
+        if not part.startswith("diff --git "):
+            out.append((None, part))
+            continue
+        files = parse_patch(part if part.endswith("\n") else part + "\n")
+        out.append((files[0] if files else None, part))
+    return out

@@ -20,6 +20,7 @@ from distill_assets.prompts.student import decoding, parse_student_output
 from distill_assets.router.engine import RouterError, StageEngine
 from distill_assets.router.logstore import LogStore
 from distill_assets.sandbox.backends import Limits, get_backend
+from distill_assets.sandbox.plans import TestPlan
 from distill_assets.sandbox.runner import RunResult, execute
 from distill_assets.scoring.validate import diff_applies
 from distill_assets.symbols import language_for_path
@@ -95,9 +96,9 @@ def retrieve(snap: GitSnapshot, text: str, k: int, max_bytes: int = 200_000) -> 
     return [p for _, p in scored[:k]] or sorted(tree)[:k]
 
 
-def run_repo_tests(repo: Path, head: str, diff: str, commands: list[str], cfg: DistillConfig) -> RunResult:
-    """The repository's test commands on HEAD + ``diff`` in the configured sandbox (bwrap or Docker; never
-    unsandboxed). ``status == "passed"`` only when every test seen passes."""
+def run_repo_tests(repo: Path, head: str, diff: str, commands: "list[str] | TestPlan", cfg: DistillConfig) -> RunResult:
+    """The repository's test commands (or a test plan in its environment) on HEAD + ``diff`` in the configured
+    sandbox (bwrap or Docker; never unsandboxed). ``status == "passed"`` only when every test seen passes."""
     sb = cfg.sandbox
     backend = get_backend("docker" if sb.backend == "dagster_docker" else sb.backend, sb.docker_image)
     limits = Limits(timeout_s=sb.timeout_s, memory_mb=sb.memory_mb, max_processes=sb.max_processes)
@@ -107,7 +108,7 @@ def run_repo_tests(repo: Path, head: str, diff: str, commands: list[str], cfg: D
 def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: DistillConfig, *,
                engine: StageEngine | None = None, log: LogStore | None = None,
                progress: Callable[[str, str], None] | None = None,
-               test_commands: list[str] | None = None) -> RouteResult:
+               test_commands: "list[str] | TestPlan | None" = None) -> RouteResult:
     """Stages 1 -> 5 for ``text`` on ``repo``; stage 4's reasoning is stripped before stage 5; the diff is
     checked with ``git apply --check`` and, when ``test_commands`` are given and it applies, the repository's
     tests run on it in the sandbox. ``adapters`` must name all five stages."""

@@ -2,8 +2,8 @@
 
 from distill_assets.sandbox.backends import (BwrapBackend, DockerBackend, Execution, Limits, SandboxUnavailable,
                                              get_backend)
-from distill_assets.sandbox.runner import (RunResult, TestSelection, execute, parse_test_output, partition_patch,
+from distill_assets.sandbox.runner import (RunResult, TestSelection, execute, partition_patch,
                                            select_tests, split_patch)
 
 __all__ = ["BwrapBackend", "DockerBackend", "Execution", "Limits", "SandboxUnavailable", "get_backend", "RunResult",
-           "TestSelection", "execute", "parse_test_output", "partition_patch", "select_tests", "split_patch"]
+           "TestSelection", "execute", "partition_patch", "select_tests", "split_patch"]

@@ -16,8 +16,38 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 NOBODY = 65534
+# where the workspace appears inside a sandbox: a path no host file lives at (environments are mounted at their
+# own host paths, which may well be under /work or /home)
+WORKDIR = "/sandbox"
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+# what a test needs of the host: programs and libraries, and the few files of /etc that they read. Nothing else
+# of the host is visible (not /root, /home, /work, /srv, the project's checkout or its .env files).
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
+        "alternatives", "mime.types", "hosts", "host.conf", "os-release", "ssl", "ca-certificates", "debian_version",
+        "protocols", "services", "npmrc", "gitconfig")
+
+
+def system_binds() -> list[str]:
+    """bwrap arguments that show the host's programs, libraries and needed /etc files (read-only), nothing more."""
+    import glob
+
+    args: list[str] = []
+    for d in _SYSTEM_DIRS:
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    etc = [f"/etc/{n}" for n in _ETC] + sorted(glob.glob("/etc/python3*")) + sorted(glob.glob("/etc/node*"))
+    for p in etc:
+        if os.path.islink(p):
+            args += ["--symlink", os.readlink(p), p]
+        elif os.path.exists(p):
+            args += ["--ro-bind", p, p]
+    return args
 
 
 class SandboxUnavailable(RuntimeError):
@@ -47,7 +77,7 @@ def _decode(b: bytes | None, limit: int = 200_000) -> str:
 
 
 class BwrapBackend:
-    """bubblewrap: new user/pid/net/ipc/uts namespaces, / read-only, workspace at /work, rlimits.
+    """bubblewrap: new user/pid/net/ipc/uts namespaces, / read-only, workspace at WORKDIR (/sandbox), rlimits.
 
     As root, the sandbox drops to uid 65534 first (setpriv) so the process-count limit binds
     and nothing runs as root even inside; the workspace is handed to that user.
@@ -71,15 +101,16 @@ class BwrapBackend:
                 for f in files:
                     os.lchown(os.path.join(root, f), NOBODY, NOBODY)
 
-    def argv(self, workspace: Path, command: str, limits: Limits) -> list[str]:
-        inner = [
-            self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-            "--bind", str(workspace), "/work", "--chdir", "/work", "--unshare-all", "--die-with-parent",
-            "--new-session", "--cap-drop", "ALL", "--clearenv",
-            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
-            "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-            "--", "/bin/sh", "-c", command,
-        ]
+    def argv(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
+             env: Mapping[str, str] | None = None) -> list[str]:
+        inner = [self.bwrap, *system_binds(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for m in mounts:  # a test environment (venv, node_modules, an interpreter) at its own path, read-only
+            inner += ["--ro-bind", m, m]
+        inner += ["--bind", str(workspace), WORKDIR, "--chdir", WORKDIR, "--unshare-all", "--die-with-parent",
+                  "--new-session", "--cap-drop", "ALL", "--clearenv"]
+        for k, v in {**BASE_ENV, **(env or {})}.items():
+            inner += ["--setenv", k, v]
+        inner += ["--", "/bin/sh", "-c", command]
         rl = ["prlimit", f"--nproc={limits.max_processes}", f"--as={limits.memory_mb * 1024 * 1024}",
               f"--fsize={limits.max_file_mb * 1024 * 1024}", "--core=0", "--"]
         if self.setpriv:
@@ -87,10 +118,11 @@ class BwrapBackend:
                     *rl, *inner]
         return [*rl, *inner]
 
-    def run(self, workspace: Path, command: str, limits: Limits) -> Execution:
+    def run(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
+            env: Mapping[str, str] | None = None) -> Execution:
         self.prepare(workspace)
         t0 = time.perf_counter()
-        proc = subprocess.Popen(self.argv(workspace, command, limits), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(self.argv(workspace, command, limits, mounts, env), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
         try:
             out, err = proc.communicate(timeout=limits.timeout_s)
@@ -123,20 +155,28 @@ class DockerBackend:
     def prepare(self, workspace: Path) -> None:
         BwrapBackend.prepare(self, workspace)  # same ownership hand-over to uid 65534
 
-    def argv(self, name: str, workspace: Path, command: str, limits: Limits) -> list[str]:
+    def argv(self, name: str, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
+             env: Mapping[str, str] | None = None) -> list[str]:
+        extra: list[str] = []
+        for d in sorted({_root_dir(m) for m in mounts} - {None}):  # /root/...: a traversable empty parent
+            extra += ["--tmpfs", f"{d}:rw,nosuid,mode=755,size=1m"]
+        for m in mounts:
+            extra += ["-v", f"{m}:{m}:ro"]
+        for k, v in {**BASE_ENV, **(env or {})}.items():
+            extra += ["-e", f"{k}={v}"]
         return [self.docker, "run", "--rm", "--name", name, "--network", "none", "--read-only",
                 "--tmpfs", "/tmp:rw,nosuid,size=256m", "--user", f"{NOBODY}:{NOBODY}",
                 "--memory", f"{limits.memory_mb}m", "--memory-swap", f"{limits.memory_mb}m",
                 "--pids-limit", str(limits.max_processes), "--cap-drop", "ALL",
                 "--security-opt", "no-new-privileges", "--ulimit", f"fsize={limits.max_file_mb * 1024 * 1024}",
-                "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", "-v", f"{workspace}:/work", "-w", "/work",
-                self.image, "/bin/sh", "-c", command]
+                *extra, "-v", f"{workspace}:{WORKDIR}", "-w", WORKDIR, self.image, "/bin/sh", "-c", command]
 
-    def run(self, workspace: Path, command: str, limits: Limits) -> Execution:
+    def run(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
+            env: Mapping[str, str] | None = None) -> Execution:
         self.prepare(workspace)
         name = f"distill-sbx-{uuid.uuid4().hex[:12]}"
         t0 = time.perf_counter()
-        proc = subprocess.Popen(self.argv(name, workspace, command, limits), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(self.argv(name, workspace, command, limits, mounts, env), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
         try:
             out, err = proc.communicate(timeout=limits.timeout_s)
@@ -149,6 +189,12 @@ class DockerBackend:
             subprocess.run([self.docker, "rm", "-f", name], capture_output=True)
         return Execution(None if timed_out else proc.returncode, _decode(out), _decode(err),
                          time.perf_counter() - t0, timed_out)
+
+
+def _root_dir(mount: str) -> str | None:
+    """A mount under a private home (``/root/...``) needs its top folder made traversable in a container."""
+    parts = Path(mount).parts
+    return "/" + parts[1] if len(parts) > 2 and parts[1] in ("root",) else None
 
 
 def get_backend(name: str, image: str | None = None, context=None):
@@ -185,24 +231,29 @@ class PipesDockerBackend:
     def prepare(self, workspace: Path) -> None:
         BwrapBackend.prepare(self, workspace)
 
-    def run(self, workspace: Path, command: str, limits: Limits) -> Execution:
+    def run(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
+            env: Mapping[str, str] | None = None) -> Execution:
         import docker
 
         self.prepare(workspace)
         label = f"distill-sbx-{uuid.uuid4().hex[:12]}"
         out, err, rc = ".distill-sbx.out", ".distill-sbx.err", ".distill-sbx.rc"
-        wrapped = (f"timeout -s KILL {int(limits.timeout_s)} /bin/sh -c {shlex_quote(command)} > /work/{out} 2> /work/{err};"
-                   f" echo $? > /work/{rc}; exit 0")
+        wrapped = (f"timeout -s KILL {int(limits.timeout_s)} /bin/sh -c {shlex_quote(command)} > {WORKDIR}/{out} 2> {WORKDIR}/{err};"
+                   f" echo $? > {WORKDIR}/{rc}; exit 0")
         t0 = time.perf_counter()
         try:
+            volumes = {str(workspace): {"bind": WORKDIR, "mode": "rw"}}
+            volumes.update({m: {"bind": m, "mode": "ro"} for m in mounts})
+            tmpfs = {"/tmp": "rw,nosuid,size=256m"}
+            tmpfs.update({d: "rw,nosuid,mode=755,size=1m" for d in {_root_dir(m) for m in mounts} - {None}})
             self.client.run(context=self.context, image=self.image, command=["/bin/sh", "-c", wrapped],
-                            env={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+                            env={**BASE_ENV, **(env or {})},
                             container_kwargs={
-                                "network_mode": "none", "read_only": True, "tmpfs": {"/tmp": "rw,nosuid,size=256m"},
+                                "network_mode": "none", "read_only": True, "tmpfs": tmpfs,
                                 "user": f"{NOBODY}:{NOBODY}", "mem_limit": f"{limits.memory_mb}m",
                                 "memswap_limit": f"{limits.memory_mb}m", "pids_limit": limits.max_processes,
                                 "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
-                                "volumes": {str(workspace): {"bind": "/work", "mode": "rw"}}, "working_dir": "/work",
+                                "volumes": volumes, "working_dir": WORKDIR,
                                 "labels": {"distill-sandbox": label},
                             })
         finally:

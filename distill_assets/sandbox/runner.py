@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import os
-import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -25,64 +25,66 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from distill_assets.diffs import split_sections
+from distill_assets.sandbox import reports
 from distill_assets.sandbox.backends import BwrapBackend, DockerBackend, Limits
+from distill_assets.sandbox.plans import REPORT_DIR, TestPlan, plan_for_commands
 
-PASS, FAIL = "passed", "failed"
+RUNNER_VERSION = "2"  # 2: structured reports, environments
+PASS, FAIL, ERROR = reports.PASS, reports.FAIL, reports.ERROR
+_UNITTEST_REPORTER = Path(__file__).with_name("unittest_report.py")
 
 # ------------------------------------------------------------------ patches
 
 
 def split_patch(patch: str) -> list[tuple[str, str]]:
-    """A multi-file git diff as (path, section) pairs."""
-    parts: list[tuple[str, str]] = []
-    cur: list[str] = []
-    path = ""
-    for line in patch.splitlines(keepends=True):
-        if line.startswith("diff --git "):
-            if cur:
-                parts.append((path, "".join(cur)))
-            cur = [line]
-            bits = line.split()
-            path = bits[3][2:] if len(bits) > 3 and bits[3].startswith("b/") else (bits[-1] if bits else "")
-        elif cur:
-            cur.append(line)
-    if cur:
-        parts.append((path, "".join(cur)))
-    return parts
+    """A multi-file git diff as (path after the change, section) pairs (the one diff reader: ``diffs``)."""
+    return [((fd.path if fd else ""), text) for fd, text in split_sections(patch)]
 
 
 def partition_patch(patch: str, test_files: Iterable[str]) -> tuple[str, str]:
     """(code part, test part) of a gold patch."""
     tests = set(test_files)
     code, test = [], []
-    for path, section in split_patch(patch):
-        (test if path in tests else code).append(section)
+    for fd, section in split_sections(patch):
+        in_tests = fd is not None and (fd.path in tests or (fd.old_path or "") in tests)
+        (test if in_tests else code).append(section)
     return "".join(code), "".join(test)
 
 
-# ------------------------------------------------------------------ test output parsers
+# ------------------------------------------------------------------ structured reports
 
-_UNITTEST = re.compile(r"^(\w+) \(([\w.]+)\)(?:\n.*)?? \.\.\. (ok|FAIL|ERROR|skipped|expected failure|unexpected success)",
-                       re.M)
-_TAP = re.compile(r"^( *)(ok|not ok) \d+ - (.+?)(?: # (SKIP|TODO).*)?$", re.M)
-_PYTEST = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS|SKIPPED) (\S+::\S+)", re.M)
+_PARSERS = {"junit_pytest": reports.parse_junit_pytest, "jest_json": reports.parse_jest_json,
+            "mocha_json": reports.parse_mocha_json, "go_json": reports.parse_go_json,
+            "unittest_json": reports.parse_unittest_json, "exit_markers": reports.parse_exit_markers}
 
 
-def parse_test_output(text: str) -> dict[str, str]:
-    """Test id -> passed/failed, from unittest -v, node --test (TAP) and pytest -rA output."""
-    out: dict[str, str] = {}
-    for _name, dotted, status in _UNITTEST.findall(text):
-        out[dotted] = PASS if status in ("ok", "expected failure", "skipped") else FAIL
-    stack: list[str] = []
-    for indent, status, name, directive in _TAP.findall(text):
-        level = len(indent) // 4
-        stack = stack[:level] + [name.strip()]
-        if directive == "SKIP":
+def read_reports(plan: TestPlan, work: Path, stdouts: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Per-test outcomes from the plan's reports; the problems (a report missing or unreadable), one line each.
+    A report that is missing or unreadable is an ``error`` outcome for what it covers (``<file>::<collection>``,
+    or ``<report>::<collection>`` for a whole-suite report): never a silent gap."""
+    tests: dict[str, str] = {}
+    problems: list[str] = []
+    for kind, where, file in plan.reports:
+        lost = f"{file or where}::{reports.COLLECTION}"
+        if where.startswith("stdout:"):
+            i = int(where.split(":", 1)[1])
+            text = stdouts[i] if i < len(stdouts) else ""
+        else:
+            p = work / where
+            if not p.is_file():
+                problems.append(f"no report {where} ({kind})")
+                tests[lost] = ERROR
+                continue
+            text = p.read_text(errors="replace")
+        try:
+            found = reports.parse_junit_node(text, file) if kind == "junit_node" else _PARSERS[kind](text)
+        except Exception as exc:  # noqa: BLE001 - an unreadable report is a stated problem of this run
+            problems.append(f"report {where} unreadable: {type(exc).__name__}: {str(exc)[:200]}")
+            tests[lost] = ERROR
             continue
-        out["node: " + " > ".join(stack)] = PASS if status == "ok" else FAIL
-    for status, node in _PYTEST.findall(text):
-        out[node] = PASS if status in ("PASSED", "XFAIL", "SKIPPED") else FAIL
-    return out
+        tests.update(found)
+    return tests, problems
 
 
 # ------------------------------------------------------------------ workspace
@@ -130,10 +132,14 @@ class RunResult:
         return cls(**json.loads(text))
 
 
-def execute(repo_path: str, base_commit: str, diff: str, commands: list[str], backend: BwrapBackend | DockerBackend,
+def execute(repo_path: str, base_commit: str, diff: str, plan: TestPlan | list[str], backend: BwrapBackend | DockerBackend,
             limits: Limits, *, test_patch: str = "", selected: list[str] | None = None) -> RunResult:
-    """Run ``commands`` on base + test_patch + diff. ``selected``: the tests the pass rate counts
-    (default: every test seen)."""
+    """Run the plan's commands on base + test_patch + diff and read the per-test outcomes from its reports.
+    ``plan``: a TestPlan, or plain commands (``plan_for_commands``). ``selected``: the tests the pass rate counts
+    (default: every test seen). Status: passed | tests_failed | no_tests (the runner ran and found nothing) |
+    crashed (no report and a failing command, or killed) | timeout | did_not_apply."""
+    if not isinstance(plan, TestPlan):
+        plan = plan_for_commands(list(plan))
     with tempfile.TemporaryDirectory(prefix="distill-sbx-") as tmp:
         os.chmod(tmp, 0o711)  # the sandbox user must reach work/ (and only work/)
         work = Path(tmp) / "work"
@@ -145,23 +151,31 @@ def execute(repo_path: str, base_commit: str, diff: str, commands: list[str], ba
         ok, err = apply_patch(work, diff)
         if not ok:
             return RunResult("did_not_apply", 0.0, log=err, backend=backend.name)
-        tests: dict[str, str] = {}
-        logs, total = [], 0.0
+        (work / REPORT_DIR).mkdir(exist_ok=True)
+        shutil.copy2(_UNITTEST_REPORTER, work / REPORT_DIR / "unittest_report.py")
+        logs, stdouts, total = [], [], 0.0
         status = None
-        for cmd in commands:
-            ex = backend.run(work, cmd, limits)
+        failing_exit = False
+        for cmd in plan.commands:
+            ex = backend.run(work, cmd, limits, mounts=plan.mounts, env=plan.env)
             total += ex.duration_s
+            stdouts.append(ex.stdout)
             logs.append(f"$ {cmd}\n[exit {ex.returncode}{' timeout' if ex.timed_out else ''} "
                         f"{ex.duration_s:.2f}s]\n{ex.stdout[-4000:]}{ex.stderr[-4000:]}")
-            found = parse_test_output(ex.stdout + "\n" + ex.stderr)
-            tests.update(found)
             if ex.timed_out:
                 status = "timeout"
                 break
             if ex.returncode is not None and (ex.returncode < 0 or ex.returncode > 128):
                 status = status or "crashed"  # killed by a signal (memory, limits)
-    if status is None and not tests:
-        status = "crashed"  # no command produced a single test result
+            failing_exit = failing_exit or bool(ex.returncode)
+        tests, problems = read_reports(plan, work, stdouts)
+        lost = sum(1 for p in problems if p.startswith(("no report", "report ")))
+    if problems:
+        logs.append("reports: " + "; ".join(problems))
+    if status is None and len(tests) <= lost:
+        # no report at all: the runner crashed (when a command failed) or found nothing; a report that is missing
+        # beside others is an error outcome of what it covers (read_reports), and the run is judged on its tests
+        status = "crashed" if failing_exit or problems else "no_tests"
     counted = selected if selected is not None else sorted(tests)
     passed = sum(1 for t in counted if tests.get(t) == PASS)
     rate = passed / len(counted) if counted else 0.0
@@ -194,17 +208,20 @@ class TestSelection:
         return cls(d["fail_to_pass"], d["pass_to_pass"], RunResult(**d["before"]), RunResult(**d["after"]))
 
 
-def select_tests(repo_path: str, base_commit: str, gold_patch: str, test_files: list[str], commands: list[str],
-                 backend, limits: Limits, cache_dir: Path | None = None) -> TestSelection:
-    """fail->pass and pass->pass tests of a task, from one run without and one with the gold code."""
+def select_tests(repo_path: str, base_commit: str, gold_patch: str, test_files: list[str],
+                 plan: TestPlan | list[str], backend, limits: Limits, cache_dir: Path | None = None) -> TestSelection:
+    """fail->pass and pass->pass tests of a task, from one run without and one with the gold code. Cached by the
+    task's content, the plan (commands, environment, mounts: a rebuilt environment is a new key) and backend."""
+    if not isinstance(plan, TestPlan):
+        plan = plan_for_commands(list(plan))
     code, tests = partition_patch(gold_patch, test_files)
-    key = hashlib.sha256(json.dumps([repo_path, base_commit, gold_patch, sorted(test_files), commands,
-                                     backend.name]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([RUNNER_VERSION, repo_path, base_commit, gold_patch, sorted(test_files),
+                                     plan.key(), backend.name]).encode()).hexdigest()
     cached = cache_dir / f"{key}.json" if cache_dir else None
     if cached and cached.exists():
         return TestSelection.from_json(cached.read_text())
-    before = execute(repo_path, base_commit, "", commands, backend, limits, test_patch=tests)
-    after = execute(repo_path, base_commit, code, commands, backend, limits, test_patch=tests)
+    before = execute(repo_path, base_commit, "", plan, backend, limits, test_patch=tests)
+    after = execute(repo_path, base_commit, code, plan, backend, limits, test_patch=tests)
     f2p = sorted(t for t, s in after.tests.items() if s == PASS and before.tests.get(t) != PASS)
     p2p = sorted(t for t, s in after.tests.items() if s == PASS and before.tests.get(t) == PASS)
     sel = TestSelection(f2p, p2p, before, after)

@@ -18,11 +18,13 @@ import polars as pl
 from distill_assets.prompts.builders import build_prompt
 from distill_assets.prompts.schemas import parse_output
 from distill_assets.sandbox import Limits, RunResult, SandboxUnavailable, execute, get_backend, partition_patch
+from distill_assets.sandbox.plans import TestPlan, plan_for_commands
 from distill_assets.teachers.client import TeacherRequest
 
 SELECTION_SCHEMA = {
-    "task_id": pl.Utf8, "status": pl.Utf8, "fail_to_pass": pl.List(pl.Utf8), "pass_to_pass": pl.List(pl.Utf8),
-    "before_status": pl.Utf8, "after_status": pl.Utf8, "gold_pass_rate": pl.Float64, "backend": pl.Utf8,
+    "task_id": pl.Utf8, "repo": pl.Utf8, "status": pl.Utf8, "detail": pl.Utf8, "fail_to_pass": pl.List(pl.Utf8),
+    "pass_to_pass": pl.List(pl.Utf8), "before_status": pl.Utf8, "after_status": pl.Utf8, "gold_pass_rate": pl.Float64,
+    "backend": pl.Utf8, "env_key": pl.Utf8, "runner": pl.Utf8, "plan_json": pl.Utf8, "seconds": pl.Float64,
 }
 
 EXECUTION_SCHEMA = {
@@ -81,20 +83,29 @@ class SandboxCache:
         tmp.replace(p)
 
 
+def selection_plan(selection: Mapping[str, Any] | None, commands: list[str]) -> TestPlan:
+    """The test plan a task's selection ran with (its environment included); plain commands for old rows."""
+    if selection is not None and selection.get("plan_json"):
+        return TestPlan(**json.loads(selection["plan_json"]))
+    return plan_for_commands(commands)
+
+
 def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None, diff: str, commands: list[str],
                    backend_name: str, image: str | None, limits: Limits, cache: SandboxCache,
                    context=None) -> tuple[RunResult, bool]:
-    """(result, from cache). Tasks without selected tests are not run: status 'no_tests'."""
+    """(result, from cache). Tasks without selected tests are not run: status 'no_tests'. The run uses the same
+    plan (runner, environment) as the task's test selection."""
     if selection is None or selection["status"] != "selected":
         return RunResult("no_tests", 0.0, backend=backend_name), False
     selected = sorted(set(selection["fail_to_pass"]) | set(selection["pass_to_pass"]))
     _, test_part = partition_patch(task["gold_patch"], task["test_files"])
-    key = SandboxCache.key(task["task_id"], task["base_commit"], diff, test_part, selected, commands, backend_name)
+    plan = selection_plan(selection, commands)
+    key = SandboxCache.key(task["task_id"], task["base_commit"], diff, test_part, selected, plan.key(), backend_name)
     hit = cache.get(key)
     if hit is not None:
         return hit, True
     backend = get_backend(backend_name, image, context)
-    res = execute(task["repo_path"], task["base_commit"], diff, commands, backend, limits, test_patch=test_part,
+    res = execute(task["repo_path"], task["base_commit"], diff, plan, backend, limits, test_patch=test_part,
                   selected=selected)
     cache.put(key, res)
     return res, False

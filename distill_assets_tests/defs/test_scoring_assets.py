@@ -33,8 +33,8 @@ def test_scoring_pipeline_on_a_real_repository(backend, shop_repo, tmp_path, dag
         sel = pl.read_parquet(t / "test_selections.parquet").join(tasks.select("task_id", "description"), on="task_id")
         discount = sel.filter(pl.col("description").str.starts_with("Add discount")).row(0, named=True)
         assert discount["status"] == "selected"
-        assert "tests.test_cart.CartTest.test_discount" in discount["fail_to_pass"]
-        assert "tests.test_cart.CartTest.test_total" in discount["pass_to_pass"]
+        assert "tests/test_cart.py::CartTest::test_discount" in discount["fail_to_pass"]
+        assert "tests/test_cart.py::CartTest::test_total" in discount["pass_to_pass"]
         assert set(sel.filter(pl.col("status") != "selected")["status"]) <= {"no_tests", "no_selected_tests"}
         assert set(sel["backend"]) == {backend}
 

@@ -87,7 +87,7 @@ def test_repo_tests_run_on_a_diff_in_the_sandbox(demo_repo):
 
     ok = run_repo_tests(demo_repo, check_repo(demo_repo), gold, commands, cfg)
     assert ok.status == "passed" and ok.pass_rate == 1.0 and len(ok.selected) > 20, ok.log[-2000:]
-    assert any(t.startswith("node: ") for t in ok.tests) and any(t.startswith("tests.") for t in ok.tests)
+    assert any(t.startswith("web/test/") for t in ok.tests) and any(t.startswith("tests/test_") for t in ok.tests), sorted(ok.tests)
     # the same change without its code part: the new tests fail
     only_tests = "".join(sec for path, sec in __import__("distill_assets.sandbox.runner", fromlist=["x"])
                          .split_patch(gold) if "test" in path)

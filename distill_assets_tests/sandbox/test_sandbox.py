@@ -6,13 +6,14 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from distill_assets.config import load_config
 from distill_assets.mining.miner import mine_repository, open_repository
-from distill_assets.sandbox import Limits, execute, get_backend, parse_test_output, partition_patch, select_tests
+from distill_assets.sandbox import Limits, execute, get_backend, partition_patch, select_tests
 from distill_assets.tasks.build import build_change_tasks, mined_table
 
 BACKENDS = ["bwrap", "docker"]
@@ -59,6 +60,11 @@ ATTACKS = {
         block[-1] = 1
         self.assertEqual(len(block), 1 << 30)
 """,
+    "read_host_file": """
+    def test_attack(self):
+        with open("{secret}") as f:  # a world-readable file of the host, outside what tests need
+            self.assertIn("sk-", f.read())
+""",
     "sleeping_child": """
     def test_attack(self):
         import subprocess
@@ -96,13 +102,18 @@ def listener():
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("attack", list(ATTACKS))
-def test_escape_attempts_are_contained(attack, backend_name, git_repo, tmp_path, listener):
+def test_escape_attempts_are_contained(attack, backend_name, git_repo, tmp_path, listener, request):
     port, received = listener
     outside = tmp_path / "outside"
     outside.mkdir()
     os.chmod(outside, 0o777)  # only the sandbox may stop the write, not file permissions
     token = f"distill-escape-{uuid.uuid4().hex[:8]}"
-    body = ATTACKS[attack].format(port=port, outside=outside, token=token)
+    # like a project's .env with a teacher key: mode 644, outside /tmp, readable by the sandbox user on the host
+    secret = Path(__file__).resolve().parents[2] / f".{token}.env"
+    secret.write_text("DISTILL_TEACHER_KEY=sk-secret\n")
+    secret.chmod(0o644)
+    request.addfinalizer(lambda: secret.unlink(missing_ok=True))
+    body = ATTACKS[attack].format(port=port, outside=outside, token=token, secret=secret)
     git_repo.commit("attack", {"tests/__init__.py": "", "tests/test_attack.py":
                                "import unittest\n\n\nclass Attack(unittest.TestCase):" + body})
     backend = get_backend(backend_name)
@@ -111,6 +122,8 @@ def test_escape_attempts_are_contained(attack, backend_name, git_repo, tmp_path,
     assert res.pass_rate == 0.0, (attack, res.status, res.log[-1500:])
     if attack == "endless_loop":
         assert res.status == "timeout"
+    if attack == "read_host_file":  # not refused: absent (only /usr, /lib*, /bin, some of /etc and mounts exist)
+        assert "No such file" in res.log, res.log[-1500:]
     assert received == []  # nothing reached the host's network
     time.sleep(5 if attack == "sleeping_child" else 0.5)
     assert not list(outside.iterdir())  # nothing written outside the snapshot, not even later
@@ -175,14 +188,6 @@ def test_selection_is_cached(shop_repo, tmp_path):
     assert time.time() - t0 < first
 
 
-def test_parsers():
-    text = ("test_a (tests.t.C.test_a) ... ok\ntest_b (tests.t.C.test_b) ... FAIL\n"
-            "ok 1 - renders\nnot ok 2 - suite\n    ok 1 - inner\nPASSED tests/x.py::test_y\nFAILED tests/x.py::test_z - e\n")
-    assert parse_test_output(text) == {"tests.t.C.test_a": "passed", "tests.t.C.test_b": "failed",
-                                       "node: renders": "passed", "node: suite": "failed", "node: suite > inner": "passed",
-                                       "tests/x.py::test_y": "passed", "tests/x.py::test_z": "failed"}
-
-
 def test_the_docker_sandbox_through_dagster_docker_pipes(tmp_path, listener):
     """The scale-out path: a Dagster step launches the sandbox container with PipesDockerClient."""
     import dagster as dg
@@ -205,7 +210,7 @@ def test_the_docker_sandbox_through_dagster_docker_pipes(tmp_path, listener):
         gold = execute(t["repo_path"], t["base_commit"], code, commands, backend, Limits(timeout_s=60),
                        test_patch=tests, selected=sel.selected)
         bad = execute(t["repo_path"], t["base_commit"], code + escape, commands, backend, Limits(timeout_s=60),
-                      test_patch=tests, selected=["tests.test_zz_escape.Escape.test_escape"])
+                      test_patch=tests, selected=["tests/test_zz_escape.py::Escape::test_escape"])
         # a step that opened Pipes sessions returns an explicit Output
         return dg.Output({"f2p": len(sel.fail_to_pass), "gold": gold.pass_rate, "gold_status": gold.status,
                           "escape": bad.pass_rate, "backend": gold.backend})
@@ -220,3 +225,25 @@ def test_the_docker_sandbox_through_dagster_docker_pipes(tmp_path, listener):
     assert out["escape"] == 0.0 and received == []
     assert subprocess.run(["docker", "ps", "-aq", "--filter", "label=distill-sandbox"], capture_output=True,
                           text=True).stdout.strip() == ""
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_a_test_module_that_cannot_import_is_an_error_never_a_pass(backend_name, git_repo):
+    ok = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertTrue(True)\n"
+    git_repo.commit("tests", {"tests/__init__.py": "", "tests/test_ok.py": ok,
+                              "tests/test_needs_dep.py": "import typeguard_not_installed\n" + ok})
+    res = execute(str(git_repo.path), "HEAD", "", [UNITTEST], get_backend(backend_name), Limits(timeout_s=60))
+    assert res.tests == {"tests/test_ok.py::T::test_a": "passed", "tests/test_needs_dep.py::<collection>": "error"}
+    assert res.status == "tests_failed" and res.pass_rate == 0.5
+
+
+def test_a_missing_report_is_an_error_of_what_it_covers(git_repo):
+    ok = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        pass\n"
+    git_repo.commit("tests", {"tests/__init__.py": "", "tests/test_ok.py": ok})
+    # the node command finds no folder and writes no report: its share is an error, the unittest share stands
+    res = execute(str(git_repo.path), "HEAD", "", [UNITTEST, "node --test web/test/"], get_backend("bwrap"),
+                  Limits(timeout_s=60))
+    assert res.tests == {"tests/test_ok.py::T::test_a": "passed", "web/test/::<collection>": "error"}
+    assert res.status == "tests_failed" and "no report" in res.log
+    only = execute(str(git_repo.path), "HEAD", "", ["node --test web/test/"], get_backend("bwrap"), Limits(timeout_s=60))
+    assert only.status == "crashed" and only.pass_rate == 0.0

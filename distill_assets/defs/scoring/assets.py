@@ -1,14 +1,17 @@
 """Scoring: validated candidates, agreement, sandboxed plan executions, scores, SFT rows and DPO pairs."""
 
 import json
+import time
 from collections import Counter
 
 import dagster as dg
 import polars as pl
 
 from distill_assets.datasets.build import dpo_rows, reference_plan_completion, sft_rows
+from distill_assets.environments.build import environment_cache, wants_environment
+from distill_assets.environments.selection import ENV_SCHEMA, env_by_task, environments_for_tasks, selection_for_task
 from distill_assets.plans.schema import Plan
-from distill_assets.sandbox import Limits, SandboxUnavailable, partition_patch, select_tests
+from distill_assets.sandbox import Limits, SandboxUnavailable, partition_patch
 from distill_assets.sandbox.backends import get_backend
 from distill_assets.scoring.agreement import agreement_table
 from distill_assets.scoring.executions import (EXECUTION_SCHEMA, SELECTION_SCHEMA, PlanToRun, SandboxCache,
@@ -19,9 +22,10 @@ from distill_assets.teachers.client import TeacherPermanentError
 from distill_assets.teachers.runner import all_cached, run_teacher, samples_for
 from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, table_meta
-from distill_assets.defs.partitions import (plan_source_partitions, stage_partitions,
+from distill_assets.defs.partitions import (plan_source_partitions, repo_partitions, stage_partitions,
                                             stage_teacher_partitions, stage_teacher_skip)
 from distill_assets.defs.resources import TRANSIENT_RETRY, DistillConfigResource
+from distill_assets.defs.scoring.env_metadata import environment_metadata, selection_metadata
 from distill_assets.defs.teachers.resources import TeachersResource
 
 GROUP = "scoring"
@@ -65,48 +69,51 @@ def validated_outputs(context: dg.AssetExecutionContext, distill: DistillConfigR
     return df
 
 
-@dg.asset(automation_condition=REFRESH, group_name=GROUP, code_version="1", kinds={"sandbox", "polars"}, retry_policy=TRANSIENT_RETRY,
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, partitions_def=repo_partitions, code_version="1",
+          kinds={"uv", "npm", "polars"}, retry_policy=TRANSIENT_RETRY,
+          description="One test environment per dependency-manifest content of a repository's test-touching tasks "
+          "(Python: a uv virtual environment with the test dependencies on a fitting interpreter; JS/TS: npm ci), "
+          "cached by that hash and reused: status ready / install_failed / unsupported, with the reason.")
+def test_environments(context: dg.AssetExecutionContext, distill: DistillConfigResource,
+                      change_tasks: pl.DataFrame) -> pl.DataFrame:
+    cfg = distill.load()
+    repo = context.partition_key
+    wanted, why = wants_environment(cfg, repo)
+    tasks = change_tasks.filter((pl.col("repo") == repo) & (pl.col("source") == "git")) if change_tasks.height else change_tasks
+    if not wanted:
+        df = pl.DataFrame(schema=ENV_SCHEMA)
+        context.add_output_metadata({**table_meta(df), "skipped": why})
+        return df
+    cache = environment_cache(cfg)
+    df = environments_for_tasks(tasks.iter_rows(named=True), cache, repo, progress=context.log.info)
+    context.add_output_metadata(environment_metadata(df, tasks))
+    return df
+
+
+@dg.asset(automation_condition=REFRESH, group_name=GROUP, code_version="2", kinds={"sandbox", "polars"},
+          retry_policy=TRANSIENT_RETRY, ins={"test_environments": dg.AssetIn(**ALL)},
           description="SWE-bench-style test selection per task: fail->pass and pass->pass tests from one sandboxed "
-          "run without and one with the gold code (cached); tasks without such tests are counted.")
+          "run without and one with the gold code, in the task's test environment, read from the runner's "
+          "structured report (cached by task, plan and environment); every task without a selection says why.")
 def test_selections(context: dg.AssetExecutionContext, distill: DistillConfigResource,
-                    change_tasks: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+                    change_tasks: pl.DataFrame, test_environments) -> dg.Output[pl.DataFrame]:
     cfg = distill.load()
     try:
         backend = get_backend(cfg.sandbox.backend, cfg.sandbox.docker_image, context)
     except SandboxUnavailable as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    envs = _concat(test_environments)
+    by_task = env_by_task(envs) if envs is not None else {}
     cache_dir = cfg.resolved_cache_dir() / "test_selection"
     rows = []
     for t in change_tasks.iter_rows(named=True):
-        row = {"task_id": t["task_id"], "fail_to_pass": [], "pass_to_pass": [], "backend": backend.name}
-        commands = cfg.sandbox.test_commands.get(t["repo"])
-        if not t["has_tests"]:
-            row["status"] = "no_tests"
-        elif not (t["repo_path"] and t["base_commit"]):
-            row["status"] = "no_checkout"
-        elif not commands:
-            row["status"] = "no_test_commands"
-        else:
-            sel = select_tests(t["repo_path"], t["base_commit"], t["gold_patch"], t["test_files"], commands,
-                               backend, _limits(cfg), cache_dir=cache_dir)
-            row.update(fail_to_pass=sel.fail_to_pass, pass_to_pass=sel.pass_to_pass, before_status=sel.before.status,
-                       after_status=sel.after.status,
-                       gold_pass_rate=(sum(1 for x in sel.selected if sel.after.tests.get(x) == "passed")
-                                       / len(sel.selected)) if sel.selected else None,
-                       status="selected" if sel.selected else "no_selected_tests")
+        t0 = time.perf_counter()
+        row = selection_for_task(t, by_task.get(t["task_id"]), cfg.sandbox.test_commands.get(t["repo"]), backend,
+                                 _limits(cfg), cache_dir, full_suite=cfg.sandbox.full_suite)
+        row.update(repo=t["repo"], seconds=round(time.perf_counter() - t0, 2))
         rows.append(row)
     df = pl.DataFrame(rows, schema=SELECTION_SCHEMA) if rows else pl.DataFrame(schema=SELECTION_SCHEMA)
-    status = Counter(df["status"].to_list())
-    context.add_output_metadata({
-        **table_meta(df), **{f"status_{k}": v for k, v in status.items()},
-        "tasks_scored_by_tests": status.get("selected", 0),
-        "tasks_scored_by_overlap_only": df.height - status.get("selected", 0),
-        "fail_to_pass_total": int(df["fail_to_pass"].list.len().sum()) if df.height else 0,
-        "backend": backend.name,
-        "preview": md_table(df.with_columns(pl.col("fail_to_pass").list.len().alias("f2p"),
-                                            pl.col("pass_to_pass").list.len().alias("p2p")),
-                            ["task_id", "status", "f2p", "p2p", "gold_pass_rate"]),
-    })
+    context.add_output_metadata({**selection_metadata(df), "backend": backend.name})
     return dg.Output(df)  # explicit: with the dagster_docker backend the step has opened Pipes sessions
 
 

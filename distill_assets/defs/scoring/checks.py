@@ -1,0 +1,30 @@
+"""Blocking checks on scoring: execution scoring must have something to stand on."""
+
+import dagster as dg
+import polars as pl
+
+from distill_assets.defs.metadata import md_counts
+from distill_assets.defs.scoring.assets import test_selections
+
+
+@dg.asset_check(asset=test_selections, blocking=True,
+                description="Every repository whose tasks touch tests has at least one task with a usable test "
+                "selection; fails with the reasons when one has none, or when no task touches tests at all.")
+def test_selections_usable(test_selections: pl.DataFrame) -> dg.AssetCheckResult:
+    df = test_selections
+    with_tests = df.filter(pl.col("status") != "no_tests") if df.height else df
+    if not with_tests.height:
+        return dg.AssetCheckResult(passed=False, description="nothing to judge: no task touches a test file",
+                                   metadata={"tasks": df.height})
+    bad = []
+    for (repo,), g in with_tests.group_by(["repo"], maintain_order=True):
+        if not (g["status"] == "selected").any():
+            reasons = g.group_by("status").len().sort("len", descending=True).rows()
+            bad.append(f"{repo}: none of {g.height} test-touching tasks has a usable selection ("
+                       + ", ".join(f"{s} {n}" for s, n in reasons) + f"; e.g. {g['detail'][0]})")
+    counts = dict(with_tests.group_by("status").len().rows())
+    return dg.AssetCheckResult(
+        passed=not bad, description="; ".join(bad) or "every repository with tests has usable selections",
+        metadata={"repositories_without_selection": len(bad), "reasons": md_counts(counts, key="status", value="tasks"),
+                  "details": dg.MetadataValue.md("\n".join(f"- {b}" for b in bad) or "_(none)_")},
+    )

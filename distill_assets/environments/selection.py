@@ -47,10 +47,10 @@ def environments_for_tasks(tasks: Iterable[Mapping[str, Any]], cache: Environmen
         rec = cache.get(t["repo_path"], t["base_commit"], _test_files(t),
                         commit_date=created.isoformat() if created is not None else None)
         key = rec.key or f"unsupported:{rec.detail}"
-        if key not in records:
+        if key not in records:  # the first task of a group built it (or found it): its record says which
             progress(f"environment {key}: {rec.status}{' (cache hit)' if rec.cache_hit else ''}"
                      f"{' ' + rec.detail if rec.detail else ''}")
-        records[key] = rec
+            records[key] = rec
         members[key].append(t["task_id"])
     rows = []
     for key, rec in records.items():

@@ -8,6 +8,7 @@ JUnit reporter); any other command counts by its exit status.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -81,8 +82,8 @@ def plan_for_runner(runner: str, files: list[str], env: dict[str, str], mounts: 
                                  f"{shlex.quote(f)}")
             plan.reports.append(("junit_node", f"{REPORT_DIR}/node-{i}.xml", f))
     elif runner == "jest":
-        plan.commands.append(f"node node_modules/jest/bin/jest.js --ci --json --outputFile={d}/jest.json "
-                             f"{'--runTestsByPath ' + _q(files) if files else ''}".rstrip())
+        listed = shlex.quote(json.dumps(files))
+        plan.commands.append(f"DISTILL_JEST_FILES={listed} DISTILL_JEST_OUT={d}/jest.json node {d}/jest_run.js")
         plan.reports.append(("jest_json", f"{REPORT_DIR}/jest.json", ""))
     elif runner == "vitest":
         plan.commands.append(f"node node_modules/vitest/vitest.mjs run --reporter=json --outputFile={d}/vitest.json "

@@ -33,6 +33,7 @@ from distill_assets.sandbox.plans import REPORT_DIR, TestPlan, plan_for_commands
 RUNNER_VERSION = "2"  # 2: structured reports, environments
 PASS, FAIL, ERROR = reports.PASS, reports.FAIL, reports.ERROR
 _UNITTEST_REPORTER = Path(__file__).with_name("unittest_report.py")
+_JEST_RUNNER = Path(__file__).with_name("jest_run.js")
 
 # ------------------------------------------------------------------ patches
 
@@ -153,6 +154,7 @@ def execute(repo_path: str, base_commit: str, diff: str, plan: TestPlan | list[s
             return RunResult("did_not_apply", 0.0, log=err, backend=backend.name)
         (work / REPORT_DIR).mkdir(exist_ok=True)
         shutil.copy2(_UNITTEST_REPORTER, work / REPORT_DIR / "unittest_report.py")
+        shutil.copy2(_JEST_RUNNER, work / REPORT_DIR / "jest_run.js")
         logs, stdouts, total = [], [], 0.0
         status = None
         failing_exit = False

@@ -161,6 +161,7 @@ def test_environment_rows_have_the_schema_of_the_asset(py_repo, tmp_path, env_ro
                                    {"task_id": "t3", "has_tests": False}], EnvironmentCache(env_root / "envs"), "calc")
     assert envs.height == 1 and envs["task_ids"].to_list() == [["t1", "t2"]]
     assert isinstance(envs, pl.DataFrame) and envs["n_tasks"][0] == 2
+    assert not envs["cache_hit"][0]  # built for t1, found for t2: the group was built in this run
 
 
 def test_an_environment_folder_the_sandbox_user_cannot_reach_is_one_clear_reason(py_repo, tmp_path):

@@ -20,13 +20,16 @@ def _tasks(path, name, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,runner,picks", [
-    ("click", "pytest", (-1, -2, -3)),          # uv.lock era: pins honoured
-    ("commander", "jest", (200, 201, 202)),     # jest era: npm ci from the lock file of the time
+    # uv.lock era: pins honoured
+    ("click", "pytest", ("aaf99a3ee693", "6f85d26dcd50", "a1d87858abd7")),
+    # jest era: npm ci from the lock file of the time
+    ("commander", "jest", ("8df692e204f6", "7bcf1175a35d", "0a50bd6c7696")),
 ])
 def test_real_repositories_get_environments_and_fail_to_pass_tests(name, runner, picks, real_repo, tmp_path,
                                                                    env_root):
     pool = _tasks(real_repo(name), name, tmp_path)
-    sample = [pool[i] for i in picks]
+    sample = [t for t in pool if t["task_id"].rsplit(":", 1)[-1] in picks]
+    assert len(sample) == len(picks)
     cache = EnvironmentCache(env_root / "envs")
     envs = environments_for_tasks(sample, cache, name)
     assert set(envs["status"]) == {"ready"}, envs.select("status", "detail", "log_tail").rows()

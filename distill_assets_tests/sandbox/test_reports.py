@@ -92,7 +92,7 @@ def test_plans_run_the_task_test_files_with_their_runner():
     plan = plan_for_runner("jest", runnable, {"DISTILL_NODE_MODULES": "/envs/k/node/node_modules"}, ["/envs/k"])
     assert plan.commands[0].startswith("[ -e node_modules ]")
     assert "node_modules/.bin/tsd" in plan.commands[1] and "__DISTILL_EXIT typings/index.test-d.ts" in plan.commands[1]
-    assert "--runTestsByPath tests/a.test.js" in plan.commands[2]
+    assert "DISTILL_JEST_FILES='[\"tests/a.test.js\"]'" in plan.commands[2]
     assert [r[0] for r in plan.reports] == ["exit_markers", "jest_json"]
     py = plan_for_runner("pytest", runnable_test_files("pytest", ["tests/test_a.py", "tests/conftest.py"]), {}, [])
     assert py.commands[0].endswith("tests/test_a.py") and "--junitxml" in py.commands[0]

@@ -26,8 +26,10 @@ ENV_SCHEMA = {
     "record_json": pl.Utf8, "n_tasks": pl.Int64, "task_ids": pl.List(pl.Utf8),
 }
 
-SELECTION_STATUSES = ("selected", "no_tests", "no_checkout", "no_environment", "unsupported", "env_failed",
-                      "no_runnable_tests", "runner_crashed", "nothing_collected", "no_selected_tests")
+SELECTION_STATUSES = ("selected", "no_tests", "no_checkout", "not_configured", "no_environment", "unsupported",
+                      "env_failed", "no_runnable_tests", "runner_crashed", "nothing_collected", "no_selected_tests")
+# tasks nobody asked to run: not counted against a repository by the blocking check (shown in the metadata)
+NOT_JUDGED = ("no_tests", "no_checkout", "not_configured")
 
 
 def _test_files(task: Mapping[str, Any]) -> list[str]:
@@ -84,6 +86,9 @@ def plan_for_task(task: Mapping[str, Any], env: EnvRecord | None, commands: list
     env_vars, mounts = env.sandbox() if env is not None else ({}, [])
     if commands:
         return plan_for_commands(commands, env_vars, mounts), "", "sandbox.test_commands"
+    if env is None and task.get("source", "git") != "git":
+        return None, "not_configured", (f"a {task.get('source')} task: test environments are built for sources.repos; "
+                                        f"sandbox.test_commands[{task.get('repo')!r}] would run its tests")
     if env is None:
         return None, "no_environment", "test_environments has no environment for this task (materialize it)"
     if env.status == "unsupported":

@@ -77,7 +77,8 @@ def _decode(b: bytes | None, limit: int = 200_000) -> str:
 
 
 class BwrapBackend:
-    """bubblewrap: new user/pid/net/ipc/uts namespaces, / read-only, workspace at WORKDIR (/sandbox), rlimits.
+    """bubblewrap: new user/pid/net/ipc/uts namespaces; only the host's programs, libraries and a few /etc files
+    (``system_binds``) and the test environment's mounts, read-only; the workspace at WORKDIR (/sandbox); rlimits.
 
     As root, the sandbox drops to uid 65534 first (setpriv) so the process-count limit binds
     and nothing runs as root even inside; the workspace is handed to that user.

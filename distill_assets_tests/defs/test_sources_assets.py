@@ -269,3 +269,11 @@ def test_sources_on_samples_of_the_real_repositories(real_repo, tmp_path, dagste
             ids = set(tasks.filter(pl.col("repo") == repo)["task_id"])
             levels = set(df.filter(pl.col("task_id").is_in(ids) & pl.col("usable"))["difficulty"])
             assert levels == {"easy", "medium", "hard"}, (repo, levels)
+
+
+def test_the_split_check_fails_when_there_are_no_tasks():
+    from distill_assets.defs.sources.checks import change_tasks_split_is_temporal
+    from distill_assets.tasks.build import CHANGE_TASK_SCHEMA
+
+    result = change_tasks_split_is_temporal(change_tasks=pl.DataFrame(schema=CHANGE_TASK_SCHEMA))
+    assert not result.passed and "nothing to judge" in result.description

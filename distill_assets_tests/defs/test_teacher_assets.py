@@ -99,3 +99,16 @@ def test_parse_rate_check_fails_above_the_limit():
     assert parse_failure_result(df, 0.5, "t").passed
     res = parse_failure_result(df, 0.2, "t")
     assert not res.passed and res.metadata["parse_failure_rate"].value == round(1 / 3, 3)
+
+
+def test_parse_rate_check_fails_when_the_teacher_answered_nothing():
+    from distill_assets.defs.teachers.checks import parse_failure_result
+
+    down = pl.DataFrame({"call_error": ["ConnectError: connection refused"] * 3, "parse_error": [None] * 3})
+    res = parse_failure_result(down, 0.5, "qwen")
+    assert not res.passed and "answered none of 3 requests" in res.description and "connection refused" in res.description
+    empty = pl.DataFrame(schema={"call_error": pl.Utf8, "parse_error": pl.Utf8})
+    res = parse_failure_result(empty, 0.5, "qwen")
+    assert not res.passed and "asked nothing" in res.description
+    skipped = parse_failure_result(empty, 0.5, "qwen", skipped="no API key (DASHSCOPE_API_KEY)")
+    assert skipped.passed and "DASHSCOPE_API_KEY" in skipped.description

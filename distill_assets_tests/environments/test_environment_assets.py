@@ -94,3 +94,22 @@ def test_the_check_has_nothing_to_judge_when_no_task_touches_tests():
     assert not result.passed and "nothing to judge" in result.description
     ok = df.with_columns(pl.lit("selected").alias("status"))
     assert scoring_checks.test_selections_usable(test_selections=ok).passed
+
+
+def test_tasks_that_cannot_run_here_are_shown_not_judged():
+    from distill_assets.environments.selection import plan_for_task
+
+    rows = [{"task_id": "swe-1", "repo": "astropy/astropy", "status": "no_checkout"},
+            {"task_id": "cp-1", "repo": "x/y", "status": "not_configured"},
+            {"task_id": "git-1", "repo": "shop", "status": "selected"}]
+    df = pl.DataFrame([{k: None for k in SELECTION_SCHEMA} | r | {"fail_to_pass": [], "pass_to_pass": []}
+                       for r in rows], schema=SELECTION_SCHEMA)
+    assert scoring_checks.test_selections_usable(test_selections=df).passed
+    only_external = df.filter(pl.col("repo") != "shop")
+    res = scoring_checks.test_selections_usable(test_selections=only_external)
+    assert not res.passed and "nothing to judge" in res.description and "no_checkout 1" in res.description
+    # an external dataset task with a local checkout but no test_commands: a reason, not "materialize it"
+    task = {"task_id": "swe-2", "source": "swebench", "repo": "astropy/astropy", "repo_path": "/x", "base_commit": "c",
+            "has_tests": True, "test_files": ["t/test_a.py"]}
+    plan, status, detail = plan_for_task(task, None, None)
+    assert plan is None and status == "not_configured" and "sandbox.test_commands['astropy/astropy']" in detail

@@ -5,17 +5,21 @@ import polars as pl
 
 from distill_assets.defs.metadata import md_counts
 from distill_assets.defs.scoring.assets import test_selections
+from distill_assets.environments.selection import NOT_JUDGED
 
 
 @dg.asset_check(asset=test_selections, blocking=True,
-                description="Every repository whose tasks touch tests has at least one task with a usable test "
-                "selection; fails with the reasons when one has none, or when no task touches tests at all.")
+                description="Every repository whose tasks touch tests (and can be run here: a local checkout, a "
+                "configured source or test_commands) has at least one task with a usable test selection; fails with "
+                "the reasons when one has none, or when there is nothing to judge.")
 def test_selections_usable(test_selections: pl.DataFrame) -> dg.AssetCheckResult:
     df = test_selections
-    with_tests = df.filter(pl.col("status") != "no_tests") if df.height else df
+    with_tests = df.filter(~pl.col("status").is_in(NOT_JUDGED)) if df.height else df
     if not with_tests.height:
-        return dg.AssetCheckResult(passed=False, description="nothing to judge: no task touches a test file",
-                                   metadata={"tasks": df.height})
+        counts = dict(df.group_by("status").len().rows()) if df.height else {}
+        return dg.AssetCheckResult(passed=False, description="nothing to judge: no task that touches a test file can "
+                                   "be run here (" + (", ".join(f"{k} {v}" for k, v in counts.items()) or "no tasks")
+                                   + ")", metadata={"tasks": df.height})
     bad = []
     for (repo,), g in with_tests.group_by(["repo"], maintain_order=True):
         if not (g["status"] == "selected").any():

@@ -40,8 +40,13 @@ def reference_plans_valid(distill: DistillConfigResource, reference_plans: pl.Da
 
 
 @dg.asset_check(asset=change_tasks, blocking=True,
-                description="No repository's future leaks into its past: train < val < test in time, per repo.")
+                description="No repository's future leaks into its past: train < val < test in time, per repo; "
+                "fails when there are no tasks at all.")
 def change_tasks_split_is_temporal(change_tasks: pl.DataFrame) -> dg.AssetCheckResult:
+    if not change_tasks.height:  # nothing to judge is not a pass: everything downstream would run on nothing
+        return dg.AssetCheckResult(passed=False, description="nothing to judge: no change tasks (every commit was "
+                                   "dropped or every repository failed: see the metadata of mined_commits and "
+                                   "change_tasks)", metadata={"tasks": 0})
     leaks = split_leaks(change_tasks)
     return dg.AssetCheckResult(
         passed=not leaks,

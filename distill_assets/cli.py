@@ -134,6 +134,9 @@ def run_task(
     home = _ensure_home()
     cfg = _config_or_exit()
     adapters = adapters_from_tables(home / "storage" / "tables", cfg.resolved_cache_dir() / "promotions" / "live.json")
+    for a in adapters.values():  # what the gate decided to serve
+        console.print(f"{a.stage}: " + (f"adapter {a.sha256[:12]}" if a.adapter_gguf else
+                                        "base student (the gate promoted no adapter)"), soft_wrap=True)
     commands = (list(test_cmd or []) or cfg.sandbox.test_commands.get(Path(repo).resolve().name, [])) if tests else []
     if tests and not commands:  # no commands: the repository's own runner in a built test environment
         from distill_assets.environments.build import environment_cache

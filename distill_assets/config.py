@@ -482,8 +482,13 @@ class EvaluationConfig(_Strict):
     bootstrap: int = Field(default=1000, ge=10, description="bootstrap resamples for confidence intervals")
     ci_level: float = Field(default=0.95, gt=0.5, lt=1.0)
     seed: int = 0
-    tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="promotion gate: the largest drop of a "
-                             "headline metric (absolute, 0-1) a new adapter may show against the live one")
+    tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="promotion gate: the largest mean drop of a "
+                             "headline metric (absolute, 0-1) a new adapter may show against what the router "
+                             "serves (the live adapter, or the base student when nothing is live)")
+    min_gain_over_base: float = Field(default=0.02, ge=0.0, le=1.0, description="promotion gate: the smallest "
+                                      "mean paired gain over the base student on the stage's gain metric (stage 2 "
+                                      "file F1, 3 symbol F1, 4 file recall, 5 pass rate, 1 scope accuracy); the "
+                                      "lower end of its paired bootstrap interval must also be above 0")
     target_share: float = Field(default=0.7, gt=0.0, le=1.5, description="the student's target share of teacher "
                                 "quality (reported)")
 

@@ -31,6 +31,14 @@ HEADLINE: dict[str, list[str]] = {
     "plan_generation": ["structural_validity", "file_recall", "symbol_recall", "exec_pass_rate"],
     "code_generation": ["pass_rate"],
 }
+# the one metric a candidate must beat the base student on (paired, interval above zero) to be promoted
+GAIN_METRIC: dict[str, str] = {
+    "task_analysis": "scope_accuracy",
+    "relevance": "file_f1",
+    "symbol_selection": "symbol_f1",
+    "plan_generation": "file_recall",
+    "code_generation": "pass_rate",
+}
 
 
 def prf(pred: Iterable[str], gold: Iterable[str]) -> dict[str, float]:
@@ -122,6 +130,18 @@ def bootstrap_ci(values: Sequence[float | None], n_boot: int = 1000, level: floa
     means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"n": int(x.size), "mean": float(x.mean()), "ci_low": float(lo), "ci_high": float(hi)}
+
+
+def paired_gain(candidate: Mapping[str, float | None], other: Mapping[str, float | None], n_boot: int = 1000,
+                level: float = 0.95, seed: int = 0) -> dict[str, float | int | None]:
+    """Mean per-task difference ``candidate - other`` over the tasks both were measured on, with a paired
+    percentile-bootstrap interval (tasks resampled, each keeping both of its scores); also both means on
+    those tasks."""
+    ids = sorted(t for t in candidate if candidate[t] is not None and other.get(t) is not None)
+    ci = bootstrap_ci([candidate[t] - other[t] for t in ids], n_boot=n_boot, level=level, seed=seed)
+    return {"n": ci["n"], "candidate": float(np.mean([candidate[t] for t in ids])) if ids else None,
+            "other": float(np.mean([other[t] for t in ids])) if ids else None,
+            "gain": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
 
 
 def correlation(xs: Sequence[float | None], ys: Sequence[float | None]) -> dict[str, float | int | None]:

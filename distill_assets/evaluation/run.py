@@ -27,7 +27,7 @@ from distill_assets.prompts.student import parse_student_output
 from distill_assets.symbols import language_for_path
 
 EVAL_VERSION = "1"
-SYSTEMS = ("base", "adapter", "teacher")
+SYSTEMS = ("base", "adapter", "live", "teacher")  # live: the adapter the router serves now
 
 ALL_METRICS = sorted({m for ms in STAGE_METRICS.values() for m in ms})
 ROW_SCHEMA: dict[str, Any] = {
@@ -202,11 +202,15 @@ def evaluate_stage(stage: str, items: Sequence[EvalItem], systems: Sequence[Syst
     labels: dict[str, Any] = {}
     label_id = next((s.identity for s in systems if s.labels), "") if stage == "task_analysis" else ""
     for system in sorted(systems, key=lambda s: not s.labels):
-        key = _h(EVAL_VERSION, stage, system.name, system.identity, base_key, dict(settings or {}), label_id,
+        # keyed by what the answers depend on, not the system's role: the adapter evaluated as a candidate
+        # yesterday is today's live adapter, and its rows are reused under the new name
+        key = _h(EVAL_VERSION, stage, system.identity, base_key, dict(settings or {}), label_id,
                  down.coder_id if stage in ("plan_generation", "code_generation") else "",
                  down.judge_id if stage == "plan_generation" else "")
         df = cache.get(key) if cache is not None else None
         hits[system.name] = df is not None
+        if df is not None:
+            df = df.with_columns(system=pl.lit(system.name))
         if df is None:
             say(f"{stage}: {system.name} answers {len(items)} tasks")
             gens = system.generate(stage, items)

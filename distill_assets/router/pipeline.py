@@ -35,7 +35,7 @@ _STOP = {"the", "and", "for", "with", "that", "this", "from", "into", "when", "a
 class StageAdapter:
     stage: str
     base_gguf: str
-    adapter_gguf: str
+    adapter_gguf: str | None  # None: the base student alone (the gate promoted nothing for the stage)
     sha256: str = ""
 
 
@@ -122,7 +122,7 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
     engine = engine or StageEngine(n_ctx=cfg.router.n_ctx, n_threads=cfg.router.n_threads)
     try:
         for s, a in adapters.items():
-            if s not in engine.adapters:
+            if a.adapter_gguf and s not in engine.adapters:
                 engine.load_adapter(s, a.base_gguf, a.adapter_gguf, a.sha256)
         run_id = uuid.uuid4().hex
         result = RouteResult(run_id=run_id)
@@ -139,7 +139,8 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
             prompt = build_prompt(stage, task, ctx, budget_tokens=cfg.router.prompt_token_budget,
                                   chars_per_token=cfg.context.chars_per_token, reference_plan=plan_json)
             say(stage, "running")
-            llm = engine.use(stage)
+            a = adapters[stage]
+            llm = engine.use(stage) if a.adapter_gguf else engine.use_base(a.base_gguf)
             schema = prompt.schema
             comp = engine.complete(llm, prompt.messages, max_tokens=cfg.router.max_output_tokens,
                                    max_string_chars=cfg.router.max_string_chars, **decoding(stage, schema))
@@ -148,9 +149,8 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
             if err:
                 result.errors[stage] = err
             if log is not None:
-                a = adapters[stage]
                 log.record_query(run_id=run_id, repo=str(repo), base_commit=head, task_text=text, stage=stage,
-                                 adapter_sha256=a.sha256, base_gguf=a.base_gguf, prompt=prompt.messages,
+                                 adapter_sha256=a.sha256 or "base", base_gguf=a.base_gguf, prompt=prompt.messages,
                                  schema=schema, output=comp.text, parsed_ok=parsed is not None,
                                  parse_error=err, latency_ms=comp.latency_ms, tokens_in=comp.tokens_in,
                                  tokens_out=comp.tokens_out)
@@ -195,8 +195,13 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
 
 
 def adapters_from_tables(tables: Path, live: Path | None = None) -> dict[str, StageAdapter]:
-    """Per stage, the live adapter promoted by the evaluation gate (``live``: promotions/live.json) or,
-    for a stage never promoted, the latest one exported by the `gguf_adapters` asset (``storage/tables``)."""
+    """Per stage, what the evaluation gate decided to serve (``live``: promotions/live.json, next to its
+    decisions.jsonl): the live adapter; the base student alone when the gate judged the stage's adapters and
+    promoted none; for a stage the gate never judged, the latest adapter exported by the `gguf_adapters`
+    asset (``storage/tables``)."""
+    from distill_assets.evaluation.gate import Registry
+
+    registry = Registry(Path(live).parent) if live is not None and Path(live).parent.exists() else None
     live_set = json.loads(Path(live).read_text()) if live is not None and Path(live).exists() else {}
     import polars as pl
 
@@ -212,5 +217,7 @@ def adapters_from_tables(tables: Path, live: Path | None = None) -> dict[str, St
         df = pl.read_parquet(p)
         if df.height and df["status"][0] == "exported":
             r = df.row(0, named=True)
-            out[stage] = StageAdapter(stage, r["base_gguf"], r["gguf_path"], r["sha256"])
+            judged = registry is not None and registry.judged(stage)
+            out[stage] = StageAdapter(stage, r["base_gguf"], None if judged else r["gguf_path"],
+                                      "" if judged else r["sha256"])
     return out

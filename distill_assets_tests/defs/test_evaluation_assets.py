@@ -1,8 +1,11 @@
 """Evaluation assets for real on a small repository: the base student and a GGUF adapter on llama.cpp and
 the local teacher answer held-out tasks, plans are coded and run in the sandbox and judged, the report
-names every metric for every system, and the promotion gate promotes, then refuses a regression."""
+names every metric for every system; the promotion gate decides on the real rows, promotes an adapter that
+beats the base, and keeps the live adapter when a new one regresses against it (evaluated on the same tasks,
+its rows reused from the cache)."""
 
 import json
+import shutil
 
 import dagster as dg
 import polars as pl
@@ -24,6 +27,20 @@ def _run(keys, partition=None):
     job = defs().resolve_implicit_global_asset_job_def()
     return job.execute_in_process(instance=dg.DagsterInstance.get(), asset_selection=[dg.AssetKey(k) for k in keys],
                                   partition_key=partition, raise_on_error=False)
+
+
+def _check(result):
+    (check,) = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    return check.event_specific_data
+
+
+def _write_rows(tables, recall: dict[str, float], n: int = 6):
+    """Evaluation rows as the evaluations asset writes them, with chosen stage-4 file recall per system."""
+    rows = [{"stage": STAGE, "system": system, "system_id": system, "task_id": f"t{i}", "file_recall": value,
+             "structural_validity": 1.0, "symbol_recall": value, "exec_pass_rate": None}
+            for system, value in recall.items() for i in range(n)]
+    pl.DataFrame(rows, schema_overrides={"exec_pass_rate": pl.Float64}).write_parquet(
+        tables / "evaluations" / f"{STAGE}.parquet")
 
 
 def _meta(result, node):
@@ -96,23 +113,48 @@ def test_evaluation_report_and_promotion_gate(shop_repo, tmp_path, dagster_home,
         page = open(_meta(rep, "eval_report")["report_html"].value).read()
         assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
 
-        first = _run(["promoted_adapters"], STAGE)
-        assert first.success
-        assert _meta(first, "promoted_adapters")["decision"].value == "promoted"
+        # the gate on the real rows: promoted or not, the decision is the gate's on these rows, recorded
+        # with its comparisons, and live.json changes only on promotion
         cfg = load_config()
-        live_path = cfg.resolved_cache_dir() / "promotions" / "live.json"
-        live = json.loads(live_path.read_text())
+        promotions = cfg.resolved_cache_dir() / "promotions"
+        first = _run(["promoted_adapters"], STAGE)
+        assert first.success  # not promoting is a decision, not a failure
+        decision = json.loads((promotions / "decisions.jsonl").read_text().splitlines()[-1])
+        assert decision["comparisons"][0]["against"] == "base" and decision["comparisons"][0]["metric"] == "file_recall"
+        status = _meta(first, "promoted_adapters")["decision"].value
+        assert status == ("promoted" if decision["promote"] else "rejected")
+        assert (json.loads((promotions / "live.json").read_text()) if (promotions / "live.json").exists()
+                else {}).get(STAGE, {}).get("adapter_sha256") == (info["sha256"] if decision["promote"] else None)
+        check = _check(first)
+        assert check.passed is decision["promote"]
+        if not decision["promote"]:
+            assert check.severity == dg.AssetCheckSeverity.WARN and "router keeps serving base" in check.description
+
+        # rows where the adapter beats the base on every task: promoted, and the router will serve it
+        shutil.rmtree(promotions)
+        _write_rows(tables, {"base": 0.0, "adapter": 1.0})
+        promoted = _run(["promoted_adapters"], STAGE)
+        assert _meta(promoted, "promoted_adapters")["decision"].value == "promoted" and _check(promoted).passed
+        live = json.loads((promotions / "live.json").read_text())
         assert live[STAGE]["adapter_sha256"] == info["sha256"]
 
-        # the live adapter is now "another, better one": the same candidate must not replace it
-        live[STAGE] = {**live[STAGE], "adapter_sha256": "previous", "metrics": {k: 1.0 for k in live[STAGE]["metrics"]}}
-        live_path.write_text(json.dumps(live))
+        # a second adapter: the evaluation adds the live one on the same tasks, its rows from the cache
+        peft2 = make_peft_adapter(smollm2_dir, tmp_path / "peft2", seed=4, std=0.01)
+        info2 = export_gguf_lora(peft2, base, tmp_path / "b.gguf")
+        pl.DataFrame([{**row, "gguf_path": info2["path"], "sha256": info2["sha256"]}]).write_parquet(
+            tables / "gguf_adapters" / f"{STAGE}.parquet")
+        ev2 = _run(["evaluations"], STAGE)
+        assert ev2.success, [e.message for e in ev2.all_events if e.is_failure]
+        assert _meta(ev2, "evaluations")["systems"].value == "base, adapter, live, teacher"
+        assert _meta(ev2, "evaluations")["cache_hits"].value == "base, live, teacher"
+        # better than the base, worse than the live adapter: not promoted, the live one stays
+        _write_rows(tables, {"base": 0.0, "adapter": 0.5, "live": 1.0})
         second = _run(["promoted_adapters"], STAGE)
-        assert not second.success  # the blocking check fails the run
+        assert second.success
         assert _meta(second, "promoted_adapters")["decision"].value == "rejected"
-        (check,) = [e for e in second.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-        assert check.event_specific_data.passed is False
-        assert "regression" in check.event_specific_data.metadata["reason"].value
-        assert json.loads(live_path.read_text())[STAGE]["adapter_sha256"] == "previous"  # still live
+        check = _check(second)
+        assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+        assert "regression" in check.metadata["reason"].value and "vs live" in check.description
+        assert json.loads((promotions / "live.json").read_text())[STAGE]["adapter_sha256"] == info["sha256"]
     finally:
         instance.dispose()

@@ -6,7 +6,6 @@ import json
 import polars as pl
 import pytest
 
-from distill_assets.evaluation.gate import Registry, decide
 from distill_assets.evaluation.judge import parse_judge
 from distill_assets.evaluation.metrics import (HEADLINE, STAGE_METRICS, bootstrap_ci, correlation, plan_metrics, prf,
                                                reference_scope, relevance_metrics, share_of_teacher, symbol_metrics,
@@ -111,23 +110,6 @@ def test_bootstrap_interval_correlation_and_share():
     assert share_of_teacher(0.35, 0.5) == pytest.approx(0.7) and share_of_teacher(0.3, 0.0) is None
 
 
-def test_gate_promotes_first_and_equal_and_rejects_a_regression(tmp_path):
-    reg = Registry(tmp_path)
-    first = reg.record(decide("plan_generation", "aaa", {"file_recall": 0.6, "exec_pass_rate": 0.4}, None, 0.02),
-                       {"gguf_path": "/a.gguf"})
-    assert first.promote and reg.live()["plan_generation"]["adapter_sha256"] == "aaa"
-    live = reg.live()["plan_generation"]
-    ok = decide("plan_generation", "bbb", {"file_recall": 0.59, "exec_pass_rate": 0.5}, live, 0.02)
-    assert ok.promote and not ok.regressions  # a 0.01 drop is within tolerance
-    bad = reg.record(decide("plan_generation", "ccc", {"file_recall": 0.7, "exec_pass_rate": 0.3}, live, 0.02),
-                     {"gguf_path": "/c.gguf"})
-    assert not bad.promote and set(bad.regressions) == {"exec_pass_rate"} and "0.400 -> 0.300" in bad.reason
-    assert reg.live()["plan_generation"]["adapter_sha256"] == "aaa"  # the live adapter stays
-    unmeasured = decide("plan_generation", "ddd", {"file_recall": 0.7, "exec_pass_rate": None}, live, 0.02)
-    assert not unmeasured.promote and "n/a" in unmeasured.reason
-    assert [d["promote"] for d in reg.decisions("plan_generation")] == [True, False]
-
-
 def test_student_plan_format_parses_and_its_grammar_compiles():
     text = "[REASONING] the cart total needs a discount\n[PLAN] " + REF.model_dump_json()
     out, err = parse_student_output("plan_generation", text)
@@ -166,6 +148,6 @@ def test_report_names_every_metric_for_every_system():
     for stage, metrics in STAGE_METRICS.items():
         for m in metrics:
             line = next(l for l in md.splitlines() if l.startswith(f"| {stage} | {m}"))
-            assert line.count("0.500 [0.400, 0.600] n=3") == 3, line  # base, adapter, teacher
+            assert line.count("0.500 [0.400, 0.600] n=3") == len(SYSTEMS), line  # base, adapter, live, teacher
     assert set(plots) == {f"bars_{s}" for s in STAGE_METRICS}
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == len(plots)

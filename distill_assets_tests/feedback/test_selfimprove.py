@@ -120,6 +120,11 @@ def test_feedback_assets_accumulate_and_the_diversity_check_blocks_a_collapse(tm
         assert run4.success
         (mat,) = run4.asset_materializations_for_node("self_improvement_data")
         assert mat.metadata["pool_rows"].value == 0 and "stage 5 is not stable" in mat.metadata["stage4_gate"].value
+        # no student rows: the check has nothing to judge and says so, as a warning that does not stop the
+        # retrain on teacher rows
+        (check4,) = [e.event_specific_data for e in run4.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert check4.passed is False and check4.severity == dg.AssetCheckSeverity.WARN
+        assert "nothing to judge: 0 student row(s)" in check4.description
     finally:
         instance.dispose()
         store.close()

@@ -39,10 +39,13 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
     engine = StageEngine(n_ctx=4096, n_threads=2)
     try:
         cfg = _cfg()
-        res = route_task(demo_repo, TASK, _adapters(stage_ggufs), cfg, engine=engine, log=MultiLog(sqlite, pg),
+        adapters = _adapters(stage_ggufs)
+        # the gate promoted nothing for stage 1: the base student answers it, on the same loaded model
+        adapters["task_analysis"] = StageAdapter("task_analysis", adapters["task_analysis"].base_gguf, None, "")
+        res = route_task(demo_repo, TASK, adapters, cfg, engine=engine, log=MultiLog(sqlite, pg),
                          test_commands=cfg.sandbox.test_commands["demo-shop"])
-        assert len(engine.bases) == 1 and len(engine.adapters) == 5  # one model, every adapter loaded once
-        assert engine.switches == 5  # one switch per stage, no reload
+        assert len(engine.bases) == 1 and len(engine.adapters) == 4  # one model, every adapter loaded once
+        assert engine.switches == 4  # one switch per adapter stage, no reload
     finally:
         engine.close()
     assert set(res.outputs) == set(STAGE_ORDER)
@@ -55,7 +58,7 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
         rows = store.queries(res.run_id)
         assert [r["stage"] for r in rows] == list(STAGE_ORDER)
         assert all(r["latency_ms"] > 0 and r["tokens_out"] > 0 for r in rows)
-        assert {r["adapter_sha256"] for r in rows} == {sha for _, _, sha in stage_ggufs.values()}
+        assert [r["adapter_sha256"] for r in rows] == ["base"] + [stage_ggufs[s][2] for s in STAGE_ORDER[1:]]
         plan_row = rows[STAGE_ORDER.index("plan_generation")]
         # stage 4 answers in the format the student was trained on: [REASONING] ... [PLAN] {plan}
         assert plan_row["parsed_ok"] and plan_row["output"].startswith("[REASONING] ")
@@ -196,3 +199,10 @@ def test_router_serves_the_promoted_adapter_before_the_latest_export(tmp_path):
     got = adapters_from_tables(tmp_path / "tables", live)
     assert got["plan_generation"].sha256 == "live" and got["relevance"].sha256 == "latest"
     assert adapters_from_tables(tmp_path / "tables")["plan_generation"].sha256 == "latest"
+    # the gate judged relevance's adapter and promoted none: the base student serves, not the latest export
+    from distill_assets.evaluation.gate import Decision, Registry
+
+    Registry(tmp_path).record(Decision("relevance", "latest", None, False, "does not beat the base"))
+    got = adapters_from_tables(tmp_path / "tables", live)
+    assert got["relevance"].adapter_gguf is None and got["relevance"].base_gguf == "/b.gguf"
+    assert got["plan_generation"].sha256 == "live"

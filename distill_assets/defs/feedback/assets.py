@@ -94,8 +94,10 @@ def student_rows_diverse(context: dg.AssetCheckExecutionContext, distill: Distil
     texts = [json.loads(c)[0]["content"] for c in self_improvement_data["completion"].to_list()] \
         if self_improvement_data.height else []
     d = diversity(texts)
-    if len(texts) < 2:
-        return dg.AssetCheckResult(passed=True, metadata={"texts": len(texts), "note": "fewer than two rows"})
+    if len(texts) < 2:  # nothing to judge; the retrain then learns from teacher rows only, so it need not wait
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"texts": len(texts)},
+                                   description=f"nothing to judge: {len(texts)} student row(s) (diversity needs two "
+                                   "or more); the retrain uses teacher rows only")
     ok = d["distinct_2"] >= auto.min_distinct_2 and d["mean_similarity"] <= auto.max_mean_similarity
     return dg.AssetCheckResult(passed=ok, metadata={
         "texts": len(texts), "distinct_2": round(d["distinct_2"], 4), "mean_similarity": round(d["mean_similarity"], 4),

@@ -4,7 +4,8 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.defs.metadata import md_counts
-from distill_assets.defs.scoring.assets import test_selections
+from distill_assets.defs.partitions import stage_partitions
+from distill_assets.defs.scoring.assets import sft_datasets, test_selections
 from distill_assets.environments.selection import NOT_JUDGED
 
 
@@ -32,3 +33,19 @@ def test_selections_usable(test_selections: pl.DataFrame) -> dg.AssetCheckResult
         metadata={"repositories_without_selection": len(bad), "reasons": md_counts(counts, key="status", value="tasks"),
                   "details": dg.MetadataValue.md("\n".join(f"- {b}" for b in bad) or "_(none)_")},
     )
+
+
+@dg.asset_check(asset=sft_datasets, blocking=True, partitions_def=stage_partitions,
+                description="The stage has SFT rows in the train split; fails (and the adapter is not trained on "
+                "nothing) when it has none, with the rows per split and source.")
+def sft_has_train_rows(sft_datasets: pl.DataFrame) -> dg.AssetCheckResult:
+    df = sft_datasets
+    counts = {f"{split}/{source}": n for split, source, n in df.group_by("split", "source").len().rows()} \
+        if df.height else {}
+    n_train = int((df["split"] == "train").sum()) if df.height else 0
+    return dg.AssetCheckResult(
+        passed=n_train > 0, metadata={"train_rows": n_train, "rows": md_counts(counts, key="split/source",
+                                                                                value="rows")},
+        description=None if n_train else "nothing to train on: no SFT row in the train split ("
+        + (", ".join(f"{k} {v}" for k, v in counts.items()) or "no rows at all") + "); check teacher_outputs, "
+        "validated_outputs and plan_executions for this stage")

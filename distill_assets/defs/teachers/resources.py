@@ -1,13 +1,15 @@
 """Teacher endpoints for assets: the local llama.cpp server or a remote OpenAI-compatible API."""
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 import dagster as dg
 
 from distill_assets.config import ConfigError, DistillConfig, Teacher, resolve_model_file
 from distill_assets.teachers.cache import ResponseCache
+from distill_assets.teachers.client import TeacherAnswer, TeacherPermanentError, TeacherRequest
 from distill_assets.teachers.local_server import LocalLlamaServer, LocalServerError
+from distill_assets.teachers.runner import all_cached, run_teacher
 
 
 class TeachersResource(dg.ConfigurableResource):
@@ -36,6 +38,38 @@ class TeachersResource(dg.ConfigurableResource):
             return
         key = dg.EnvVar(teacher.api_key_env).get_value() if teacher.api_key_env else None
         yield str(teacher.base_url), key
+
+    def calls(self, cfg: DistillConfig, stack: ExitStack) -> "TeacherCalls":
+        """A callable (teacher name, requests) -> answers for one step; endpoints open on first need and
+        close with ``stack``."""
+        return TeacherCalls(self, cfg, stack)
+
+
+class TeacherCalls:
+    """Answers by teacher name, from the response cache when every request is there (a local teacher's
+    server is then never started), else from the teacher's endpoint, opened once per step. A permanent
+    error (bad key, unknown model) fails the step without retries."""
+
+    def __init__(self, teachers: TeachersResource, cfg: DistillConfig, stack: ExitStack):
+        self.teachers, self.cfg, self.stack = teachers, cfg, stack
+        self.cache = teachers.response_cache(cfg)
+        stack.callback(self.cache.close)
+        self.open: dict[str, tuple[str, str | None]] = {}
+
+    def __call__(self, name: str, requests: list[TeacherRequest]) -> list[TeacherAnswer]:
+        if not requests:
+            return []
+        teacher = self.cfg.teacher(name)
+        if teacher.kind == "local_llama_cpp" and all_cached(teacher, self.cache, requests):
+            url, key = "http://127.0.0.1:9/v1", None  # never contacted: every answer is cached
+        else:
+            if name not in self.open:
+                self.open[name] = self.stack.enter_context(self.teachers.endpoint(teacher))
+            url, key = self.open[name]
+        try:
+            return run_teacher(teacher, url, key, self.cache, requests)[0]
+        except TeacherPermanentError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 @dg.definitions

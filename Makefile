@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: setup demo test test-slow test-all ui bench clean system sandbox-images images deploy
+.PHONY: setup demo learn test test-slow test-all ui bench clean system sandbox-images images deploy
 
 system:
 	@bash scripts/setup-system.sh
@@ -28,6 +28,13 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/distill demo
+
+# does the student learn? stages 2-4 trained on a real repository's history (gold patches as the teacher),
+# evaluated against the base on its latest tasks and on another repository's (data/learn.yaml)
+LEARN_REPO ?= ../shared/repos/click.bundle
+LEARN_TRANSFER ?= ../shared/repos/commander.bundle
+learn: setup
+	$(BIN)/distill learn $(LEARN_REPO) $(if $(LEARN_TRANSFER),--transfer $(LEARN_TRANSFER)) --out bench/results/student_gain.md
 
 sandbox-images:
 	@bash scripts/start-dockerd.sh

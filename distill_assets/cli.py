@@ -113,6 +113,50 @@ def demo(
 
 
 @app.command()
+def learn(
+    source: str = typer.Argument(..., help="the repository to learn from: a git bundle, a local repository or a URL"),
+    transfer: str = typer.Option(None, "--transfer", help="also evaluate the adapters on this repository's "
+                                 "held-out tasks"),
+    profile: Path = typer.Option(None, "--profile", help="the learning profile (default: data/learn.yaml)"),
+    fractions: str = typer.Option("0.25,0.5,1.0", "--fractions", help="shares of the training rows to train at "
+                                  "(a learning curve; the largest is the headline)"),
+    stages: str = typer.Option("relevance,symbol_selection,plan_generation", "--stages"),
+    work: Path = typer.Option(None, "--work", help="folder of the run's Dagster homes (default: "
+                              "$DAGSTER_HOME/learn)"),
+    out: Path = typer.Option(None, "--out", help="write the markdown report here (default: WORK/student_gain.md)"),
+):
+    """Does the student learn? Train stage adapters on a real repository's history with the gold patches as
+    the teacher, at several shares of the training rows, and compare each with the untrained base on the
+    held-out (latest) tasks: per stage and metric, means, intervals and the paired gain."""
+    from distill_assets.evaluation.learning import gain_table, render
+    from distill_assets.learning import PROFILE, LearnError
+    from distill_assets.learning import learn as run_learn
+
+    home = _ensure_home()
+    work = (work or home / "learn").resolve()
+    keys = tuple(s.strip() for s in stages.split(",") if s.strip())
+    shares = tuple(float(f) for f in fractions.split(","))
+    started = time.time()
+    try:
+        res = run_learn(source, work, profile=profile or PROFILE, stages=keys, fractions=shares, transfer=transfer,
+                        log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+    except (LearnError, ConfigError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1)
+    table = gain_table(res.runs)
+    cmd = "distill learn " + " ".join(sys.argv[2:])
+    header = (f"# Student gain: {res.headline}\n\nCommand: `{cmd}`; profile `{(profile or PROFILE).name}`; "
+              f"training rows at 100 %: {res.train_rows}; wall time {time.time() - started:.0f} s "
+              f"({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items())}).")
+    md = render(table, res.headline, res.curve, res.transfer, header)
+    out = out or work / "student_gain.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    console.print(md, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {out}")
+
+
+@app.command()
 def run_task(
     task: str = typer.Argument(..., help="what to change, in words"),
     repo: Path = typer.Option(..., "--repo", help="a clean git repository (its HEAD is read)"),

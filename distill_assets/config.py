@@ -424,6 +424,20 @@ class ScoringConfig(_Strict):
     sft_min_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="stage 4/5 SFT rows with tests")
     max_sft_per_task: int = Field(default=3, ge=1, description="diversity: rows per task and stage")
     include_reference: bool = Field(default=True, description="mix reference plans (gold) into SFT and DPO")
+    reference_stages: list[str] = Field(default_factory=lambda: ["plan_generation", "code_generation"],
+                                        description="stages whose SFT rows include the gold patch's answer (with "
+                                        "include_reference): relevance (the changed files among the candidates), "
+                                        "symbol_selection (the plan's symbols), plan_generation (the reference "
+                                        "plan), code_generation (the gold diff)")
+
+    @field_validator("reference_stages")
+    @classmethod
+    def _known_reference_stages(cls, v: list[str]) -> list[str]:
+        allowed = ("relevance", "symbol_selection", "plan_generation", "code_generation")
+        bad = [s for s in v if s not in allowed]
+        if bad:
+            raise ValueError(f"unknown or unsupported stage(s) {bad}: the gold patch answers {list(allowed)}")
+        return v
     executions_per_plan: int = Field(default=1, ge=1, description="stage-5 samples per plan")
     max_plans_per_task: int = Field(default=3, ge=1, description="plans executed per task and teacher")
 

@@ -240,10 +240,24 @@ def report_run(result, job: dg.JobDefinition, selected: list[dg.AssetKey], parti
 # --------------------------------------------------------------------------- materialize everything
 
 
+def _in_stages(pdef, key: str | None, stages: set[str] | None) -> bool:
+    """Whether a partition key belongs to one of ``stages`` (keys of other partitionings always do)."""
+    from distill_assets.defs.partitions import stage_partitions
+
+    if stages is None or key is None:
+        return True
+    if pdef == stage_partitions:
+        return key in stages
+    if isinstance(pdef, dg.MultiPartitionsDefinition) and "stage" in pdef.partition_dimension_names:
+        return str(key).split("|")[pdef.partition_dimension_names.index("stage")] in stages
+    return True
+
+
 def materialize_all(cfg: DistillConfig, *, select: str = "*", groups: set[str] | None = None,
-                    instance: dg.DagsterInstance | None = None,
+                    instance: dg.DagsterInstance | None = None, stages: set[str] | None = None,
                     log: Callable[[str], None] = print, log_level: str = "CRITICAL") -> list[AssetRunSummary]:
-    """Materialize the selected assets (see select_asset_keys) for every partition that applies.
+    """Materialize the selected assets (see select_asset_keys) for every partition that applies
+    (``stages``: only these stages' partitions of stage-partitioned assets).
 
     ``log_level`` is the runs' console logger level: at the default CRITICAL it prints nothing
     (step failures are logged at ERROR with their stack trace; they stay in the event log and the
@@ -282,7 +296,7 @@ def materialize_all(cfg: DistillConfig, *, select: str = "*", groups: set[str] |
         names = ", ".join(k.to_user_string() for k in runnable)
         t0 = time.time()
         ok = bad = 0
-        pkeys = _partition_keys(pdef, cfg, instance, log)
+        pkeys = [k for k in _partition_keys(pdef, cfg, instance, log) if _in_stages(pdef, k, stages)]
         for pk in pkeys:
             log(f"materialize {names}" + (f" [{pk}]" if pk else ""))
             result = job.execute_in_process(

@@ -81,7 +81,22 @@ def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, mon
             line = next(line for line in md.splitlines() if line.startswith(f"| plan_generation | {metric}"))
             base_cell, adapter_cell = line.split(" | ")[2:4]
             assert " n=" in base_cell and " n=" in adapter_cell, line
-        promoted = pl.read_parquet(tables / "promoted_adapters" / "plan_generation.parquet").row(0, named=True)
-        assert promoted["status"] == "promoted" and promoted["live_sha256"]
+        # the gate decided on every stage; a candidate that did not beat the base is not served, and the demo
+        # says so in one line per stage
+        import json
+
+        live_path = load_config().resolved_cache_dir() / "promotions" / "live.json"
+        live = json.loads(live_path.read_text()) if live_path.exists() else {}
+        for stage in ("task_analysis", "relevance", "symbol_selection", "plan_generation", "code_generation"):
+            row = pl.read_parquet(tables / "promoted_adapters" / f"{stage}.parquet").row(0, named=True)
+            assert row["status"] in ("promoted", "rejected"), row
+            comparisons = json.loads(row["comparisons_json"])
+            assert comparisons[0]["against"] == "base" and comparisons[0]["n"] >= 1, row
+            if row["status"] == "promoted":
+                assert live[stage]["adapter_sha256"] == row["candidate_sha256"]
+            else:
+                assert stage not in live and row["serving"] == "base"
+                assert any(f"no_headline_regression on promoted_adapters [{stage}]: not promoted" in line
+                           for line in logs), logs
     finally:
         instance.dispose()

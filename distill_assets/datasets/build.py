@@ -14,8 +14,9 @@ from typing import Any, Iterable, Mapping
 
 import polars as pl
 
-from distill_assets.plans.schema import Plan
-from distill_assets.prompts.schemas import STAGE_MODELS
+from distill_assets.plans.schema import MODULE, Plan
+from distill_assets.prompts.schemas import (MAX_SYMBOLS, STAGE_MODELS, FileRelevance, RelevanceOutput, SelectedSymbol,
+                                            SymbolSelectionOutput)
 
 from distill_assets.datasets.tags import PLAN_TAG, REASONING_TAG
 
@@ -45,6 +46,49 @@ def completion_text(stage: str, parsed_json: str) -> str:
 def reference_plan_completion(plan_json: str) -> str:
     plan = Plan.model_validate_json(plan_json)
     return plan_completion(plan.rationale or plan.task_summary, plan)
+
+
+_VERB = {"modify": "modifies", "add": "adds", "delete": "deletes", "rename": "renames"}
+
+
+def _what_changes(f) -> str:
+    named = [f"{_VERB[c.action]} {c.symbol if c.symbol != MODULE else 'module-level code'}" for c in f.changes]
+    return "the change " + ", ".join(named[:6]) + (f" and {len(named) - 6} more" if len(named) > 6 else "")
+
+
+def reference_relevance_completion(plan_json: str, shown: list[str]) -> str | None:
+    """Stage 2 as the gold patch answers it: every candidate file shown in the prompt, relevant exactly when
+    the reference plan changes it (None when the prompt showed no candidate)."""
+    if not shown:
+        return None
+    plan = Plan.model_validate_json(plan_json)
+    changed = {f.path: f for f in plan.affected_files}
+    files = [FileRelevance(path=p, relevant=p in changed,
+                           reason=_what_changes(changed[p]) if p in changed else "the change does not touch this file")
+             for p in shown]
+    return RelevanceOutput(files=files).model_dump_json()
+
+
+def reference_symbols_completion(plan_json: str) -> str | None:
+    """Stage 3 as the gold patch answers it: the reference plan's named symbols with their actions (module-level
+    changes are not symbols; None when the plan names none)."""
+    plan = Plan.model_validate_json(plan_json)
+    symbols = [SelectedSymbol(path=f.path, symbol=c.symbol, action=c.action,
+                              reason=c.description or f"{c.action} {c.symbol} for the change")
+               for f in plan.affected_files for c in f.changes if c.symbol != MODULE][:MAX_SYMBOLS]
+    return SymbolSelectionOutput(symbols=symbols).model_dump_json() if symbols else None
+
+
+def reference_completion(stage: str, plan_json: str, shown: list[str]) -> str | None:
+    """The reference (gold patch) answer of a stage, in the stage's trained format; None where the gold patch
+    gives no answer for the stage (stage 1 has no gold label, stage 5's is the diff itself)."""
+    if stage == "relevance":
+        return reference_relevance_completion(plan_json, shown)
+    if stage == "symbol_selection":
+        return reference_symbols_completion(plan_json)
+    if stage == "plan_generation":
+        return reference_plan_completion(plan_json)
+    return None
 
 
 def as_messages(completion: str) -> str:

@@ -79,6 +79,9 @@ def _obj(props: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
+MAX_SYMBOLS = 12  # symbols a stage-3 answer may select
+
+
 def _str_or_enum(values: list[str]) -> dict[str, Any]:
     values = list(dict.fromkeys(values))
     if values and len(values) <= MAX_ENUM:
@@ -108,7 +111,7 @@ def task_schema(stage: str, candidates: list[str], tree: list[str], symbols: dic
             "path": _str_or_enum(candidates), "relevant": {"type": "boolean"}, "reason": {"type": "string"},
         })}})
     if stage == "symbol_selection":
-        return _obj({"symbols": {"type": "array", "maxItems": 12, "items": _obj({
+        return _obj({"symbols": {"type": "array", "maxItems": MAX_SYMBOLS, "items": _obj({
             "path": _str_or_enum(candidates),
             "symbol": _str_or_enum(cand_symbols + [MODULE]),
             "action": {"type": "string", "enum": ["modify", "add", "delete", "rename"]},

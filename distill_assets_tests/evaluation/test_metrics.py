@@ -151,3 +151,32 @@ def test_report_names_every_metric_for_every_system():
             assert line.count("0.500 [0.400, 0.600] n=3") == len(SYSTEMS), line  # base, adapter, live, teacher
     assert set(plots) == {f"bars_{s}" for s in STAGE_METRICS}
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == len(plots)
+
+
+def test_the_gold_patch_answers_of_stages_2_to_4_parse_and_score_perfectly():
+    """The reference rows SFT learns from (scoring.reference_stages) are what the evaluation calls right."""
+    from distill_assets.datasets.build import reference_completion
+    from distill_assets.evaluation.metrics import gold_symbols, relevance_metrics, symbol_metrics
+
+    ref = plan([("shop/cart.py", [("Cart.total", "modify"), ("<module>", "modify")]),
+                ("shop/orders.py", [("place_order", "add")])])
+    shown = ["shop/cart.py", "shop/pricing.py", "shop/orders.py"]
+    rel, err = parse_student_output("relevance", reference_completion("relevance", ref.model_dump_json(), shown))
+    assert err is None and [f.path for f in rel.files] == shown
+    assert [f.relevant for f in rel.files] == [True, False, True]
+    assert "modifys" not in rel.files[0].reason and "Cart.total" in rel.files[0].reason
+    m = relevance_metrics(rel, {f.path for f in ref.affected_files}, shown)
+    assert m["file_f1"] == 1.0 and m["file_accuracy"] == 1.0
+    sym, err = parse_student_output("symbol_selection", reference_completion("symbol_selection",
+                                                                             ref.model_dump_json(), shown))
+    assert err is None and {(s.symbol, s.action) for s in sym.symbols} == {("Cart.total", "modify"),
+                                                                          ("place_order", "add")}
+    assert symbol_metrics(sym, gold_symbols(ref))["symbol_f1"] == 1.0
+    out, err = parse_student_output("plan_generation", reference_completion("plan_generation",
+                                                                            ref.model_dump_json(), shown))
+    assert err is None and out.plan == ref
+    # no candidate shown: no relevance answer; a plan of module-level changes only: no symbol answer
+    assert reference_completion("relevance", ref.model_dump_json(), []) is None
+    only_module = plan([("setup.py", [("<module>", "modify")])])
+    assert reference_completion("symbol_selection", only_module.model_dump_json(), shown) is None
+    assert reference_completion("task_analysis", ref.model_dump_json(), shown) is None

@@ -49,7 +49,8 @@ def _live(cfg, stage: str) -> StudentAdapter | None:
 @dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version=EVAL_VERSION,
           pool="teacher_api", check_specs=[EVALUATED],
           kinds={"polars"}, retry_policy=TRANSIENT_RETRY, ins={"reference_plans": dg.AssetIn(), "change_tasks": dg.AssetIn(),
-                                 "task_contexts": dg.AssetIn(), "test_selections": dg.AssetIn()},
+                                 "task_contexts": dg.AssetIn(),
+                                 "test_selections": dg.AssetIn(metadata={"optional_table": True})},
           description="Held-out (test split) tasks of the stage answered by the base student, the trained adapter, "
           "the live adapter (when another one is live) on llama.cpp in the student's trained format, and the "
           "teacher; per-task metrics against the gold patch's plan and the teacher's labels; stage-4 plans coded "

@@ -7,7 +7,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from distill_assets.datasets.build import dpo_rows, reference_plan_completion, sft_rows
+from distill_assets.datasets.build import dpo_rows, reference_completion, sft_rows
 from distill_assets.environments.build import environment_cache, wants_environment
 from distill_assets.environments.selection import ENV_SCHEMA, env_by_task, environments_for_tasks, selection_for_task
 from distill_assets.plans.schema import Plan
@@ -264,12 +264,16 @@ def _difficulty(reference_plans: pl.DataFrame) -> dict:
 
 
 @dg.asset(automation_condition=REFRESH, group_name=GROUP, partitions_def=stage_partitions, code_version="1", kinds={"polars"},
-          ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL)},
+          ins={"validated_outputs": dg.AssetIn(**ALL), "plan_executions": dg.AssetIn(**ALL),
+               # never materialized (a run without test execution, e.g. `distill learn`): empty tables
+               "plan_scores": dg.AssetIn(metadata={"optional_table": True}),
+               "test_selections": dg.AssetIn(metadata={"optional_table": True})},
           description="TRL conversational prompt/completion rows per stage (stage 4: [REASONING] ... [PLAN] {json}), "
-          "with split, source and curriculum difficulty; near-duplicates capped per task; reference plans by config.")
+          "with split, source and curriculum difficulty; near-duplicates capped per task; the gold patch's answer "
+          "(source reference) for the stages in scoring.reference_stages.")
 def sft_datasets(context: dg.AssetExecutionContext, distill: DistillConfigResource, validated_outputs, plan_executions,
                  stage_prompts: pl.DataFrame, plan_scores: pl.DataFrame, reference_plans: pl.DataFrame,
-                 change_tasks: pl.DataFrame, test_selections: pl.DataFrame) -> pl.DataFrame:
+                 change_tasks: pl.DataFrame, test_selections: pl.DataFrame, task_contexts: pl.DataFrame) -> pl.DataFrame:
     cfg = distill.load()
     stage = context.partition_key
     v = _concat(validated_outputs)
@@ -277,17 +281,21 @@ def sft_datasets(context: dg.AssetExecutionContext, distill: DistillConfigResour
     tasks, sel = _by_id(change_tasks), _by_id(test_selections)
     rates: dict = {}
     refs = []
+    with_reference = cfg.scoring.include_reference and stage in cfg.scoring.reference_stages
     if stage == "plan_generation":
         rates = {r["plan_key"]: r["pass_rate"] for r in plan_scores.iter_rows(named=True)}
-        if cfg.scoring.include_reference:
-            for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
-                gold = 1.0 if sel.get(r["task_id"], {}).get("status") == "selected" else None
-                refs.append((r["task_id"], "reference", reference_plan_completion(r["plan_json"]), gold))
+    if with_reference and stage in ("relevance", "symbol_selection", "plan_generation"):
+        shown = {r["task_id"]: [c["path"] for c in r["candidates"] or []] for r in task_contexts.iter_rows(named=True)}
+        for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
+            completion = reference_completion(stage, r["plan_json"], shown.get(r["task_id"], []))
+            gold = 1.0 if stage == "plan_generation" and sel.get(r["task_id"], {}).get("status") == "selected" else None
+            if completion is not None:
+                refs.append((r["task_id"], "reference", completion, gold))
     elif stage == "code_generation":
         ex = _concat(plan_executions)
         if ex is not None:
             rates = {r["code_key"]: r["pass_rate"] for r in ex.iter_rows(named=True) if r["code_key"]}
-            if cfg.scoring.include_reference:
+            if with_reference:
                 for r in ex.filter(pl.col("coder") == "gold").iter_rows(named=True):
                     refs.append((r["task_id"], "reference", json.dumps({"diff": r["diff"]}), r["pass_rate"]))
     df = sft_rows(stage, cands if cands.height else pl.DataFrame(schema={"task_id": pl.Utf8, "sample_index": pl.Int64}),

@@ -71,7 +71,8 @@ def _launch_docker(context: dg.AssetExecutionContext, cfg, run_dir: Path) -> Non
 
 @dg.asset(automation_condition=NIGHTLY, group_name=GROUP, partitions_def=stage_partitions, code_version=TRAINER_VERSION, pool="gpu",
           kinds={"pytorch", "polars"}, tags={"distill/gpu": "true"},
-          ins={"self_improvement_data": dg.AssetIn(metadata={"optional_table": True})},
+          ins={"self_improvement_data": dg.AssetIn(metadata={"optional_table": True}),
+               "dpo_pairs": dg.AssetIn(metadata={"optional_table": True})},
           description="The stage's LoRA adapter: span-weighted CoT-SFT (curriculum where configured), then DPO from the "
           "SFT adapter, then optional on-policy logit distillation; trained in a subprocess (accelerate launch on "
           "several GPUs) or a container, cached by data + config hash, resumable from checkpoints.")

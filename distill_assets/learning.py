@@ -1,0 +1,166 @@
+"""`distill learn REPO`: the pipeline on a real repository with the learning profile (`data/learn.yaml`):
+sources, prompts and the gold patches' answers as SFT rows for stages 2-4, one adapter per stage trained at
+several shares of the training rows (a learning curve), each evaluated against the untrained base on the
+held-out (latest) tasks; optionally the adapters evaluated on another repository's held-out tasks
+(transfer). Each repository gets its own Dagster home under the work folder, so the run neither reads nor
+overwrites the demo's tables; every expensive step is cached there by content, so a second run resumes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import polars as pl
+import yaml
+
+from distill_assets.config import PROJECT_ROOT, load_config
+
+LEARN_STAGES = ("relevance", "symbol_selection", "plan_generation")
+PROFILE = PROJECT_ROOT / "data" / "learn.yaml"
+
+
+class LearnError(Exception):
+    """A learning run that cannot go on, in one line (a step failed, nothing to train on)."""
+
+
+@dataclass
+class LearnResult:
+    runs: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict)  # run label -> stage -> eval rows
+    curve: list[tuple[str, float]] = field(default_factory=list)  # (run label, share of the training rows)
+    headline: str = ""
+    transfer: str | None = None
+    train_rows: dict[str, int] = field(default_factory=dict)  # stage -> rows at 100 %
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall time
+
+
+def repo_entry(source: str) -> dict:
+    """A sources.repos entry for a bundle file, a local repository, or a clone URL."""
+    p = Path(source).expanduser()
+    if p.exists():
+        p = p.resolve()
+        name = p.stem if p.suffix == ".bundle" else p.name
+        return {"name": name, "url": str(p)} if p.is_file() else {"name": name, "path": str(p)}
+    name = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    return {"name": name, "url": source}
+
+
+def write_config(profile: Path, source: str, folder: Path, max_train_rows: int | None = None,
+                 stages: tuple[str, ...] = LEARN_STAGES) -> Path:
+    """The profile with ``source`` as its one repository (and a training-row cap for ``stages``)."""
+    data = yaml.safe_load(Path(profile).read_text())
+    data["sources"] = {"repos": [repo_entry(source)], "external": []}
+    if max_train_rows is not None:
+        for st in data["stages"]:
+            if st["key"] in stages:
+                st["training"] = {**st.get("training", {}), "max_train_rows": max_train_rows}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "distill.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    load_config(path)  # fails here, with the field, when the profile is wrong
+    return path
+
+
+@contextmanager
+def dagster_home(home: Path, config: Path) -> Iterator[None]:
+    """DAGSTER_HOME and DISTILL_CONFIG for the duration of a phase (the IO manager and the config resource
+    read them when a run starts)."""
+    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DISTILL_CONFIG")}
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    os.environ.update(DAGSTER_HOME=str(home), DISTILL_CONFIG=str(config))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def materialize(steps: list[str], stages: tuple[str, ...], log: Callable[[str], None]) -> None:
+    """Materialize each selection in order (stage-partitioned assets: only ``stages``); a failure stops."""
+    import dagster as dg
+
+    from distill_assets.orchestrate import materialize_all
+
+    with dg.DagsterInstance.get() as instance:
+        for step in steps:
+            groups = {step.removeprefix("group:")} if step.startswith("group:") else None
+            results = materialize_all(load_config(), instance=instance, log=log, stages=set(stages),
+                                      **({"groups": groups} if groups else {"select": step}))
+            failed = [r.asset for r in results if r.failed]
+            if failed:
+                raise LearnError(f"{step}: {', '.join(failed)} failed (the lines above say why)")
+
+
+def _tables(home: Path) -> Path:
+    return home / "storage" / "tables"
+
+
+def eval_rows(home: Path, stages: tuple[str, ...]) -> dict[str, pl.DataFrame]:
+    out = {}
+    for stage in stages:
+        p = _tables(home) / "evaluations" / f"{stage}.parquet"
+        if p.exists():
+            out[stage] = pl.read_parquet(p)
+    return out
+
+
+def train_rows(home: Path, stage: str) -> int:
+    p = _tables(home) / "sft_datasets" / f"{stage}.parquet"
+    return int((pl.read_parquet(p)["split"] == "train").sum()) if p.exists() else 0
+
+
+def learn(source: str, work: Path, *, profile: Path = PROFILE, stages: tuple[str, ...] = LEARN_STAGES,
+          fractions: tuple[float, ...] = (0.25, 0.5, 1.0), transfer: str | None = None,
+          log: Callable[[str], None] = print) -> LearnResult:
+    """Run the learning pipeline; the adapters of the largest share are the headline (and the transferred)."""
+    res = LearnResult()
+    name = repo_entry(source)["name"]
+    home = work / name
+    t0 = time.time()
+    cfg_path = write_config(profile, source, home)
+    with dagster_home(home, cfg_path):
+        materialize(["group:sources", "stage_prompts", "sft_datasets"], stages, log)
+    res.seconds["data"] = time.time() - t0
+    cap = load_config(cfg_path).stage(stages[0]).training.max_train_rows
+    res.train_rows = {s: min(train_rows(home, s), cap or 10**9) for s in stages}
+    if not any(res.train_rows.values()):
+        raise LearnError(f"{name}: no training rows for {', '.join(stages)} (see sft_datasets in {home})")
+    for share in sorted(fractions):
+        t = time.time()
+        rows = max(1, round(share * max(res.train_rows.values())))
+        label = f"{name}, {share:.0%} of the training rows ({rows})"
+        log(f"== {label}")
+        with dagster_home(home, write_config(profile, source, home, rows, stages)):
+            materialize(["adapters", "gguf_adapters", "evaluations"], stages, log)
+        res.runs[label] = eval_rows(home, stages)
+        res.curve.append((label, share))
+        res.seconds[f"train+eval {share:.0%}"] = time.time() - t
+    res.headline = res.curve[-1][0]
+    if transfer:
+        t = time.time()
+        other = repo_entry(transfer)["name"]
+        other_home = work / f"{other}-transfer"
+        cfg_other = write_config(profile, transfer, other_home)
+        with dagster_home(other_home, cfg_other):
+            materialize(["group:sources", "stage_prompts"], stages, log)
+            dest = _tables(other_home) / "gguf_adapters"
+            dest.mkdir(parents=True, exist_ok=True)
+            for stage in stages:  # the adapters trained on `source`, evaluated on `transfer`'s held-out tasks
+                shutil.copy2(_tables(home) / "gguf_adapters" / f"{stage}.parquet", dest / f"{stage}.parquet")
+            materialize(["evaluations"], stages, log)
+        res.transfer = f"adapters trained on {name} ({res.curve[-1][1]:.0%}), held-out tasks of {other}"
+        res.runs[res.transfer] = eval_rows(other_home, stages)
+        res.seconds["transfer"] = time.time() - t
+    return res
+
+
+__all__ = ["LEARN_STAGES", "PROFILE", "LearnError", "LearnResult", "learn", "repo_entry", "write_config"]

@@ -91,7 +91,8 @@ def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, mon
             row = pl.read_parquet(tables / "promoted_adapters" / f"{stage}.parquet").row(0, named=True)
             assert row["status"] in ("promoted", "rejected"), row
             comparisons = json.loads(row["comparisons_json"])
-            assert comparisons[0]["against"] == "base" and comparisons[0]["n"] >= 1, row
+            assert comparisons[0]["against"] == "base", row
+            assert comparisons[0]["n"] >= 1 or "not measured on a common task" in row["reason"], row
             if row["status"] == "promoted":
                 assert live[stage]["adapter_sha256"] == row["candidate_sha256"]
             else:

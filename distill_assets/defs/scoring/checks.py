@@ -36,15 +36,16 @@ def test_selections_usable(test_selections: pl.DataFrame) -> dg.AssetCheckResult
 
 
 @dg.asset_check(asset=sft_datasets, blocking=True, partitions_def=stage_partitions,
-                description="The stage has SFT rows in the train split; fails (and the adapter is not trained on "
-                "nothing) when it has none, with the rows per split and source.")
+                description="The stage has SFT rows in the train split; fails with the rows per split and source "
+                "when it has none (as a warning: the adapters asset then records a skip with its reason, and the "
+                "promotion check fails for want of an evaluated adapter; other stages go on).")
 def sft_has_train_rows(sft_datasets: pl.DataFrame) -> dg.AssetCheckResult:
     df = sft_datasets
     counts = {f"{split}/{source}": n for split, source, n in df.group_by("split", "source").len().rows()} \
         if df.height else {}
     n_train = int((df["split"] == "train").sum()) if df.height else 0
     return dg.AssetCheckResult(
-        passed=n_train > 0, metadata={"train_rows": n_train, "rows": md_counts(counts, key="split/source",
+        passed=n_train > 0, severity=dg.AssetCheckSeverity.WARN, metadata={"train_rows": n_train, "rows": md_counts(counts, key="split/source",
                                                                                 value="rows")},
         description=None if n_train else "nothing to train on: no SFT row in the train split ("
         + (", ".join(f"{k} {v}" for k, v in counts.items()) or "no rows at all") + "); check teacher_outputs, "

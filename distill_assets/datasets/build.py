@@ -91,6 +91,29 @@ def reference_completion(stage: str, plan_json: str, shown: list[str]) -> str | 
     return None
 
 
+def reference_rows(stage: str, reference_plans: pl.DataFrame, task_contexts: pl.DataFrame,
+                   test_selections: pl.DataFrame, gold_executions: pl.DataFrame | None
+                   ) -> list[tuple[str, str, str, float | None]]:
+    """The gold patch's SFT rows of a stage, as ``(task_id, "reference", completion, pass rate)`` for
+    :func:`sft_rows`: stages 2-4 from each usable reference plan (stage 2 among the candidates the task's
+    context shows; a stage-4 pass rate of 1.0 where the task's tests are selected, the gold patch passing
+    them by construction), stage 5 the gold diff of each gold execution with its measured pass rate."""
+    rows: list[tuple[str, str, str, float | None]] = []
+    if stage in ("relevance", "symbol_selection", "plan_generation"):
+        shown = {r["task_id"]: [c["path"] for c in r["candidates"] or []] for r in task_contexts.iter_rows(named=True)}
+        selected = ({r["task_id"] for r in test_selections.iter_rows(named=True) if r.get("status") == "selected"}
+                    if "status" in test_selections.columns else set())
+        for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
+            completion = reference_completion(stage, r["plan_json"], shown.get(r["task_id"], []))
+            if completion is not None:
+                gold = 1.0 if stage == "plan_generation" and r["task_id"] in selected else None
+                rows.append((r["task_id"], "reference", completion, gold))
+    elif stage == "code_generation" and gold_executions is not None and gold_executions.height:
+        for r in gold_executions.filter(pl.col("coder") == "gold").iter_rows(named=True):
+            rows.append((r["task_id"], "reference", json.dumps({"diff": r["diff"]}), r["pass_rate"]))
+    return rows
+
+
 def as_messages(completion: str) -> str:
     return json.dumps([{"role": "assistant", "content": completion}])
 

@@ -96,6 +96,9 @@ def decide(stage: str, candidate_sha: str, rows: pl.DataFrame, live: Mapping[str
                               f"the paired {s.level:.0%} interval above 0", **g)]
 
     against = "base" if live is None else "live"
+    if live is not None and rows.height and "system_id" in rows.columns:
+        # "live" rows of another adapter (the live set changed since they were scored) judge nothing
+        rows = rows.filter((pl.col("system") != "live") | (pl.col("system_id") == f"adapter:{live_sha}"))
     live_rows = scores(rows, "live", HEADLINE[stage][0]) if live is not None else {}
     if live is not None and not live_rows:
         against = "live (recorded means)"

@@ -97,3 +97,20 @@ def test_nothing_to_judge_and_unmeasured_metrics():
     assert {c["against"] for c in d.comparisons[1:]} == {"live (recorded means)"}
     same = decide(STAGE, "old", rows(base=BASE, adapter=BETTER), live, GATE)
     assert same.promote and same.reason == "already live (same adapter)"
+
+
+def test_live_rows_of_another_adapter_do_not_judge_the_candidate():
+    """Rows scored as "live" while another adapter was live are not the served adapter's answers: the gate
+    falls back to the means recorded at the live adapter's promotion (unpaired)."""
+    stale = rows(base=BASE, adapter=BETTER, live={"file_recall": [1.0] * 8, "structural_validity": [1.0] * 8})
+    stale = stale.with_columns(system_id=pl.when(pl.col("system") == "live").then(pl.lit("adapter:old"))
+                               .otherwise(pl.lit("x")))
+    live = {"adapter_sha256": "now", "metrics": {"file_recall": 0.5, "structural_validity": 1.0}}
+    d = decide(STAGE, "cand", stale, live, GATE)
+    assert d.promote and {c["against"] for c in d.comparisons[1:]} == {"live (recorded means)"}
+    # the same rows scored with the live adapter's identity are compared paired, and regress
+    current = stale.with_columns(system_id=pl.when(pl.col("system") == "live").then(pl.lit("adapter:now"))
+                                 .otherwise(pl.lit("x")))
+    d = decide(STAGE, "cand", current, live, GATE)
+    assert not d.promote and set(d.regressions) == {"file_recall"}
+    assert {c["against"] for c in d.comparisons[1:]} == {"live"}

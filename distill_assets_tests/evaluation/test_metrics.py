@@ -180,3 +180,30 @@ def test_the_gold_patch_answers_of_stages_2_to_4_parse_and_score_perfectly():
     only_module = plan([("setup.py", [("<module>", "modify")])])
     assert reference_completion("symbol_selection", only_module.model_dump_json(), shown) is None
     assert reference_completion("task_analysis", ref.model_dump_json(), shown) is None
+
+
+def test_reference_rows_per_stage_come_from_usable_gold_plans_and_gold_executions():
+    """sft_datasets' gold rows: stages 2-4 from usable reference plans (stage 2 only where candidates were
+    shown; stage 4 passes by construction where the task's tests are selected), stage 5 the gold diffs."""
+    import polars as pl
+
+    from distill_assets.datasets.build import reference_rows
+
+    ref = plan([("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "add")])])
+    plans = pl.DataFrame({"task_id": ["t1", "t2", "t3"], "usable": [True, True, False],
+                          "plan_json": [ref.model_dump_json()] * 3})
+    contexts = pl.DataFrame({"task_id": ["t1", "t2"],
+                             "candidates": [[{"path": "shop/cart.py"}, {"path": "shop/orders.py"}], []]})
+    selections = pl.DataFrame({"task_id": ["t1", "t2"], "status": ["selected", "no_tests"]})
+    rel = reference_rows("relevance", plans, contexts, selections, None)
+    assert [(t, s) for t, s, _, _ in rel] == [("t1", "reference")]  # t2 showed nothing, t3 is not usable
+    plan_rows = reference_rows("plan_generation", plans, contexts, selections, None)
+    assert [(t, rate) for t, _, _, rate in plan_rows] == [("t1", 1.0), ("t2", None)]
+    # test_selections never materialized (an empty optional table): no pass rate claimed
+    assert [r[3] for r in reference_rows("plan_generation", plans, contexts, pl.DataFrame(), None)] == [None, None]
+    assert reference_rows("task_analysis", plans, contexts, selections, None) == []
+    execs = pl.DataFrame({"task_id": ["t1", "t1"], "coder": ["gold", "teacher"], "diff": ["D", "X"],
+                          "pass_rate": [1.0, 0.0]})
+    code = reference_rows("code_generation", plans, contexts, selections, execs)
+    assert code == [("t1", "reference", '{"diff": "D"}', 1.0)]
+    assert reference_rows("code_generation", plans, contexts, selections, None) == []

@@ -7,7 +7,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from distill_assets.datasets.build import dpo_rows, reference_completion, sft_rows
+from distill_assets.datasets.build import dpo_rows, reference_rows, sft_rows
 from distill_assets.environments.build import environment_cache, wants_environment
 from distill_assets.environments.selection import ENV_SCHEMA, env_by_task, environments_for_tasks, selection_for_task
 from distill_assets.plans.schema import Plan
@@ -278,26 +278,15 @@ def sft_datasets(context: dg.AssetExecutionContext, distill: DistillConfigResour
     stage = context.partition_key
     v = _concat(validated_outputs)
     cands = v.filter((pl.col("stage") == stage) & pl.col("kept")) if v is not None else pl.DataFrame()
-    tasks, sel = _by_id(change_tasks), _by_id(test_selections)
+    tasks = _by_id(change_tasks)
     rates: dict = {}
-    refs = []
-    with_reference = cfg.scoring.include_reference and stage in cfg.scoring.reference_stages
+    ex = _concat(plan_executions)
     if stage == "plan_generation":
         rates = {r["plan_key"]: r["pass_rate"] for r in plan_scores.iter_rows(named=True)}
-    if with_reference and stage in ("relevance", "symbol_selection", "plan_generation"):
-        shown = {r["task_id"]: [c["path"] for c in r["candidates"] or []] for r in task_contexts.iter_rows(named=True)}
-        for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
-            completion = reference_completion(stage, r["plan_json"], shown.get(r["task_id"], []))
-            gold = 1.0 if stage == "plan_generation" and sel.get(r["task_id"], {}).get("status") == "selected" else None
-            if completion is not None:
-                refs.append((r["task_id"], "reference", completion, gold))
-    elif stage == "code_generation":
-        ex = _concat(plan_executions)
-        if ex is not None:
-            rates = {r["code_key"]: r["pass_rate"] for r in ex.iter_rows(named=True) if r["code_key"]}
-            if with_reference:
-                for r in ex.filter(pl.col("coder") == "gold").iter_rows(named=True):
-                    refs.append((r["task_id"], "reference", json.dumps({"diff": r["diff"]}), r["pass_rate"]))
+    elif stage == "code_generation" and ex is not None:
+        rates = {r["code_key"]: r["pass_rate"] for r in ex.iter_rows(named=True) if r["code_key"]}
+    refs = (reference_rows(stage, reference_plans, task_contexts, test_selections, ex)
+            if cfg.scoring.include_reference and stage in cfg.scoring.reference_stages else [])
     df = sft_rows(stage, cands if cands.height else pl.DataFrame(schema={"task_id": pl.Utf8, "sample_index": pl.Int64}),
                   _prompts(stage_prompts), tasks, _difficulty(reference_plans), rates, cfg.scoring.sft_min_pass_rate,
                   cfg.scoring.max_sft_per_task, refs)

@@ -118,8 +118,10 @@ def learn(
     transfer: str = typer.Option(None, "--transfer", help="also evaluate the adapters on this repository's "
                                  "held-out tasks"),
     profile: Path = typer.Option(None, "--profile", help="the learning profile (default: data/learn.yaml)"),
-    fractions: str = typer.Option("0.25,0.5,1.0", "--fractions", help="shares of the training rows to train at "
-                                  "(a learning curve; the largest is the headline)"),
+    fractions: str = typer.Option("1.0", "--fractions", help="shares of the training rows to train at, one "
+                                  "training each (e.g. 0.25,0.5,1.0; the largest is the headline)"),
+    checkpoints: bool = typer.Option(True, "--checkpoints/--no-checkpoints", help="also evaluate the headline "
+                                     "training's intermediate checkpoints (a learning curve from one training)"),
     stages: str = typer.Option("relevance,symbol_selection,plan_generation", "--stages"),
     work: Path = typer.Option(None, "--work", help="folder of the run's Dagster homes (default: "
                               "$DAGSTER_HOME/learn)"),
@@ -139,6 +141,7 @@ def learn(
     started = time.time()
     try:
         res = run_learn(source, work, profile=profile or PROFILE, stages=keys, fractions=shares, transfer=transfer,
+                        checkpoints=checkpoints,
                         log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
     except (LearnError, ConfigError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)

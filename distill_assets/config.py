@@ -324,6 +324,8 @@ class TrainingConfig(_Strict):
         default="all", description="gradient checkpointing: all layers, none, or N layers spread evenly")
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
     save_steps: int = Field(default=50, ge=1, description="checkpoint every N optimizer steps (resumable)")
+    keep_checkpoints: int = Field(default=2, ge=1, description="checkpoints kept on disk (the newest; more give a "
+                                  "learning curve from one training, see `distill learn`)")
     max_steps: int | None = Field(default=None, gt=0, description="cap optimizer steps per phase (CPU demos)")
     max_train_rows: int | None = Field(default=None, gt=0, description="cap training rows per phase (CPU demos)")
     seed: int = 42

@@ -7,13 +7,14 @@ overwrites the demo's tables; every expensive step is cached there by content, s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import polars as pl
 import yaml
@@ -31,8 +32,9 @@ class LearnError(Exception):
 @dataclass
 class LearnResult:
     runs: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict)  # run label -> stage -> eval rows
-    curve: list[tuple[str, float]] = field(default_factory=list)  # (run label, share of the training rows)
+    curve: list[tuple[str, str, float]] = field(default_factory=list)  # (run label, stage, share of its rows)
     headline: str = ""
+    headline_share: float = 1.0
     transfer: str | None = None
     train_rows: dict[str, int] = field(default_factory=dict)  # stage -> rows at 100 %
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall time
@@ -49,15 +51,13 @@ def repo_entry(source: str) -> dict:
     return {"name": name, "url": source}
 
 
-def write_config(profile: Path, source: str, folder: Path, max_train_rows: int | None = None,
-                 stages: tuple[str, ...] = LEARN_STAGES) -> Path:
-    """The profile with ``source`` as its one repository (and a training-row cap for ``stages``)."""
+def write_config(profile: Path, source: str, folder: Path, max_train_rows: Mapping[str, int] | None = None) -> Path:
+    """The profile with ``source`` as its one repository (and training-row caps: stage -> rows)."""
     data = yaml.safe_load(Path(profile).read_text())
     data["sources"] = {"repos": [repo_entry(source)], "external": []}
-    if max_train_rows is not None:
-        for st in data["stages"]:
-            if st["key"] in stages:
-                st["training"] = {**st.get("training", {}), "max_train_rows": max_train_rows}
+    for st in data["stages"]:
+        if st["key"] in (max_train_rows or {}):
+            st["training"] = {**st.get("training", {}), "max_train_rows": max_train_rows[st["key"]]}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "distill.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -118,10 +118,72 @@ def train_rows(home: Path, stage: str) -> int:
     return int((pl.read_parquet(p)["split"] == "train").sum()) if p.exists() else 0
 
 
+def _no_teacher(name: str, requests: list) -> list:
+    raise LearnError(f"the learning profile calls no teacher, yet {name!r} was asked {len(requests)} request(s)")
+
+
+def checkpoint_evaluations(home: Path, cfg, stage: str, log: Callable[[str], None] = print
+                           ) -> Iterator[tuple[str, float, pl.DataFrame]]:
+    """The headline training's intermediate checkpoints of ``stage`` (those the trainer kept, every
+    ``save_steps``), each exported to a GGUF adapter and evaluated against the base on the held-out tasks the
+    adapter was: (run label, share of the training pass, evaluation rows). The base's rows come from the
+    evaluation cache; a checkpoint's GGUF and rows are cached too, so a second run repeats nothing."""
+    from distill_assets.evaluation.harness import EvaluationSetupError, StudentAdapter, evaluate, held_out_items
+    from distill_assets.export.gguf_lora import ExportError, export_gguf_lora, file_sha256
+
+    t = _tables(home)
+    paths = [t / "adapters" / f"{stage}.parquet", t / "gguf_adapters" / f"{stage}.parquet"]
+    if not all(p.exists() for p in paths):
+        return
+    ad, gg = (pl.read_parquet(p).row(0, named=True) for p in paths)
+    if ad["status"] != "trained" or gg["status"] != "exported":
+        log(f"{stage}: no checkpoint curve (adapter {ad['status']}, export {gg['status']})")
+        return
+    run_dir = Path(ad["adapter_dir"]).parent
+    states = intermediate_checkpoints(run_dir / "sft")
+    if not states:
+        log(f"{stage}: the trainer kept no intermediate checkpoint in {run_dir / 'sft'}")
+        return
+    items, _ = held_out_items(cfg, pl.read_parquet(t / "stage_prompts" / f"{stage}.parquet"),
+                              *(pl.read_parquet(t / f"{n}.parquet") for n in ("reference_plans", "change_tasks",
+                                                                                 "task_contexts")), {})
+    for step, total, ck in states:
+        label = f"{ad['run_key'][:8]} checkpoint {step}/{total}"
+        log(f"== {stage}: {label}")
+        out = run_dir / "curve" / f"{ck.name}.gguf"
+        try:
+            if not out.exists():
+                export_gguf_lora(ck, Path(gg["base_gguf"]), out, name=f"distill-{stage}-{ck.name}")
+            cand = StudentAdapter(file_sha256(out), str(out), gg["base_gguf"])
+            res = evaluate(cfg, stage, items, candidate=cand, live=None, answers=_no_teacher, selections={},
+                           progress=log)
+        except (ExportError, EvaluationSetupError, OSError, ValueError, KeyError) as exc:
+            log(f"{stage}: {label} not evaluated: {type(exc).__name__}: {exc}")  # the other points go on
+            continue
+        yield label, step / total, res.rows
+
+
+def intermediate_checkpoints(folder: Path) -> list[tuple[int, int, Path]]:
+    """(step, max steps, folder) of each checkpoint before the last step, by step; a folder without a
+    readable trainer state is skipped."""
+    out = []
+    for ck in Path(folder).glob("checkpoint-*"):
+        try:
+            state = json.loads((ck / "trainer_state.json").read_text())
+            step, total = int(state["global_step"]), int(state["max_steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if 0 < step < total and (ck / "adapter_config.json").exists():
+            out.append((step, total, ck))
+    return sorted(out, key=lambda x: x[0])
+
+
 def learn(source: str, work: Path, *, profile: Path = PROFILE, stages: tuple[str, ...] = LEARN_STAGES,
-          fractions: tuple[float, ...] = (0.25, 0.5, 1.0), transfer: str | None = None,
+          fractions: tuple[float, ...] = (1.0,), transfer: str | None = None, checkpoints: bool = True,
           log: Callable[[str], None] = print) -> LearnResult:
-    """Run the learning pipeline; the adapters of the largest share are the headline (and the transferred)."""
+    """Run the learning pipeline; the adapters of the largest share are the headline (and the transferred).
+    The learning curve: one training per share in ``fractions``, and (``checkpoints``) the intermediate
+    checkpoints of the headline training, each evaluated on the same held-out tasks."""
     res = LearnResult()
     name = repo_entry(source)["name"]
     home = work / name
@@ -130,21 +192,31 @@ def learn(source: str, work: Path, *, profile: Path = PROFILE, stages: tuple[str
     with dagster_home(home, cfg_path):
         materialize(["group:sources", "stage_prompts", "sft_datasets"], stages, log)
     res.seconds["data"] = time.time() - t0
-    cap = load_config(cfg_path).stage(stages[0]).training.max_train_rows
-    res.train_rows = {s: min(train_rows(home, s), cap or 10**9) for s in stages}
+    cfg = load_config(cfg_path)  # each stage's cap (the profile's max_train_rows) is its 100 %
+    res.train_rows = {s: min(train_rows(home, s), cfg.stage(s).training.max_train_rows or 10**9) for s in stages}
     if not any(res.train_rows.values()):
         raise LearnError(f"{name}: no training rows for {', '.join(stages)} (see sft_datasets in {home})")
+    headline_cfg = cfg_path
     for share in sorted(fractions):
         t = time.time()
-        rows = max(1, round(share * max(res.train_rows.values())))
-        label = f"{name}, {share:.0%} of the training rows ({rows})"
+        rows = {s: max(1, round(share * n)) for s, n in res.train_rows.items() if n}
+        label = f"{name}, {share:.0%} of the training rows ({', '.join(str(n) for n in rows.values())})"
         log(f"== {label}")
-        with dagster_home(home, write_config(profile, source, home, rows, stages)):
+        headline_cfg = write_config(profile, source, home, rows)
+        with dagster_home(home, headline_cfg):
             materialize(["adapters", "gguf_adapters", "evaluations"], stages, log)
         res.runs[label] = eval_rows(home, stages)
-        res.curve.append((label, share))
+        res.curve.extend((label, s, share) for s in res.runs[label])
         res.seconds[f"train+eval {share:.0%}"] = time.time() - t
-    res.headline = res.curve[-1][0]
+        res.headline, res.headline_share = label, share
+    if checkpoints:
+        t = time.time()
+        with dagster_home(home, headline_cfg):
+            for stage in stages:
+                for label, frac, rows in checkpoint_evaluations(home, load_config(headline_cfg), stage, log):
+                    res.runs.setdefault(label, {})[stage] = rows
+                    res.curve.append((label, stage, frac * res.headline_share))
+        res.seconds["checkpoints"] = time.time() - t
     if transfer:
         t = time.time()
         other = repo_entry(transfer)["name"]
@@ -157,10 +229,11 @@ def learn(source: str, work: Path, *, profile: Path = PROFILE, stages: tuple[str
             for stage in stages:  # the adapters trained on `source`, evaluated on `transfer`'s held-out tasks
                 shutil.copy2(_tables(home) / "gguf_adapters" / f"{stage}.parquet", dest / f"{stage}.parquet")
             materialize(["evaluations"], stages, log)
-        res.transfer = f"adapters trained on {name} ({res.curve[-1][1]:.0%}), held-out tasks of {other}"
+        res.transfer = f"adapters trained on {name} ({res.headline_share:.0%}), held-out tasks of {other}"
         res.runs[res.transfer] = eval_rows(other_home, stages)
         res.seconds["transfer"] = time.time() - t
     return res
 
 
-__all__ = ["LEARN_STAGES", "PROFILE", "LearnError", "LearnResult", "learn", "repo_entry", "write_config"]
+__all__ = ["LEARN_STAGES", "PROFILE", "LearnError", "LearnResult", "checkpoint_evaluations", "intermediate_checkpoints", "learn", "repo_entry",
+           "write_config"]

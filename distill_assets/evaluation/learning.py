@@ -62,10 +62,10 @@ def verdict(row: Mapping[str, Any]) -> str:
     return "no clear difference"
 
 
-def render(table: pl.DataFrame, headline_run: str, curve_runs: Sequence[tuple[str, float]] = (),
+def render(table: pl.DataFrame, headline_run: str, curve_points: Sequence[tuple[str, str, float]] = (),
            transfer_run: str | None = None, header: str = "") -> str:
     """The markdown: the headline run per stage and metric, the learning curve of each stage's gain
-    metric, and the transfer run."""
+    metric (``curve_points``: run label, stage, share of the stage's training rows) and the transfer run."""
     lines = [header.rstrip(), ""] if header else []
 
     def block(run: str, title: str) -> None:
@@ -82,19 +82,18 @@ def render(table: pl.DataFrame, headline_run: str, curve_runs: Sequence[tuple[st
                       "`*`: the stage's gain metric (the promotion gate's).", ""])
 
     block(headline_run, f"Held-out tasks: {headline_run}")
-    if curve_runs:
-        lines.extend(["## Learning curve (gain metric per share of the training rows)", "",
-                      "| stage | metric | " + " | ".join(f"{share:.0%} ({run})" for run, share in curve_runs) + " |",
-                      "|---|---|" + "---|" * len(curve_runs)])
-        for stage, metric in GAIN_METRIC.items():
-            cells = []
-            for run, _ in curve_runs:
-                hit = table.filter((pl.col("run") == run) & (pl.col("stage") == stage) & (pl.col("metric") == metric))
-                cells.append("-" if not hit.height else
-                             f"{_f(hit['adapter'][0])} (gain {_iv(hit['gain'][0], hit['gain_low'][0], hit['gain_high'][0], signed=True)})")
-            if any(c != "-" for c in cells):
-                lines.append(f"| {stage} | {metric} | " + " | ".join(cells) + " |")
-        lines.append("")
+    if curve_points:
+        lines.extend(["## Learning curve (each stage's gain metric against the share of its training rows)", "",
+                      "| stage | metric | share of the training rows | adapter | paired gain | verdict | run |",
+                      "|---|---|---|---|---|---|---|"])
+        for run, stage, share in sorted(curve_points, key=lambda p: (list(GAIN_METRIC).index(p[1]), p[2])):
+            metric = GAIN_METRIC[stage]
+            hit = table.filter((pl.col("run") == run) & (pl.col("stage") == stage) & (pl.col("metric") == metric))
+            if hit.height:
+                r = hit.row(0, named=True)
+                lines.append(f"| {stage} | {metric} | {share:.0%} | {_f(r['adapter'])} | "
+                             f"{_iv(r['gain'], r['gain_low'], r['gain_high'], signed=True)} | {verdict(r)} | {run} |")
+        lines.extend(["", "0 % is the base model (the gain's other side in every row).", ""])
     if transfer_run:
         block(transfer_run, f"Transfer: {transfer_run}")
     return "\n".join(lines).rstrip() + "\n"

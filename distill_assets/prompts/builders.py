@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -99,14 +100,53 @@ def _files_section(files: list[tuple[str, str | None]], budget_tokens: int, char
     return "".join(out), shown, truncated
 
 
-def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str]) -> str:
-    lines = []
-    for p in paths:
-        syms = [s for s in symbols if s["path"] == p]
-        if syms:
-            lines.append(f"{p}: " + ", ".join(f"{s['name']} ({s['kind']}, lines {s['start_line']}-{s['end_line']})"
-                                             for s in syms))
-    return "\n".join(lines) if lines else "(no symbols indexed)"
+def _symbol_entry(s: Mapping[str, Any]) -> str:
+    return f"{s['name']} ({s['kind']}, lines {s['start_line']}-{s['end_line']})"
+
+
+def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str], budget_tokens: int,
+                     chars_per_token: float, task_text: str = "") -> tuple[str, int]:
+    """The candidates' symbol index within a budget: (text, symbols left out). A real module can hold
+    hundreds of symbols; when the index does not fit, the files share the budget round-robin, and within
+    a file the symbols the task names come first, then top-level ones, then members, each file's kept
+    symbols listed in source order with a count of the rest."""
+    by_path = [(p, [s for s in symbols if s["path"] == p]) for p in paths]
+    by_path = [(p, syms) for p, syms in by_path if syms]
+    if not by_path:
+        return "(no symbols indexed)", 0
+    full = "\n".join(f"{p}: " + ", ".join(_symbol_entry(s) for s in syms) for p, syms in by_path)
+    if estimate_tokens(full, chars_per_token) <= budget_tokens:
+        return full, 0
+    words = set(re.findall(r"[a-z_][a-z0-9_]*", task_text.lower()))
+
+    def rank(s: Mapping[str, Any]) -> tuple:
+        return (s["name"].rsplit(".", 1)[-1].lower() not in words, "." in s["name"], s["start_line"])
+
+    queues = [sorted(syms, key=rank) for _, syms in by_path]
+    kept: list[list[Mapping[str, Any]]] = [[] for _ in by_path]
+    room = int(budget_tokens * chars_per_token)
+    open_ = set(range(len(queues)))
+    while open_:
+        for i in sorted(open_):
+            if not queues[i]:
+                open_.discard(i)
+                continue
+            s = queues[i][0]
+            cost = len(_symbol_entry(s)) + 2 + (0 if kept[i] else len(by_path[i][0]) + 16)
+            if cost > room:
+                open_.discard(i)
+                continue
+            room -= cost
+            kept[i].append(queues[i].pop(0))
+    lines, cut = [], 0
+    for (p, syms), k in zip(by_path, kept):
+        cut += len(syms) - len(k)
+        if not k:
+            lines.append(f"{p}: ({len(syms)} symbols, not shown: over the prompt budget)")
+            continue
+        more = f", ... (+{len(syms) - len(k)} more)" if len(k) < len(syms) else ""
+        lines.append(f"{p}: " + ", ".join(_symbol_entry(s) for s in sorted(k, key=lambda s: s["start_line"])) + more)
+    return "\n".join(lines), cut
 
 
 def _tree_section(tree: list[str], limit: int = 200) -> str:
@@ -146,11 +186,15 @@ def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any]
             shown, truncated = shown + s, truncated + t
         body = f"{header}\nCandidate files ({len(cands)}):\n" + "".join(parts)
     elif stage in ("symbol_selection", "plan_generation"):
-        sym_txt = _symbols_section(symbols, cand_paths)
-        room_files = max(room - estimate_tokens(sym_txt, chars_per_token) - 100, 0)
+        # the tree takes at most ~1/6 of the room, the symbol index 1/2 (stage 3) or 1/3 (stage 4), the files the rest
+        tree_txt = _tree_section(tree, limit=max(15, min(60, room // 48)))
+        share = 2 if stage == "symbol_selection" else 3
+        sym_txt, cut = _symbols_section(symbols, cand_paths, max(room // share, 100), chars_per_token, desc)
+        if cut:
+            notes.append(f"symbol index: {cut} of {sum(s['path'] in cand_paths for s in symbols)} symbols left out")
+        room_files = max(room - estimate_tokens(sym_txt + tree_txt, chars_per_token) - 100, 0)
         files_text, shown, truncated = _files_section([(c["path"], c["content"]) for c in cands], room_files,
                                                       chars_per_token, numbered=True)
-        tree_txt = _tree_section(tree, limit=60)
         body = (f"{header}\nFiles in the repository:\n{tree_txt}\n\nSymbol index of the candidate files:\n{sym_txt}\n\n"
                 f"Candidate files (line-numbered):\n{files_text}")
     else:  # code_generation

@@ -58,12 +58,17 @@ def plan_phases(hp: dict, n_pairs: int) -> tuple[list[str], dict[str, str]]:
     return phases, skipped
 
 
+# settings that change what is kept on disk, not the trained weights: a change reuses the trained adapter
+NOT_IN_WEIGHTS = frozenset({"keep_checkpoints"})
+
+
 def prepare_run(root: Path, stage: str, base_model: str | Path, hp: dict, sft_train: list[dict],
                 sft_val: list[dict], dpo_train: list[dict], kd_teacher_path: str | None = None) -> tuple[Path, dict]:
     """Write the run folder (data + spec) under ``root/stage/<key>``; returns (run_dir, spec)."""
     phases, skipped = plan_phases(hp, len(dpo_train))
     data_hash = _digest({"sft_train": sft_train, "sft_val": sft_val, "dpo_train": dpo_train if "dpo" in phases else []})
-    config_hash = _digest({"hp": hp, "phases": phases, "trainer": TRAINER_VERSION})[:16]
+    weights_hp = {k: v for k, v in hp.items() if k not in NOT_IN_WEIGHTS}
+    config_hash = _digest({"hp": weights_hp, "phases": phases, "trainer": TRAINER_VERSION})[:16]
     key = _digest({"data": data_hash, "config": config_hash, "base": base_identity(base_model),
                    "kd_teacher": base_identity(kd_teacher_path) if kd_teacher_path else None})[:20]
     run_dir = Path(root) / stage / key
@@ -75,10 +80,16 @@ def prepare_run(root: Path, stage: str, base_model: str | Path, hp: dict, sft_tr
         write_jsonl(run_dir / "data" / "sft_train.jsonl", sft_train)
         write_jsonl(run_dir / "data" / "sft_val.jsonl", sft_val)
         write_jsonl(run_dir / "data" / "dpo_train.jsonl", dpo_train if "dpo" in phases else [])
-        tmp = run_dir / "spec.json.partial"
-        tmp.write_text(json.dumps(spec, indent=1))
-        os.replace(tmp, run_dir / "spec.json")
+        _write_spec(run_dir, spec)
+    elif json.loads((run_dir / "spec.json").read_text()).get("hp") != hp:
+        _write_spec(run_dir, spec)  # the same key: only settings outside the weights changed (keep_checkpoints)
     return run_dir, spec
+
+
+def _write_spec(run_dir: Path, spec: dict) -> None:
+    tmp = run_dir / "spec.json.partial"
+    tmp.write_text(json.dumps(spec, indent=1))
+    os.replace(tmp, run_dir / "spec.json")
 
 
 def load_result(run_dir: Path) -> dict | None:

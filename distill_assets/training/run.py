@@ -45,7 +45,8 @@ def _common_args(hp: dict, out: Path, *, lr: float, epochs: float, n_rows: int) 
         output_dir=str(out), learning_rate=lr, num_train_epochs=epochs,
         per_device_train_batch_size=hp["batch_size"], gradient_accumulation_steps=hp["grad_accum"],
         lr_scheduler_type="cosine", warmup_steps=float(hp.get("warmup_ratio", 0.03)), weight_decay=0.0,
-        logging_steps=1, save_strategy="steps", save_steps=hp.get("save_steps", 50), save_total_limit=2,
+        logging_steps=1, save_strategy="steps", save_steps=hp.get("save_steps", 50),
+        save_total_limit=hp.get("keep_checkpoints", 2),
         seed=hp.get("seed", 42), data_seed=hp.get("seed", 42), report_to=[], bf16=cuda, fp16=False,
         gradient_checkpointing=False,  # applied per layer by apply_checkpointing
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,

@@ -30,12 +30,16 @@ def test_gain_table_pairs_by_task_and_the_report_says_gain_or_not():
     assert same["gain"] == 0 and verdict(same) == "no clear difference"
     # metrics no system measured are left out, not shown as zeros
     assert set(t.filter(pl.col("stage") == "relevance")["metric"]) == {"validity", "file_f1"}
-    md = render(t, "r 100%", [("r 50%", 0.5), ("r 100%", 1.0)], transfer_run="r 50%", header="# h")
+    points = [("r 100%", "relevance", 1.0), ("r 50%", "relevance", 0.5), ("r 100%", "symbol_selection", 1.0),
+              ("r 50%", "symbol_selection", 0.5)]
+    md = render(t, "r 100%", points, transfer_run="r 50%", header="# h")
     assert md.startswith("# h") and "## Held-out tasks: r 100%" in md and "## Transfer: r 50%" in md
     assert "| relevance | file_f1 * | 4 | 0.250 [" in md and "| gain |" in md
-    curve = next(line for line in md.splitlines() if line.startswith("| relevance | file_f1 | "))
-    assert "gain +0.125" in curve and "gain +0.625" in curve
-    assert "| symbol_selection | symbol_f1 | - |" in md  # not trained at 50 %
+    curve = [line for line in md.splitlines() if line.startswith("| relevance | file_f1 | ")]
+    assert [line.split(" | ")[2] for line in curve] == ["50%", "100%"]  # ordered by share
+    assert "+0.125 [" in curve[0] and "+0.625 [" in curve[1] and curve[1].endswith("| gain | r 100% |")
+    # a point whose stage was not evaluated in that run shows no row (not a zero)
+    assert not [line for line in md.splitlines() if line.startswith("| symbol_selection | symbol_f1 | 50%")]
 
 
 def test_the_learning_profile_takes_the_repository_and_a_row_cap(tmp_path):
@@ -43,9 +47,35 @@ def test_the_learning_profile_takes_the_repository_and_a_row_cap(tmp_path):
     assert repo_entry(str(bundle)) == {"name": "demo-shop", "url": str(bundle.resolve())}
     assert repo_entry(str(tmp_path)) == {"name": tmp_path.name, "path": str(tmp_path)}
     assert repo_entry("https://github.com/pallets/click.git")["name"] == "click"
-    cfg = load_config(write_config(PROFILE, str(bundle), tmp_path / "w", max_train_rows=7))
+    profile = load_config(PROFILE)
+    cfg = load_config(write_config(PROFILE, str(bundle), tmp_path / "w", max_train_rows={"relevance": 7}))
     assert [r.name for r in cfg.sources.repos] == ["demo-shop"] and not cfg.sources.external
     assert cfg.stage("relevance").training.max_train_rows == 7
-    assert cfg.stage("task_analysis").training.max_train_rows == 240  # not a learned stage: the profile's cap
+    for stage in ("symbol_selection", "task_analysis"):  # not capped here: the profile's own cap
+        assert cfg.stage(stage).training.max_train_rows == profile.stage(stage).training.max_train_rows
     assert cfg.scoring.reference_stages == ["relevance", "symbol_selection", "plan_generation"]
     assert not cfg.teacher("local").availability()[0]  # the gold patch is the teacher: no endpoint is called
+
+
+def test_intermediate_checkpoints_are_the_saved_steps_before_the_last(tmp_path):
+    import json
+
+    from distill_assets.learning import intermediate_checkpoints
+
+    def ck(step, total=120, adapter=True, state=True):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if state:
+            (d / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": total}))
+        if adapter:
+            (d / "adapter_config.json").write_text("{}")
+
+    for step in (100, 50, 120):
+        ck(step)
+    ck(75, adapter=False)  # not a LoRA checkpoint
+    ck(90, state=False)  # killed while saving
+    (tmp_path / "checkpoint-60").mkdir()
+    (tmp_path / "checkpoint-60" / "trainer_state.json").write_text("{not json")
+    assert [(s, t, p.name) for s, t, p in intermediate_checkpoints(tmp_path)] == [
+        (50, 120, "checkpoint-50"), (100, 120, "checkpoint-100")]  # the final step is the headline adapter
+    assert intermediate_checkpoints(tmp_path / "missing") == []

@@ -68,3 +68,31 @@ def test_parsing_answers():
     bad, err = parse_output("task_analysis", json.dumps({"intent": "x", "change_kind": "nope", "scope": "multi_file",
                                                          "risks": [], "planner_questions": []}))
     assert bad is None and err.startswith("schema: change_kind")
+
+
+@pytest.mark.parametrize("stage", ["symbol_selection", "plan_generation"])
+def test_a_real_module_sized_symbol_index_and_tree_stay_within_the_budget(stage):
+    """A real repository's candidate (hundreds of methods, a long file tree) used to put the whole symbol index
+    in the prompt, 10x the budget: now the files share a symbol budget, the symbols the task names are kept,
+    each file says how many were left out, and the prompt notes the cut."""
+    task = {"task_id": "t", "repo": "r", "description": "Fix the help text of count options in format_help"}
+    symbols = [{"path": "pkg/core.py", "name": f"Command.method_{i:03d}", "kind": "method", "start_line": 10 + 5 * i,
+                "end_line": 14 + 5 * i} for i in range(400)]
+    symbols.insert(250, {"path": "pkg/core.py", "name": "Command.format_help", "kind": "method", "start_line": 1300,
+                         "end_line": 1320})
+    symbols += [{"path": "pkg/types.py", "name": f"Type{i}", "kind": "class", "start_line": 3 + 20 * i,
+                 "end_line": 20 + 20 * i} for i in range(200)]
+    ctx = {"file_tree": [f"pkg/mod_{i}.py" for i in range(900)], "symbols": symbols, "candidates": [
+        {"path": "pkg/core.py", "content": "x = 1\n" * 2000}, {"path": "pkg/types.py", "content": "y = 2\n" * 50}]}
+    p = build_prompt(stage, task, ctx, budget_tokens=900, chars_per_token=3.5)
+    user = p.messages[1]["content"]
+    assert p.prompt_tokens <= 900 + 150, p.prompt_tokens
+    index = user.split("Symbol index of the candidate files:\n")[1].split("\n\n")[0]
+    assert "Command.format_help (method, lines 1300-1320)" in index  # named by the task
+    assert index.count("pkg/core.py: ") == 1 and "pkg/types.py: Type0 (class" in index  # both files get a share
+    assert "more)" in index and any(n.startswith("symbol index: ") and "of 601 symbols left out" in n for n in p.notes)
+    assert "... and " in user and "more files" in user  # the tree is cut too
+    # a small index is shown whole, unchanged
+    small = build_prompt(stage, task, {**ctx, "symbols": symbols[:3]}, budget_tokens=900, chars_per_token=3.5)
+    assert "pkg/core.py: Command.method_000 (method, lines 10-14), Command.method_001" in small.messages[1]["content"]
+    assert not [n for n in small.notes if n.startswith("symbol index")]

@@ -164,3 +164,14 @@ def test_compiled_layers_train_to_the_same_losses_as_eager(trained, tmp_path, sm
     assert compiled["compiled_layers"] == 30 and compiled["activation_memory_budget"] == 0.5  # SmolLM2: 30 layers
     assert eager["phase_results"]["sft"]["compiled_layers"] == 0
     assert compiled["losses"] == pytest.approx(eager["phase_results"]["sft"]["losses"], rel=2e-3)
+
+
+def test_how_many_checkpoints_are_kept_does_not_change_the_run(tmp_path):
+    """keep_checkpoints decides what stays on disk, not the weights: the same rows and settings with another
+    value resume the same run (its cache and checkpoints), any weight-changing setting makes a new one."""
+    rows = [{"task_id": "t", "prompt": "[]", "completion": "x", "difficulty": "easy", "source": "reference"}]
+    key = lambda **kw: prepare_run(tmp_path, "relevance", "base-id", _hp(**kw), rows, [], [])[1]["run_key"]
+    assert key(keep_checkpoints=2) == key(keep_checkpoints=5)
+    assert key(keep_checkpoints=2) != key(save_steps=7) and key() != key(lr=1e-3)
+    run_dir, spec = prepare_run(tmp_path, "relevance", "base-id", _hp(keep_checkpoints=5), rows, [], [])
+    assert json.loads((run_dir / "spec.json").read_text())["hp"]["keep_checkpoints"] == 5  # what the trainer reads

@@ -18,7 +18,7 @@ import polars as pl
 
 from distill_assets.config import ContextConfig
 from distill_assets.mining.miner import NOISE_CATEGORIES
-from distill_assets.symbols import SymbolIndex, extract_symbols, language_for_path
+from distill_assets.symbols import extract_symbols, language_for_path
 from distill_assets.tasks.external import stable_hash
 from distill_assets.tasks.snapshot import (Snapshot, SnapshotError, base_snapshot,
                                           is_probably_binary)
@@ -39,7 +39,6 @@ CONTEXT_SCHEMA = {
     "n_indexed_files": pl.Int64,
     "languages": pl.List(pl.Utf8),
 }
-
 
 
 def estimate_tokens(text: str, chars_per_token: float) -> int:
@@ -199,7 +198,3 @@ def build_contexts(tasks: pl.DataFrame, cfg: ContextConfig, progress=None,
     if rows or not chunks:
         chunks.append(pl.DataFrame(rows, schema=CONTEXT_SCHEMA) if rows else pl.DataFrame(schema=CONTEXT_SCHEMA))
     return pl.concat(chunks, how="vertical"), cache
-
-
-def symbol_index_for(context_row: Mapping[str, Any]) -> SymbolIndex:
-    return SymbolIndex.from_rows(context_row["symbols"] or [])

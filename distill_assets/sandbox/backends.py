@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import time
@@ -239,7 +240,7 @@ class PipesDockerBackend:
         self.prepare(workspace)
         label = f"distill-sbx-{uuid.uuid4().hex[:12]}"
         out, err, rc = ".distill-sbx.out", ".distill-sbx.err", ".distill-sbx.rc"
-        wrapped = (f"timeout -s KILL {int(limits.timeout_s)} /bin/sh -c {shlex_quote(command)} > {WORKDIR}/{out} 2> {WORKDIR}/{err};"
+        wrapped = (f"timeout -s KILL {int(limits.timeout_s)} /bin/sh -c {shlex.quote(command)} > {WORKDIR}/{out} 2> {WORKDIR}/{err};"
                    f" echo $? > {WORKDIR}/{rc}; exit 0")
         t0 = time.perf_counter()
         try:
@@ -274,9 +275,3 @@ class PipesDockerBackend:
         timed_out = code == 137 and duration >= limits.timeout_s * 0.95
         return Execution(None if timed_out else code, _decode(read(out).encode()), _decode(read(err).encode()),
                          duration, timed_out)
-
-
-def shlex_quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import tree_sitter
 
-from ._parsing import compile_query, get_ts_language, node_text, query_captures
+from ._parsing import compile_query, node_text, query_captures
 
 Node = tree_sitter.Node
 
@@ -385,10 +385,3 @@ def extract(language: str, root: Node) -> list[tuple[str, str, int, int, int, in
         out.append((".".join(reversed(parts)), kind, start_line, end_line, span.start_byte, span.end_byte))
     out.sort(key=lambda r: (r[2], -r[3], r[4], r[0]))
     return out
-
-
-def check_queries() -> None:
-    """Compile every language's query (raises on a grammar/query mismatch)."""
-    for language, spec in _SPECS.items():
-        get_ts_language(language)
-        compile_query(language, spec.query)

@@ -20,11 +20,6 @@ import polars as pl
 
 from distill_assets.config import ExternalSource
 
-COMMITPACKFT_FIELDS = ("commit", "old_file", "new_file", "old_contents", "new_contents", "subject",
-                       "message", "lang", "license", "repos")
-SWEBENCH_FIELDS = ("repo", "instance_id", "base_commit", "patch", "test_patch", "problem_statement",
-                   "hints_text", "created_at", "version", "environment_setup_commit", "FAIL_TO_PASS",
-                   "PASS_TO_PASS")
 SWEBENCH_REQUIRED = ("repo", "instance_id", "base_commit", "patch", "problem_statement")
 COMMITPACKFT_REQUIRED = ("commit", "old_file", "new_file", "old_contents", "new_contents", "message")
 

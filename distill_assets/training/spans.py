@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 
 from distill_assets.datasets.tags import PLAN_TAG
 
@@ -49,15 +47,3 @@ def weighted_example(tokenizer, prompt: list[dict], completion: str, *, reasonin
     if max_length is not None:
         ids, weights = ids[:max_length], weights[:max_length]
     return WeightedExample(ids, weights, n_prompt, n_reason, n_plan)
-
-
-def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Causal LM loss where token t+1's cross-entropy is scaled by its weight; normalised by the
-    weight sum, so plan tokens pull ``plan_weight / reasoning_weight`` times harder than reasoning
-    tokens and prompt tokens not at all."""
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = input_ids[:, 1:]
-    shift_w = weights[:, 1:].to(shift_logits.dtype)
-    ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), reduction="none")
-    ce = ce.view_as(shift_w)
-    return (ce * shift_w).sum() / shift_w.sum().clamp_min(1e-8)

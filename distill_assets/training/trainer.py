@@ -18,7 +18,6 @@ from distill_assets.training.data import CurriculumSampler, SpanWeightCollator
 from distill_assets.training.io import PROGRESS_PREFIX
 
 
-
 class WeightedSFTTrainer(SFTTrainer):
     """SFTTrainer whose per-token loss is scaled by the example's span weights (Structured Agent
     Distillation: [PLAN] tokens pull harder than [REASONING] tokens, prompt tokens not at all).
@@ -114,10 +113,6 @@ def _finite(v) -> bool:
 
 
 # --------------------------------------------------------------------------- models
-
-
-def device_kind() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def want(flag: str, available: bool) -> bool:

@@ -8,7 +8,7 @@ import torch
 from distill_assets.config import load_config
 from distill_assets.datasets.build import plan_completion
 from distill_assets.training.base_model import resolve_base_model
-from distill_assets.training.spans import weighted_example, weighted_lm_loss
+from distill_assets.training.spans import weighted_example
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +42,24 @@ def test_plan_span_weighs_more_than_reasoning_and_prompt_nothing(smollm2_dir):
 
 
 def test_per_token_gradients_follow_the_span_weights():
-    torch.manual_seed(0)
+    """The trainer's loss (span_weighted_loss on the per-token log-probs): token t+1's weight scales the
+    gradient of row t; prompt tokens pull nothing."""
+    from distill_assets.training.trainer import span_weighted_loss
+
+    def loss(logits, ids, weights):
+        log_probs = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+        log_probs = log_probs * (weights[:, 1:] > 0)  # zero where ignored, as the trainer passes them
+        return span_weighted_loss(log_probs, weights, weights[:, 1:] > 0)
+
     vocab, seq = 11, 6
     logits = torch.zeros(1, seq, vocab, requires_grad=True)  # uniform: every token's CE gradient is alike
     ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
     weights = torch.tensor([[0.0, 0.0, 0.5, 0.5, 1.0, 1.0]])  # prompt, prompt, reasoning x2, plan x2
-    weighted_lm_loss(logits, ids, weights).backward()
+    loss(logits, ids, weights).backward()
     g = logits.grad[0].norm(dim=-1)  # row t predicts token t+1
     assert g[0] == 0  # predicts a prompt token: no gradient
     assert torch.isclose(g[3] / g[1], torch.tensor(2.0))  # plan token vs reasoning token: 1.0 / 0.5
     assert torch.isclose(g[4], g[3]) and torch.isclose(g[2], g[1])
     flat = torch.zeros(1, seq, vocab, requires_grad=True)
-    weighted_lm_loss(flat, ids, torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])).backward()
+    loss(flat, ids, torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])).backward()
     assert torch.isclose(flat.grad[0].norm(dim=-1)[3], flat.grad[0].norm(dim=-1)[1])  # equal weights: equal pull

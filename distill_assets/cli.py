@@ -151,7 +151,7 @@ def learn(
     header = (f"# Student gain: {res.headline}\n\nCommand: `{cmd}`; profile `{(profile or PROFILE).name}`; "
               f"training rows at 100 %: {res.train_rows}; wall time {time.time() - started:.0f} s "
               f"({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items())}).")
-    md = render(table, res.headline, res.curve, res.transfer, header)
+    md = render(table, res.headline, res.curve, res.transfer, header, res.skipped)
     out = out or work / "student_gain.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)

@@ -33,6 +33,7 @@ class LearnError(Exception):
 class LearnResult:
     runs: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict)  # run label -> stage -> eval rows
     curve: list[tuple[str, str, float]] = field(default_factory=list)  # (run label, stage, share of its rows)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # curve points not measured: stage, point, why
     headline: str = ""
     headline_share: float = 1.0
     transfer: str | None = None
@@ -123,26 +124,28 @@ def _no_teacher(name: str, requests: list) -> list:
 
 
 def checkpoint_evaluations(home: Path, cfg, stage: str, log: Callable[[str], None] = print
-                           ) -> Iterator[tuple[str, float, pl.DataFrame]]:
+                           ) -> Iterator[tuple[str, float, pl.DataFrame | None, str]]:
     """The headline training's intermediate checkpoints of ``stage`` (those the trainer kept, every
     ``save_steps``), each exported to a GGUF adapter and evaluated against the base on the held-out tasks the
-    adapter was: (run label, share of the training pass, evaluation rows). The base's rows come from the
+    adapter was: (run label, share of the training pass, evaluation rows, ""). A point that could not be
+    measured comes as (label, share, None, why), so the report can say so. The base's rows come from the
     evaluation cache; a checkpoint's GGUF and rows are cached too, so a second run repeats nothing."""
     from distill_assets.evaluation.harness import EvaluationSetupError, StudentAdapter, evaluate, held_out_items
     from distill_assets.export.gguf_lora import ExportError, export_gguf_lora, file_sha256
 
     t = _tables(home)
     paths = [t / "adapters" / f"{stage}.parquet", t / "gguf_adapters" / f"{stage}.parquet"]
-    if not all(p.exists() for p in paths):
+    if missing := [f"{p.parent.name}/{p.name}" for p in paths if not p.exists()]:
+        yield "checkpoints", 0.0, None, f"no table {', '.join(missing)} in {t}"
         return
     ad, gg = (pl.read_parquet(p).row(0, named=True) for p in paths)
     if ad["status"] != "trained" or gg["status"] != "exported":
-        log(f"{stage}: no checkpoint curve (adapter {ad['status']}, export {gg['status']})")
+        yield "checkpoints", 0.0, None, f"adapter {ad['status']}, export {gg['status']}"
         return
     run_dir = Path(ad["adapter_dir"]).parent
     states = intermediate_checkpoints(run_dir / "sft")
     if not states:
-        log(f"{stage}: the trainer kept no intermediate checkpoint in {run_dir / 'sft'}")
+        yield "checkpoints", 0.0, None, f"the trainer kept no intermediate checkpoint in {run_dir / 'sft'}"
         return
     items, _ = held_out_items(cfg, pl.read_parquet(t / "stage_prompts" / f"{stage}.parquet"),
                               *(pl.read_parquet(t / f"{n}.parquet") for n in ("reference_plans", "change_tasks",
@@ -158,9 +161,9 @@ def checkpoint_evaluations(home: Path, cfg, stage: str, log: Callable[[str], Non
             res = evaluate(cfg, stage, items, candidate=cand, live=None, answers=_no_teacher, selections={},
                            progress=log)
         except (ExportError, EvaluationSetupError, OSError, ValueError, KeyError) as exc:
-            log(f"{stage}: {label} not evaluated: {type(exc).__name__}: {exc}")  # the other points go on
+            yield label, step / total, None, f"{type(exc).__name__}: {exc}"  # the other points go on
             continue
-        yield label, step / total, res.rows
+        yield label, step / total, res.rows, ""
 
 
 def intermediate_checkpoints(folder: Path) -> list[tuple[int, int, Path]]:
@@ -213,7 +216,11 @@ def learn(source: str, work: Path, *, profile: Path = PROFILE, stages: tuple[str
         t = time.time()
         with dagster_home(home, headline_cfg):
             for stage in stages:
-                for label, frac, rows in checkpoint_evaluations(home, load_config(headline_cfg), stage, log):
+                for label, frac, rows, why in checkpoint_evaluations(home, load_config(headline_cfg), stage, log):
+                    if rows is None:
+                        log(f"{stage}: {label} not measured: {why}")
+                        res.skipped.append((stage, label, why))
+                        continue
                     res.runs.setdefault(label, {})[stage] = rows
                     res.curve.append((label, stage, frac * res.headline_share))
         res.seconds["checkpoints"] = time.time() - t

@@ -63,9 +63,11 @@ def verdict(row: Mapping[str, Any]) -> str:
 
 
 def render(table: pl.DataFrame, headline_run: str, curve_points: Sequence[tuple[str, str, float]] = (),
-           transfer_run: str | None = None, header: str = "") -> str:
+           transfer_run: str | None = None, header: str = "",
+           skipped: Sequence[tuple[str, str, str]] = ()) -> str:
     """The markdown: the headline run per stage and metric, the learning curve of each stage's gain
-    metric (``curve_points``: run label, stage, share of the stage's training rows) and the transfer run."""
+    metric (``curve_points``: run label, stage, share of the stage's training rows; ``skipped``: stage,
+    point, why for the points that could not be measured) and the transfer run."""
     lines = [header.rstrip(), ""] if header else []
 
     def block(run: str, title: str) -> None:
@@ -82,7 +84,7 @@ def render(table: pl.DataFrame, headline_run: str, curve_points: Sequence[tuple[
                       "`*`: the stage's gain metric (the promotion gate's).", ""])
 
     block(headline_run, f"Held-out tasks: {headline_run}")
-    if curve_points:
+    if curve_points or skipped:
         lines.extend(["## Learning curve (each stage's gain metric against the share of its training rows)", "",
                       "| stage | metric | share of the training rows | adapter | paired gain | verdict | run |",
                       "|---|---|---|---|---|---|---|"])
@@ -93,7 +95,13 @@ def render(table: pl.DataFrame, headline_run: str, curve_points: Sequence[tuple[
                 r = hit.row(0, named=True)
                 lines.append(f"| {stage} | {metric} | {share:.0%} | {_f(r['adapter'])} | "
                              f"{_iv(r['gain'], r['gain_low'], r['gain_high'], signed=True)} | {verdict(r)} | {run} |")
+            else:
+                lines.append(f"| {stage} | {metric} | {share:.0%} | n/a | n/a | not measured (no rows) | {run} |")
         lines.extend(["", "0 % is the base model (the gain's other side in every row).", ""])
+        if skipped:
+            lines.extend(["Curve points not measured:", ""])
+            lines.extend(f"- {stage}, {point}: {why}" for stage, point, why in skipped)
+            lines.append("")
     if transfer_run:
         block(transfer_run, f"Transfer: {transfer_run}")
     return "\n".join(lines).rstrip() + "\n"

@@ -105,18 +105,19 @@ def _symbol_entry(s: Mapping[str, Any]) -> str:
 
 
 def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str], budget_tokens: int,
-                     chars_per_token: float, task_text: str = "") -> tuple[str, int]:
-    """The candidates' symbol index within a budget: (text, symbols left out). A real module can hold
+                     chars_per_token: float, task_text: str = "") -> tuple[str, int, dict[str, list[str]]]:
+    """The candidates' symbol index within a budget: (text, symbols left out, path -> the names shown). A
+    real module can hold
     hundreds of symbols; when the index does not fit, the files share the budget round-robin, and within
     a file the symbols the task names come first, then top-level ones, then members, each file's kept
     symbols listed in source order with a count of the rest."""
     by_path = [(p, [s for s in symbols if s["path"] == p]) for p in paths]
     by_path = [(p, syms) for p, syms in by_path if syms]
     if not by_path:
-        return "(no symbols indexed)", 0
+        return "(no symbols indexed)", 0, {}
     full = "\n".join(f"{p}: " + ", ".join(_symbol_entry(s) for s in syms) for p, syms in by_path)
     if estimate_tokens(full, chars_per_token) <= budget_tokens:
-        return full, 0
+        return full, 0, {p: [s["name"] for s in syms] for p, syms in by_path}
     words = set(re.findall(r"[a-z_][a-z0-9_]*", task_text.lower()))
 
     def rank(s: Mapping[str, Any]) -> tuple:
@@ -138,15 +139,17 @@ def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str], budget_
                 continue
             room -= cost
             kept[i].append(queues[i].pop(0))
-    lines, cut = [], 0
+    lines, cut, shown = [], 0, {}
     for (p, syms), k in zip(by_path, kept):
         cut += len(syms) - len(k)
         if not k:
             lines.append(f"{p}: ({len(syms)} symbols, not shown: over the prompt budget)")
             continue
+        k = sorted(k, key=lambda s: s["start_line"])
+        shown[p] = [s["name"] for s in k]
         more = f", ... (+{len(syms) - len(k)} more)" if len(k) < len(syms) else ""
-        lines.append(f"{p}: " + ", ".join(_symbol_entry(s) for s in sorted(k, key=lambda s: s["start_line"])) + more)
-    return "\n".join(lines), cut
+        lines.append(f"{p}: " + ", ".join(_symbol_entry(s) for s in k) + more)
+    return "\n".join(lines), cut, shown
 
 
 def _tree_section(tree: list[str], limit: int = 200) -> str:
@@ -164,9 +167,7 @@ def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any]
     cands = list(context.get("candidates") or [])
     cand_paths = [c["path"] for c in cands]
     symbols = list(context.get("symbols") or [])
-    sym_names: dict[str, list[str]] = {}
-    for s in symbols:
-        sym_names.setdefault(s["path"], []).append(s["name"])
+    sym_names: dict[str, list[str]] = {}  # what the answer may name: the symbols the prompt shows
 
     header = f"Repository: {task.get('repo')}\nTask:\n{desc}\n"
     fixed = estimate_tokens(SYSTEM[stage] + header, chars_per_token)
@@ -189,7 +190,8 @@ def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any]
         # the tree takes at most ~1/6 of the room, the symbol index 1/2 (stage 3) or 1/3 (stage 4), the files the rest
         tree_txt = _tree_section(tree, limit=max(15, min(60, room // 48)))
         share = 2 if stage == "symbol_selection" else 3
-        sym_txt, cut = _symbols_section(symbols, cand_paths, max(room // share, 100), chars_per_token, desc)
+        sym_txt, cut, sym_names = _symbols_section(symbols, cand_paths, max(room // share, 100), chars_per_token,
+                                                   desc)
         if cut:
             notes.append(f"symbol index: {cut} of {sum(s['path'] in cand_paths for s in symbols)} symbols left out")
         room_files = max(room - estimate_tokens(sym_txt + tree_txt, chars_per_token) - 100, 0)

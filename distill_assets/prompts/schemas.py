@@ -93,8 +93,28 @@ def _strs(max_items: int) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "string"}, "maxItems": max_items}
 
 
+def _symbol_choice(candidates: list[str], symbols: dict[str, list[str]]) -> dict[str, Any]:
+    """A stage-3 selection: an existing symbol is one of its own file's, as the prompt shows them (a name
+    cannot be invented or paired with the wrong file); a new one ("add") is any name in a candidate file.
+    Past MAX_ENUM // 10 indexed files (grammar size) the selection is one flat object."""
+    def choice(paths: list[str], names: dict[str, Any], actions: list[str]) -> dict[str, Any]:
+        return _obj({"path": _str_or_enum(paths), "symbol": names,
+                     "action": {"type": "string", "enum": actions}, "reason": {"type": "string"}})
+
+    indexed = [p for p in candidates if symbols.get(p)]
+    if not candidates or len(indexed) > MAX_ENUM // 10:
+        return choice(candidates, _str_or_enum([s for p in candidates for s in symbols.get(p, [])] + [MODULE]),
+                      ["modify", "add", "delete", "rename"])
+    existing = ["modify", "delete", "rename"]
+    branches = [choice([p], _str_or_enum(symbols[p] + [MODULE]), existing) for p in indexed]
+    if bare := [p for p in candidates if p not in indexed]:
+        branches.append(choice(bare, _str_or_enum([MODULE]), existing))
+    return {"anyOf": [*branches, choice(candidates, {"type": "string"}, ["add"])]}
+
+
 def task_schema(stage: str, candidates: list[str], tree: list[str], symbols: dict[str, list[str]]) -> dict[str, Any]:
-    """The JSON schema for one task's answer. ``symbols``: path -> symbol names (candidates' files)."""
+    """The JSON schema for one task's answer. ``symbols``: path -> the candidates' symbol names an answer may
+    name (the ones the prompt's symbol index shows)."""
     cand_symbols = [s for p in candidates for s in symbols.get(p, [])]
     paths = candidates + [p for p in tree if p not in candidates]
     if stage == "task_analysis":
@@ -111,12 +131,7 @@ def task_schema(stage: str, candidates: list[str], tree: list[str], symbols: dic
             "path": _str_or_enum(candidates), "relevant": {"type": "boolean"}, "reason": {"type": "string"},
         })}})
     if stage == "symbol_selection":
-        return _obj({"symbols": {"type": "array", "maxItems": MAX_SYMBOLS, "items": _obj({
-            "path": _str_or_enum(candidates),
-            "symbol": _str_or_enum(cand_symbols + [MODULE]),
-            "action": {"type": "string", "enum": ["modify", "add", "delete", "rename"]},
-            "reason": {"type": "string"},
-        })}})
+        return _obj({"symbols": {"type": "array", "maxItems": MAX_SYMBOLS, "items": _symbol_choice(candidates, symbols)}})
     if stage == "plan_generation":
         edge = _strs(5)
         existing = _obj({

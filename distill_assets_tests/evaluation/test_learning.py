@@ -32,14 +32,17 @@ def test_gain_table_pairs_by_task_and_the_report_says_gain_or_not():
     assert set(t.filter(pl.col("stage") == "relevance")["metric"]) == {"validity", "file_f1"}
     points = [("r 100%", "relevance", 1.0), ("r 50%", "relevance", 0.5), ("r 100%", "symbol_selection", 1.0),
               ("r 50%", "symbol_selection", 0.5)]
-    md = render(t, "r 100%", points, transfer_run="r 50%", header="# h")
+    md = render(t, "r 100%", points, transfer_run="r 50%", header="# h",
+                skipped=[("relevance", "ab12 checkpoint 50/120", "ExportError: no tensors")])
     assert md.startswith("# h") and "## Held-out tasks: r 100%" in md and "## Transfer: r 50%" in md
     assert "| relevance | file_f1 * | 4 | 0.250 [" in md and "| gain |" in md
     curve = [line for line in md.splitlines() if line.startswith("| relevance | file_f1 | ")]
     assert [line.split(" | ")[2] for line in curve] == ["50%", "100%"]  # ordered by share
     assert "+0.125 [" in curve[0] and "+0.625 [" in curve[1] and curve[1].endswith("| gain | r 100% |")
-    # a point whose stage was not evaluated in that run shows no row (not a zero)
-    assert not [line for line in md.splitlines() if line.startswith("| symbol_selection | symbol_f1 | 50%")]
+    # a point whose stage was not evaluated in that run says so (not a zero, not a silent gap)
+    [gap] = [line for line in md.splitlines() if line.startswith("| symbol_selection | symbol_f1 | 50%")]
+    assert "| n/a | n/a | not measured (no rows) |" in gap and "0.000" not in gap
+    assert "- relevance, ab12 checkpoint 50/120: ExportError: no tensors" in md  # a point that failed, and why
 
 
 def test_the_learning_profile_takes_the_repository_and_a_row_cap(tmp_path):
@@ -79,3 +82,22 @@ def test_intermediate_checkpoints_are_the_saved_steps_before_the_last(tmp_path):
     assert [(s, t, p.name) for s, t, p in intermediate_checkpoints(tmp_path)] == [
         (50, 120, "checkpoint-50"), (100, 120, "checkpoint-100")]  # the final step is the headline adapter
     assert intermediate_checkpoints(tmp_path / "missing") == []
+
+
+def test_a_curve_point_that_cannot_be_measured_comes_with_its_reason(tmp_path):
+    from distill_assets.learning import checkpoint_evaluations
+
+    [(label, _, rows, why)] = checkpoint_evaluations(tmp_path, None, "relevance")
+    assert rows is None and "no table adapters/relevance.parquet, gguf_adapters/relevance.parquet" in why
+    tables = tmp_path / "storage" / "tables"
+    for name, row in (("adapters", {"status": "skipped", "adapter_dir": "", "run_key": "k"}),
+                      ("gguf_adapters", {"status": "skipped", "base_gguf": ""})):
+        (tables / name).mkdir(parents=True)
+        pl.DataFrame([row]).write_parquet(tables / name / "relevance.parquet")
+    [(label, _, rows, why)] = checkpoint_evaluations(tmp_path, None, "relevance")
+    assert rows is None and why == "adapter skipped, export skipped"
+    pl.DataFrame([{"status": "trained", "adapter_dir": str(tmp_path / "run" / "adapter"), "run_key": "k"}]).write_parquet(
+        tables / "adapters" / "relevance.parquet")
+    pl.DataFrame([{"status": "exported", "base_gguf": ""}]).write_parquet(tables / "gguf_adapters" / "relevance.parquet")
+    [(label, _, rows, why)] = checkpoint_evaluations(tmp_path, None, "relevance")
+    assert rows is None and why.startswith("the trainer kept no intermediate checkpoint in ")

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -41,10 +42,18 @@ def test_budget_truncation_is_counted(sample_prompts):
 
 def test_task_schemas_constrain_paths_and_symbols():
     s = task_schema("symbol_selection", ["a.py", "b.py"], ["a.py", "b.py", "c.py"], {"a.py": ["f", "C.m"]})
-    item = s["properties"]["symbols"]["items"]
-    assert item["properties"]["path"]["enum"] == ["a.py", "b.py"]
-    assert item["properties"]["symbol"]["enum"] == ["f", "C.m", MODULE]
-    assert item["additionalProperties"] is False and set(item["required"]) == {"path", "symbol", "action", "reason"}
+    a_py, b_py, added = s["properties"]["symbols"]["items"]["anyOf"]  # each file's own symbols; new ones
+    assert a_py["properties"]["path"]["enum"] == ["a.py"] and a_py["properties"]["symbol"]["enum"] == ["f", "C.m", MODULE]
+    assert b_py["properties"]["path"]["enum"] == ["b.py"] and b_py["properties"]["symbol"]["enum"] == [MODULE]
+    assert "add" not in a_py["properties"]["action"]["enum"] and added["properties"]["action"]["enum"] == ["add"]
+    assert added["properties"]["path"]["enum"] == ["a.py", "b.py"] and "enum" not in added["properties"]["symbol"]
+    for item in (a_py, added):
+        assert item["additionalProperties"] is False and set(item["required"]) == {"path", "symbol", "action", "reason"}
+    from llama_cpp.llama_grammar import json_schema_to_gbnf  # llama.cpp can decode under it
+    assert "root" in json_schema_to_gbnf(json.dumps(s))
+    ok, err = parse_output("symbol_selection", json.dumps({"symbols": [
+        {"path": "a.py", "symbol": "C.m", "action": "modify", "reason": "r"}]}))
+    assert err is None and ok.symbols[0].symbol == "C.m"
     plan = task_schema("plan_generation", ["a.py"], ["a.py", "c.py"], {"a.py": ["f"]})
     change = plan["properties"]["plan"]["properties"]["affected_files"]["items"]["properties"]["changes"]["items"]
     existing, added = change["anyOf"]
@@ -92,6 +101,15 @@ def test_a_real_module_sized_symbol_index_and_tree_stay_within_the_budget(stage)
     assert index.count("pkg/core.py: ") == 1 and "pkg/types.py: Type0 (class" in index  # both files get a share
     assert "more)" in index and any(n.startswith("symbol index: ") and "of 601 symbols left out" in n for n in p.notes)
     assert "... and " in user and "more files" in user  # the tree is cut too
+    # the answer may name exactly the symbols shown (an enum that fits), not the 601 the index holds
+    shown = set(re.findall(r"([A-Za-z_][\w.]*) \((?:method|class), lines", index))
+    if stage == "symbol_selection":
+        allowed = {n for b in p.schema["properties"]["symbols"]["items"]["anyOf"]
+                   for n in b["properties"]["symbol"].get("enum", [])}
+    else:
+        change = p.schema["properties"]["plan"]["properties"]["affected_files"]["items"]["properties"]["changes"]
+        allowed = set(change["items"]["anyOf"][0]["properties"]["symbol"]["enum"])
+    assert allowed == shown | {MODULE} and "Command.format_help" in allowed and len(shown) < 601
     # a small index is shown whole, unchanged
     small = build_prompt(stage, task, {**ctx, "symbols": symbols[:3]}, budget_tokens=900, chars_per_token=3.5)
     assert "pkg/core.py: Command.method_000 (method, lines 10-14), Command.method_001" in small.messages[1]["content"]

@@ -137,28 +137,25 @@ def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCach
     mentioning = snap.files_mentioning(sorted({_stem(p) for p in gold if len(_stem(p)) > 2})) if cfg.max_distractors else set()
     distractors = pick_distractors(task, tree, gold, cfg.max_distractors, mentioning)
 
-    wanted = gold + distractors
+    wanted = sorted(gold + distractors, key=lambda p: stable_hash(task["task_id"], "order", p))
     raw = snap.read(wanted, max_bytes=cfg.max_file_bytes)
-    budget = cfg.token_budget
+    texts = {p: decode(raw[p]) if p in raw else None for p in wanted}
+    readable = [p for p in wanted if texts[p] is not None]
+    shares = dict(zip(readable, share_budget([estimate_tokens(texts[p], cfg.chars_per_token) for p in readable],
+                                             cfg.token_budget)))
     cands = []
-    for p in wanted:
-        text = decode(raw[p]) if p in raw else None
-        if text is None:
-            cands.append({"path": p, "content": None, "tokens": 0, "truncated": True})
-            continue
-        tokens = estimate_tokens(text, cfg.chars_per_token)
-        if tokens <= budget:
+    for p in wanted:  # in an order that does not reveal the changed files
+        text, share = texts[p], shares.get(p, 0)
+        tokens = estimate_tokens(text, cfg.chars_per_token) if text is not None else 0
+        if text is not None and tokens <= share:
             cands.append({"path": p, "content": text, "tokens": tokens, "truncated": False})
-            budget -= tokens
-        elif budget >= 128:
-            cut = text[: int(budget * cfg.chars_per_token)]
+        elif text is not None and share > 0:
+            cut = text[: int(share * cfg.chars_per_token)]
             cut = cut[: cut.rfind("\n") + 1] or cut
-            t = estimate_tokens(cut, cfg.chars_per_token)
-            cands.append({"path": p, "content": cut, "tokens": t, "truncated": True})
-            budget -= t
-        else:
+            cands.append({"path": p, "content": cut, "tokens": estimate_tokens(cut, cfg.chars_per_token),
+                          "truncated": True})
+        else:  # unreadable (binary, undecodable, over max_file_bytes) or no budget left
             cands.append({"path": p, "content": None, "tokens": 0, "truncated": True})
-    cands.sort(key=lambda c: stable_hash(task["task_id"], "order", c["path"]))
 
     row.update(
         status="ok", detail="", file_tree=sorted(tree), n_tree_files=len(tree), candidates=cands,
@@ -167,6 +164,31 @@ def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCach
         languages=sorted({lang for p in to_index if (lang := language_for_path(p))}),
     )
     return row
+
+
+def share_budget(tokens: list[int], budget: int, floor: int = 128) -> list[int]:
+    """Each file's share of the token budget: files that fit an equal share are kept whole, the larger ones
+    split what is left equally (water-filling), so one long file (a changelog, a 3,000-line module) cannot
+    take the whole budget and leave the other candidates empty. Where an equal share would be under
+    ``floor`` tokens, the files are served ``floor`` each in the given order until the budget runs out."""
+    out = [0] * len(tokens)
+    left, open_ = budget, list(range(len(tokens)))
+    while open_:
+        fair = left // len(open_)
+        small = [i for i in open_ if tokens[i] <= fair]
+        if not small:
+            break
+        for i in small:
+            out[i], left = tokens[i], left - tokens[i]
+        open_ = [i for i in open_ if i not in small]
+    if open_ and left // len(open_) >= floor:
+        for i in open_:
+            out[i] = left // len(open_)
+    else:
+        for i in open_:
+            out[i] = min(floor, tokens[i]) if left >= min(floor, tokens[i]) else 0
+            left -= out[i]
+    return out
 
 
 def build_context_row(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCache) -> dict[str, Any]:

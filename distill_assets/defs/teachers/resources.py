@@ -1,7 +1,7 @@
 """Teacher endpoints for assets: the local llama.cpp server or a remote OpenAI-compatible API."""
 
 from contextlib import ExitStack, contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import dagster as dg
 
@@ -39,6 +39,13 @@ class TeachersResource(dg.ConfigurableResource):
         key = dg.EnvVar(teacher.api_key_env).get_value() if teacher.api_key_env else None
         yield str(teacher.base_url), key
 
+    def answer(self, cfg: DistillConfig, teacher: Teacher, requests: list[TeacherRequest],
+               progress: Callable[[int, int], None] | None = None) -> tuple[list[TeacherAnswer], dict]:
+        """One teacher's answers to ``requests`` within one step, and the call statistics (see
+        ``TeacherCalls``); the endpoint is opened only when an answer is not cached, and closed after."""
+        with ExitStack() as stack:
+            return TeacherCalls(self, cfg, stack).run(teacher.name, requests, progress)
+
     def calls(self, cfg: DistillConfig, stack: ExitStack) -> "TeacherCalls":
         """A callable (teacher name, requests) -> answers for one step; endpoints open on first need and
         close with ``stack``."""
@@ -57,8 +64,13 @@ class TeacherCalls:
         self.open: dict[str, tuple[str, str | None]] = {}
 
     def __call__(self, name: str, requests: list[TeacherRequest]) -> list[TeacherAnswer]:
+        return self.run(name, requests)[0]
+
+    def run(self, name: str, requests: list[TeacherRequest], progress: Callable[[int, int], None] | None = None
+            ) -> tuple[list[TeacherAnswer], dict]:
+        """(answers, statistics: calls, cache hits, retries)."""
         if not requests:
-            return []
+            return [], {}
         teacher = self.cfg.teacher(name)
         if teacher.kind == "local_llama_cpp" and all_cached(teacher, self.cache, requests):
             url, key = "http://127.0.0.1:9/v1", None  # never contacted: every answer is cached
@@ -67,7 +79,7 @@ class TeacherCalls:
                 self.open[name] = self.stack.enter_context(self.teachers.endpoint(teacher))
             url, key = self.open[name]
         try:
-            return run_teacher(teacher, url, key, self.cache, requests)[0]
+            return run_teacher(teacher, url, key, self.cache, requests, progress)
         except TeacherPermanentError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
 

@@ -171,35 +171,26 @@ def split_reasoning(text: str) -> tuple[str, str | None]:
     return _THINK.sub("", text or "").strip(), ("\n".join(t.strip() for t in thoughts) or None)
 
 
+_DECODER = json.JSONDecoder(strict=False)  # strict=False: raw newlines/tabs inside strings are common
+
+
 def extract_json(text: str) -> Any:
-    """The JSON value in a model answer: whole text, a fenced block, or the first {...} span."""
+    """The JSON value in a model answer: whole text, a fenced block, or the object that starts at the first
+    ``{`` (text after it is ignored). An object cut off by the output cap raises "truncated JSON"."""
     t = _FENCE.sub("", text.strip())
     try:
-        return json.loads(t, strict=False)  # strict=False: raw newlines/tabs inside strings are common
+        return json.loads(t, strict=False)
     except json.JSONDecodeError:
         pass
     start = t.find("{")
     if start == -1:
         raise ValueError("no JSON object in the answer")
-    depth, in_str, esc = 0, False, False
-    for i in range(start, len(t)):
-        ch = t[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return json.loads(t[start : i + 1], strict=False)
-    raise ValueError("truncated JSON (unbalanced braces)")
+    try:
+        return _DECODER.raw_decode(t, start)[0]
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(t.rstrip()) or exc.msg.startswith("Unterminated string"):
+            raise ValueError("truncated JSON (unbalanced braces)") from None
+        raise
 
 
 def parse_output(stage: str, text: str) -> tuple[BaseModel | None, str | None]:

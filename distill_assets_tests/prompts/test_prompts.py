@@ -70,6 +70,10 @@ def test_parsing_answers():
     assert extract_json('{"a": "line\nbreak"}') == {"a": "line\nbreak"}
     with pytest.raises(ValueError, match="truncated"):
         extract_json('{"a": [1, 2')
+    with pytest.raises(ValueError, match="truncated"):
+        extract_json('[REASONING] r\n[PLAN] {"plan": {"task_summary": "cut in the mid')  # cut inside a string
+    with pytest.raises(ValueError, match="Expecting"):
+        extract_json('{"a": nope} and more')  # balanced but not JSON: the decoder's own message
     content, thought = split_reasoning("<think>hmm</think>{\"diff\": \"x\"}")
     assert content == '{"diff": "x"}' and thought == "hmm"
     ok, err = parse_output("code_generation", '<think>plan</think>{"diff": "diff --git a/x b/x"}')

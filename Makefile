@@ -51,10 +51,10 @@ deploy: images
 # `make test-slow`: those (the whole demo with training and evaluation, containers, the web UI).
 # CI (.ci/run) runs both.
 test: setup sandbox-images
-	$(BIN)/python -m pytest -q -ra --timeout=1800 -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=15 --timeout=1800 -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup sandbox-images
-	$(BIN)/python -m pytest -q -ra --timeout=3600 -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=15 --timeout=3600 -m slow $(PYTEST_ARGS)
 
 test-all: setup sandbox-images
 	$(BIN)/python -m pytest -q -ra --timeout=3600 $(PYTEST_ARGS)

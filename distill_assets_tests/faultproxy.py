@@ -1,8 +1,12 @@
 """A fault-injecting HTTP proxy in front of a real OpenAI-compatible server (llama.cpp here).
 
-Faults are scripted per incoming chat request: 429 with Retry-After, 500, a
-time-out, a dropped connection mid-body, a garbled body, or an answer whose
-content is cut (malformed JSON from the model's side). It also emulates the
+Faults are scripted either by arrival (``faults``: the n-th incoming chat
+request gets the n-th fault) or by request (``scripts``: the i-th distinct
+request body gets script i, one fault per attempt; "cut_content" sticks to its
+request until an answer is delivered, so a client time-out under load cannot
+make the retry escape it). Faults: 429 with Retry-After, 500, a time-out, a
+dropped connection mid-body, a garbled body, or an answer whose content is cut
+(malformed JSON from the model's side). It also emulates the
 OpenAI batch endpoints (/v1/files, /v1/batches) by running each batch line
 against the real server. Every request that reached the real server and whose
 answer was delivered to the client is counted by its body, so tests can prove
@@ -28,9 +32,12 @@ from distill_assets.teachers.local_server import free_port
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, faults: list | None = None, latency_s: float = 0.0, timeout_sleep_s: float = 5.0):
+    def __init__(self, upstream: str, faults: list | None = None, latency_s: float = 0.0, timeout_sleep_s: float = 5.0,
+                 scripts: list[list] | None = None):
         self.upstream = upstream.rstrip("/")  # e.g. http://127.0.0.1:1234/v1
         self.faults = list(faults or [])
+        self.scripts = [list(s) for s in scripts or []]
+        self._script_of: dict[str, list] = {}  # body hash -> its script (what is left of it)
         self.latency_s = latency_s
         self.timeout_sleep_s = timeout_sleep_s
         self.received = 0
@@ -70,10 +77,18 @@ class FaultProxy:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
-    def _next_fault(self):
+    def _next_fault(self, body: bytes):
         with self._lock:
             self.received += 1
-            return self.faults.pop(0) if self.faults else None
+            if not self.scripts and not self._script_of:
+                return self.faults.pop(0) if self.faults else None
+            key = hashlib.sha256(body).hexdigest()
+            if key not in self._script_of:
+                self._script_of[key] = self.scripts.pop(0) if self.scripts else []
+            script = self._script_of[key]
+            if not script:
+                return None
+            return script[0] if script[0] == "cut_content" else script.pop(0)
 
     async def _forward(self, body: bytes) -> httpx.Response:
         if self._client is None:  # one pooled client, made inside the server's event loop
@@ -90,7 +105,7 @@ class FaultProxy:
 
     async def chat(self, request: Request) -> Response:
         body = await request.body()
-        fault = self._next_fault()
+        fault = self._next_fault(body)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if self.status_override:
@@ -127,6 +142,9 @@ class FaultProxy:
                 self.undelivered += 1
             return Response(status_code=499)
         self._delivered(body)
+        if kind == "cut_content":
+            with self._lock:
+                self._script_of[hashlib.sha256(body).hexdigest()] = []  # delivered: the fault has happened
         return Response(data, status_code=upstream.status_code, media_type="application/json")
 
     # ---- batch API emulation over the real server

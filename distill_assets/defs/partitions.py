@@ -39,7 +39,3 @@ def stage_teacher_skip(config, partition_key) -> str | None:
     stage, teacher = stage_teacher_of(partition_key)
     ok, reason = config.stage_teacher_status(stage, teacher)
     return None if ok else reason
-
-
-def valid_stage_teacher_keys(config) -> list[str]:
-    return [k for k in stage_teacher_partitions.get_partition_keys() if stage_teacher_skip(config, k) is None]

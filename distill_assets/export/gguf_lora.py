@@ -196,10 +196,3 @@ def rewrite_gguf(src: Path, dst: Path, *, transform=None, matrix_dtype=np.float3
     w.close()
     os.replace(tmp, dst)
     return dst
-
-
-def dequantised_copy(src: Path, dst: Path) -> Path:
-    """The same GGUF with every tensor dequantised to F32: the numbers transformers computes with when it
-    loads a GGUF, for exact comparisons. Written once."""
-    dst = Path(dst)
-    return dst if dst.exists() else rewrite_gguf(src, dst)

@@ -106,18 +106,3 @@ class LogStore:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-class MultiLog:
-    """Write every record to several stores (say a local SQLite file and a central Postgres)."""
-
-    def __init__(self, *stores: LogStore):
-        self.stores = stores
-
-    def record_query(self, **row: Any) -> None:
-        for s in self.stores:
-            s.record_query(**dict(row))
-
-    def record_outcome(self, run_id: str, **row: Any) -> None:
-        for s in self.stores:
-            s.record_outcome(run_id, **dict(row))

@@ -7,9 +7,15 @@ import json
 import pytest
 import torch
 
-from distill_assets.export.gguf_lora import ExportError, dequantised_copy, export_gguf_lora, read_base
+from distill_assets.export.gguf_lora import ExportError, export_gguf_lora, read_base, rewrite_gguf
 from distill_assets.export.ollama import create_command, modelfile
 from distill_assets_tests.router.conftest import make_peft_adapter
+
+
+def dequantised_copy(src, dst):
+    """The same GGUF with every tensor dequantised to F32: the numbers transformers computes with when it
+    loads a GGUF, for exact comparisons. Written once."""
+    return dst if dst.exists() else rewrite_gguf(src, dst)
 
 PROMPTS = ["Write a haiku about git.", "What is a change plan?", "List three Python keywords.",
            "Which file holds the cart total?"]

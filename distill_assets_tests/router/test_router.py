@@ -9,9 +9,24 @@ import pytest
 from distill_assets.config import STAGE_ORDER, load_config
 from distill_assets.plans.schema import Plan
 from distill_assets.router.engine import RouterError, StageEngine, StringCap
-from distill_assets.router.logstore import LogStore, MultiLog
+from distill_assets.router.logstore import LogStore
 from distill_assets.router.pipeline import StageAdapter, check_repo, route_task
 from distill_assets_tests.conftest import PROJECT
+
+
+class MultiLog:
+    """Writes every record to several stores (a local SQLite file and a central Postgres here)."""
+
+    def __init__(self, *stores: LogStore):
+        self.stores = stores
+
+    def record_query(self, **row) -> None:
+        for s in self.stores:
+            s.record_query(**dict(row))
+
+    def record_outcome(self, run_id: str, **row) -> None:
+        for s in self.stores:
+            s.record_outcome(run_id, **dict(row))
 
 TASK = "Add a discount parameter to the cart total and apply it at checkout"
 

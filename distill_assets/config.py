@@ -362,7 +362,7 @@ class StageConfig(_Strict):
 
 
 def default_stages() -> list[StageConfig]:
-    """The seed's tables: stage 4 rank 128 / alpha 256 / lr 1.5e-4 / 3 epochs / 8192; others rank 64, lr 2e-4."""
+    """Default hyper-parameters per stage (the research report's tables): stage 4 rank 128 / alpha 256 / lr 1.5e-4 / 3 epochs / 8192; others rank 64, lr 2e-4."""
     qwen4b, coder3b = "Qwen/Qwen3-4B", "Qwen/Qwen2.5-Coder-3B"
     common = TrainingConfig(rank=64, alpha=128, lr=2e-4, epochs=3, max_length=4096)
     return [
@@ -540,7 +540,7 @@ class AutomationConfig(_Strict):
 
 
 class CostConfig(_Strict):
-    """Projection of teacher spend (the seed's section 5): tasks per stage at full scale."""
+    """Projection of teacher spend: tasks per stage at full scale (the research report's section 5)."""
 
     target_tasks: dict[StageKey, int] = Field(default_factory=lambda: {
         StageKey.task_analysis: 5000, StageKey.relevance: 4000, StageKey.symbol_selection: 5000,

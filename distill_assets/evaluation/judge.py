@@ -1,6 +1,6 @@
 """LLM-as-judge for change plans: a configured teacher scores completeness, ordering and rationale
 (1-5 each) with the gold change as its reference; scores are reported on 0-1 and calibrated against
-execution outcomes by the report (the seed's calibration step)."""
+execution outcomes by the report (a calibration of the judge against the tests)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Self-improvement from production logs (the seed's section 7).
+"""Self-improvement from production logs: the student's answers on tasks that later passed become training rows.
 
 ``feedback_rows``: routed stage queries whose task later succeeded (the diff applied and the tests
 passed) become student-generated training rows, in the SFT table's shape (``source = "student"``).

@@ -1,4 +1,4 @@
-"""Projected teacher spend (tokens and dollars) next to what was actually spent (the seed's section 5)."""
+"""Projected teacher spend (tokens and dollars) at full scale next to what was actually spent."""
 
 from __future__ import annotations
 

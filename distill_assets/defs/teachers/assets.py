@@ -141,7 +141,7 @@ def _candidates_metadata(df: pl.DataFrame, stats: dict, teacher, st, stage_promp
         "teacher_outputs": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"allow_missing_partitions": True}),
     },
     description="Projected teacher tokens and dollars (tasks at hand, and the full-scale task counts of the "
-    "seed's section 5) per stage and teacher, next to what was actually spent.",
+    "research report's section 5) per stage and teacher, next to what was actually spent.",
 )
 def teacher_cost_estimate(context: dg.AssetExecutionContext, distill: DistillConfigResource, stage_prompts,
                           teacher_outputs) -> pl.DataFrame:

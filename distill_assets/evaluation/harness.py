@@ -143,7 +143,7 @@ def _teacher_system(cfg: DistillConfig, stage: str, name: str, answers: Answers)
 
 
 def _downstream(cfg: DistillConfig, answers: Answers, selections: Mapping[str, Mapping[str, Any]],
-                sandbox_context=None) -> Downstream:
+                sandbox_backends=None) -> Downstream:
     """The fixed coder (the code stage's first available teacher), the sandbox and the judge."""
     sbx, ev = cfg.sandbox, cfg.evaluation
     limits = Limits(timeout_s=sbx.timeout_s, memory_mb=sbx.memory_mb, max_processes=sbx.max_processes)
@@ -170,7 +170,8 @@ def _downstream(cfg: DistillConfig, answers: Answers, selections: Mapping[str, M
         if not diff:
             return ExecOutcome("no_diff", 0.0)
         res, _ = run_in_sandbox(item.task, s, diff, sbx.test_commands.get(item.task["repo"], []), sbx.backend,
-                                sbx.docker_image, limits, sandbox_cache, sandbox_context)
+                                sbx.docker_image, limits, sandbox_cache,
+                                **({"backends": sandbox_backends} if sandbox_backends else {}))
         return ExecOutcome(res.status, res.pass_rate)
 
     def judge(pairs):
@@ -187,7 +188,7 @@ def _downstream(cfg: DistillConfig, answers: Answers, selections: Mapping[str, M
 
 def evaluate(cfg: DistillConfig, stage: str, items: Sequence[EvalItem], *, candidate: StudentAdapter | None,
              live: StudentAdapter | None, answers: Answers, selections: Mapping[str, Mapping[str, Any]],
-             sandbox_context=None, progress: Callable[[str], None] | None = None) -> StageEvaluation:
+             sandbox_backends=None, progress: Callable[[str], None] | None = None) -> StageEvaluation:
     """Base student, candidate adapter, live adapter (when one is live and it is not the candidate) and
     teacher on the same held-out ``items``; per-task rows cached by content, and their summary."""
     ev, st = cfg.evaluation, cfg.stage(stage)
@@ -203,7 +204,7 @@ def evaluate(cfg: DistillConfig, stage: str, items: Sequence[EvalItem], *, candi
         teacher_name = first_available(cfg, stage, ev.teacher)
         if teacher_name:
             systems.append(_teacher_system(cfg, stage, teacher_name, answers))
-        down = _downstream(cfg, answers, selections, sandbox_context)
+        down = _downstream(cfg, answers, selections, sandbox_backends)
         settings = {"max_tokens": max_tokens, "max_string_chars": cfg.router.max_string_chars,
                     "n_ctx": cfg.router.n_ctx, "sandbox": [cfg.sandbox.backend, cfg.sandbox.test_commands]}
         rows, hits = evaluate_stage(stage, items, systems, down, EvalCache(cfg.resolved_cache_dir() / "evaluations"),

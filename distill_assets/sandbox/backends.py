@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import shlex
 import signal
 import subprocess
 import time
@@ -72,7 +71,7 @@ class Execution:
     timed_out: bool
 
 
-def _decode(b: bytes | None, limit: int = 200_000) -> str:
+def decode_output(b: bytes | None, limit: int = 200_000) -> str:
     text = (b or b"").decode("utf-8", "replace")
     return text if len(text) <= limit else text[:limit // 2] + "\n... (cut) ...\n" + text[-limit // 2:]
 
@@ -134,7 +133,7 @@ class BwrapBackend:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             timed_out = True
-        return Execution(None if timed_out else proc.returncode, _decode(out), _decode(err),
+        return Execution(None if timed_out else proc.returncode, decode_output(out), decode_output(err),
                          time.perf_counter() - t0, timed_out)
 
 
@@ -160,7 +159,7 @@ class DockerBackend:
     def argv(self, name: str, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
              env: Mapping[str, str] | None = None) -> list[str]:
         extra: list[str] = []
-        for d in sorted({_root_dir(m) for m in mounts} - {None}):  # /root/...: a traversable empty parent
+        for d in sorted({root_parent(m) for m in mounts} - {None}):  # /root/...: a traversable empty parent
             extra += ["--tmpfs", f"{d}:rw,nosuid,mode=755,size=1m"]
         for m in mounts:
             extra += ["-v", f"{m}:{m}:ro"]
@@ -189,89 +188,26 @@ class DockerBackend:
             timed_out = True
         finally:
             subprocess.run([self.docker, "rm", "-f", name], capture_output=True)
-        return Execution(None if timed_out else proc.returncode, _decode(out), _decode(err),
+        return Execution(None if timed_out else proc.returncode, decode_output(out), decode_output(err),
                          time.perf_counter() - t0, timed_out)
 
 
-def _root_dir(mount: str) -> str | None:
+def root_parent(mount: str) -> str | None:
     """A mount under a private home (``/root/...``) needs its top folder made traversable in a container."""
     parts = Path(mount).parts
     return "/" + parts[1] if len(parts) > 2 and parts[1] in ("root",) else None
 
 
-def get_backend(name: str, image: str | None = None, context=None):
-    """``context``: the Dagster step's context, needed by the dagster_docker backend."""
+DEFAULT_IMAGE = "distill-sandbox:bookworm"
+
+
+def get_backend(name: str, image: str | None = None):
+    """The sandbox backend ``name``: bwrap or docker. The dagster_docker backend lives in the Dagster layer
+    (``distill_assets.defs.sandbox``): it launches its containers from a Dagster step."""
     if name == "bwrap":
         return BwrapBackend()
     if name == "docker":
-        return DockerBackend(image or "distill-sandbox:bookworm")
+        return DockerBackend(image or DEFAULT_IMAGE)
     if name == "dagster_docker":
-        if context is None:
-            raise SandboxUnavailable("the dagster_docker backend runs inside a Dagster step (it needs its context)")
-        return PipesDockerBackend(context, image or "distill-sandbox:bookworm")
+        raise SandboxUnavailable("the dagster_docker backend runs inside a Dagster step (it needs its context)")
     raise SandboxUnavailable(f"unknown sandbox backend {name!r} (bwrap, docker or dagster_docker)")
-
-
-class PipesDockerBackend:
-    """The Docker sandbox launched through dagster-docker's PipesDockerClient, from inside a Dagster step.
-
-    Same isolation as ``DockerBackend``; the container's logs stream into the Dagster run. The
-    test output is written into the workspace (the container always exits 0 so the Pipes client
-    does not treat a failing test as a broken step); a coreutils ``timeout`` enforces the wall clock.
-    """
-
-    name = "dagster_docker"
-
-    def __init__(self, context, image: str):
-        from dagster_docker import PipesDockerClient  # the Dagster layer's dependency, imported on use
-
-        DockerBackend(image)  # same availability checks: docker CLI, daemon, image
-        self.context = context
-        self.image = image
-        self.client = PipesDockerClient()
-
-    def prepare(self, workspace: Path) -> None:
-        BwrapBackend.prepare(self, workspace)
-
-    def run(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
-            env: Mapping[str, str] | None = None) -> Execution:
-        import docker
-
-        self.prepare(workspace)
-        label = f"distill-sbx-{uuid.uuid4().hex[:12]}"
-        out, err, rc = ".distill-sbx.out", ".distill-sbx.err", ".distill-sbx.rc"
-        wrapped = (f"timeout -s KILL {int(limits.timeout_s)} /bin/sh -c {shlex.quote(command)} > {WORKDIR}/{out} 2> {WORKDIR}/{err};"
-                   f" echo $? > {WORKDIR}/{rc}; exit 0")
-        t0 = time.perf_counter()
-        try:
-            volumes = {str(workspace): {"bind": WORKDIR, "mode": "rw"}}
-            volumes.update({m: {"bind": m, "mode": "ro"} for m in mounts})
-            tmpfs = {"/tmp": "rw,nosuid,size=256m"}
-            tmpfs.update({d: "rw,nosuid,mode=755,size=1m" for d in {_root_dir(m) for m in mounts} - {None}})
-            self.client.run(context=self.context, image=self.image, command=["/bin/sh", "-c", wrapped],
-                            env={**BASE_ENV, **(env or {})},
-                            container_kwargs={
-                                "network_mode": "none", "read_only": True, "tmpfs": tmpfs,
-                                "user": f"{NOBODY}:{NOBODY}", "mem_limit": f"{limits.memory_mb}m",
-                                "memswap_limit": f"{limits.memory_mb}m", "pids_limit": limits.max_processes,
-                                "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
-                                "volumes": volumes, "working_dir": WORKDIR,
-                                "labels": {"distill-sandbox": label},
-                            })
-        finally:
-            client = docker.from_env()
-            for c in client.containers.list(all=True, filters={"label": f"distill-sandbox={label}"}):
-                c.remove(force=True)
-        duration = time.perf_counter() - t0
-
-        def read(name: str) -> str:
-            p = workspace / name
-            text = p.read_text(errors="replace") if p.exists() else ""
-            p.unlink(missing_ok=True)
-            return text
-
-        code_text = read(rc).strip()
-        code = int(code_text) if code_text.lstrip("-").isdigit() else None
-        timed_out = code == 137 and duration >= limits.timeout_s * 0.95
-        return Execution(None if timed_out else code, _decode(read(out).encode()), _decode(read(err).encode()),
-                         duration, timed_out)

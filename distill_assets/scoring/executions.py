@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import polars as pl
 
@@ -135,9 +135,10 @@ def selection_plan(selection: Mapping[str, Any] | None, commands: list[str]) -> 
 
 def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None, diff: str, commands: list[str],
                    backend_name: str, image: str | None, limits: Limits, cache: SandboxCache,
-                   context=None) -> tuple[RunResult, bool]:
+                   backends: Callable[[str, str | None], Any] = get_backend) -> tuple[RunResult, bool]:
     """(result, from cache). Tasks without selected tests are not run: status 'no_tests'. The run uses the same
-    plan (runner, environment) as the task's test selection."""
+    plan (runner, environment) as the task's test selection; ``backends`` makes the backend by name (the
+    Dagster layer passes one that also knows dagster_docker)."""
     if selection is None or selection["status"] != "selected":
         return RunResult("no_tests", 0.0, backend=backend_name), False
     selected = sorted(set(selection["fail_to_pass"]) | set(selection["pass_to_pass"]))
@@ -147,7 +148,7 @@ def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None,
     hit = cache.get(key)
     if hit is not None:
         return hit, True
-    backend = get_backend(backend_name, image, context)
+    backend = backends(backend_name, image)
     res = execute(task["repo_path"], task["base_commit"], diff, plan, backend, limits, test_patch=test_part,
                   selected=selected)
     cache.put(key, res)

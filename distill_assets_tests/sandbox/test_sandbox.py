@@ -204,7 +204,9 @@ def test_the_docker_sandbox_through_dagster_docker_pipes(tmp_path, listener):
 
     @dg.asset
     def sandboxed(context: dg.AssetExecutionContext):
-        backend = get_backend("dagster_docker", cfg.sandbox.docker_image, context)
+        from distill_assets.defs.sandbox import backends
+
+        backend = backends(context)("dagster_docker", cfg.sandbox.docker_image)
         sel = select_tests(t["repo_path"], t["base_commit"], t["gold_patch"], t["test_files"], commands, backend,
                            Limits(timeout_s=60))
         gold = execute(t["repo_path"], t["base_commit"], code, commands, backend, Limits(timeout_s=60),

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from distill_assets.defs.sandbox import backends
 from distill_assets.defs.automation_conditions import NIGHTLY, REFRESH
 from distill_assets.defs.metadata import md_table, table_meta
 from distill_assets.defs.partitions import stage_partitions
@@ -75,7 +76,7 @@ def evaluations(context: dg.AssetExecutionContext, distill: DistillConfigResourc
     with ExitStack() as stack:
         try:
             res = evaluate(cfg, stage, items, candidate=candidate, live=_live(cfg, stage),
-                           answers=teachers.calls(cfg, stack), selections=sel, sandbox_context=context,
+                           answers=teachers.calls(cfg, stack), selections=sel, sandbox_backends=backends(context),
                            progress=context.log.info)
         except (EvaluationSetupError, SandboxUnavailable) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -1,6 +1,5 @@
 """Scoring: validated candidates, agreement, sandboxed plan executions, scores, SFT rows and DPO pairs."""
 
-import json
 import time
 from collections import Counter
 
@@ -12,7 +11,6 @@ from distill_assets.environments.build import environment_cache, wants_environme
 from distill_assets.environments.selection import ENV_SCHEMA, env_by_task, environments_for_tasks, selection_for_task
 from distill_assets.plans.schema import Plan
 from distill_assets.sandbox import Limits, SandboxUnavailable, partition_patch
-from distill_assets.sandbox.backends import get_backend
 from distill_assets.scoring.agreement import agreement_table
 from distill_assets.scoring.executions import (EXECUTION_SCHEMA, SELECTION_SCHEMA, PlanToRun, SandboxCache,
                                                coder_requests, execution_plan, execution_row, overlap_only_row,
@@ -25,6 +23,7 @@ from distill_assets.defs.metadata import md_counts, md_table, table_meta
 from distill_assets.defs.partitions import (plan_source_partitions, repo_partitions, stage_partitions,
                                             stage_teacher_partitions, stage_teacher_skip)
 from distill_assets.defs.resources import TRANSIENT_RETRY, DistillConfigResource
+from distill_assets.defs.sandbox import backends
 from distill_assets.defs.scoring.env_metadata import environment_metadata, selection_metadata
 from distill_assets.defs.teachers.resources import TeachersResource
 
@@ -99,7 +98,7 @@ def test_selections(context: dg.AssetExecutionContext, distill: DistillConfigRes
                     change_tasks: pl.DataFrame, test_environments) -> dg.Output[pl.DataFrame]:
     cfg = distill.load()
     try:
-        backend = get_backend(cfg.sandbox.backend, cfg.sandbox.docker_image, context)
+        backend = backends(context)(cfg.sandbox.backend, cfg.sandbox.docker_image)
     except SandboxUnavailable as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     envs = _concat(test_environments)
@@ -174,7 +173,8 @@ def plan_executions(context: dg.AssetExecutionContext, distill: DistillConfigRes
         task = tasks[p.task_id]
         try:
             return run_in_sandbox(task, sel.get(p.task_id), diff, cfg.sandbox.test_commands.get(task["repo"], []),
-                                  cfg.sandbox.backend, cfg.sandbox.docker_image, _limits(cfg), sandbox_cache, context)
+                                  cfg.sandbox.backend, cfg.sandbox.docker_image, _limits(cfg), sandbox_cache,
+                                  backends(context))
         except SandboxUnavailable as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
 

@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: setup demo learn test test-slow test-all ui bench clean system sandbox-images images deploy
+.PHONY: setup demo learn lint test test-slow test-all ui bench clean system sandbox-images images deploy
 
 system:
 	@bash scripts/setup-system.sh
@@ -50,6 +50,11 @@ deploy: images
 # `make test`: everything but the slow end-to-end tests (under ~30 min on 2 cores);
 # `make test-slow`: those (the whole demo with training and evaluation, containers, the web UI).
 # CI (.ci/run) runs both.
+# ruff: lint and format check (configuration in pyproject.toml); `ruff format .` fixes the format
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 test: setup sandbox-images
 	$(BIN)/python -m pytest -q -ra --durations=15 --timeout=1800 -m "not slow" $(PYTEST_ARGS)
 

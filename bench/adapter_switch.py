@@ -51,14 +51,20 @@ def main() -> None:
     for i, stage in enumerate(STAGE_ORDER):
         torch.manual_seed(i)
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        peft = get_peft_model(model, LoraConfig(r=ns.rank, lora_alpha=2 * ns.rank, target_modules="all-linear",
-                                                lora_dropout=0.0, task_type="CAUSAL_LM"))
+        peft = get_peft_model(
+            model,
+            LoraConfig(
+                r=ns.rank, lora_alpha=2 * ns.rank, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM"
+            ),
+        )
         for n, p in peft.named_parameters():
             if "lora_B" in n:
                 torch.nn.init.normal_(p, std=0.01)
         peft.save_pretrained(work / stage)
         paths[stage] = export_gguf_lora(work / stage, Path(gguf), work / f"{stage}.gguf")["path"]
-    prompt = "<|im_start|>user\nPlan a change that adds a discount to the cart total.<|im_end|>\n<|im_start|>assistant\n"
+    prompt = (
+        "<|im_start|>user\nPlan a change that adds a discount to the cart total.<|im_end|>\n<|im_start|>assistant\n"
+    )
 
     def one_token(llm) -> None:
         llm.reset()
@@ -104,10 +110,14 @@ def main() -> None:
     print(f"switch (llama_set_adapters_lora + KV reset): median {sw * 1000:.3f} ms over {len(switch_s)}")
     print(f"reload (new Llama with lora_path, file in page cache): median {rl * 1000:.1f} ms over {len(reload_s)}")
     print(f"ratio switch / reload = 1/{rl / sw:.0f}  (goal: <= 1/20)  {'MET' if rl / sw >= 20 else 'NOT MET'}")
-    print(f"first token after the change: {swt * 1000:.1f} ms after a switch, {rlt * 1000:.1f} ms after a reload "
-          f"(1/{rlt / swt:.0f}; the first decode also pays the adapter's first use)")
-    print(f"generation: {plain:.1f} tok/s without adapter, {adapted:.1f} tok/s with one "
-          f"({adapted / plain:.2f}x; slow-down {100 * (1 - adapted / plain):.0f}%)")
+    print(
+        f"first token after the change: {swt * 1000:.1f} ms after a switch, {rlt * 1000:.1f} ms after a reload "
+        f"(1/{rlt / swt:.0f}; the first decode also pays the adapter's first use)"
+    )
+    print(
+        f"generation: {plain:.1f} tok/s without adapter, {adapted:.1f} tok/s with one "
+        f"({adapted / plain:.2f}x; slow-down {100 * (1 - adapted / plain):.0f}%)"
+    )
 
 
 if __name__ == "__main__":

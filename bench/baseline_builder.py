@@ -10,8 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_reference_builder(rev: str, work: Path):
     """``build_reference_plans`` as it was at ``rev`` (its module loaded under another name)."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:distill_assets/plans/reference.py"],
-                         capture_output=True, text=True, check=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:distill_assets/plans/reference.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"reference_at_{rev}.py"
     path.write_text(src)

@@ -30,7 +30,7 @@ def build(dest: Path, commits: int = 5000, files: int = 400, seed: int = 7) -> P
         out.append(f"data {len(msg.encode())}\n{msg}")
         if c:
             out.append(f"from :{c}\n")
-        for p in (paths if c == 0 else touched):
+        for p in paths if c == 0 else touched:
             lines = contents[p]
             if c and kind < 0.05:  # whitespace-only edit
                 k = rng.randrange(len(lines))

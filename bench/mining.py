@@ -45,10 +45,18 @@ def profile_lines(fn, top: int = 12) -> list[str]:
     total = time.perf_counter() - t0
     stats = pstats.Stats(prof)
     # time waiting on the git process: gitpython reads its output in communicate()
-    in_git = max((ct for (file, _, name), (_, _, _, ct, _) in stats.stats.items()
-                  if name in ("communicate", "_communicate") and "subprocess" in file), default=0.0)
-    lines = [f"profile (cProfile adds overhead to the Python part): total {total:.3f} s; waiting for git "
-             f"{in_git:.3f} s ({in_git / total:.0%}); Python {total - in_git:.3f} s ({1 - in_git / total:.0%})"]
+    in_git = max(
+        (
+            ct
+            for (file, _, name), (_, _, _, ct, _) in stats.stats.items()
+            if name in ("communicate", "_communicate") and "subprocess" in file
+        ),
+        default=0.0,
+    )
+    lines = [
+        f"profile (cProfile adds overhead to the Python part): total {total:.3f} s; waiting for git "
+        f"{in_git:.3f} s ({in_git / total:.0%}); Python {total - in_git:.3f} s ({1 - in_git / total:.0%})"
+    ]
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
     body = buf.getvalue()
@@ -95,8 +103,9 @@ def main() -> int:
         return 2
 
     def baseline():  # --git-dir: the same command for a bare clone and a work tree
-        return subprocess.run(["git", f"--git-dir={git_dir}", "log", "--numstat", ref],
-                              capture_output=True, check=True).stdout
+        return subprocess.run(
+            ["git", f"--git-dir={git_dir}", "log", "--numstat", ref], capture_output=True, check=True
+        ).stdout
 
     def ours():
         r = open_repository(source, cache)
@@ -116,11 +125,16 @@ def main() -> int:
         return 2
     kept = len(res.kept)
     ratio = t_ours / t_base
-    print(f"repository: {repo_path} ({'bare clone' if bare else 'work tree'}; {n_commits} commits at "
-          f"{args.branch or 'HEAD'} {ref[:10]}; best of {args.repeat})")
+    print(
+        f"repository: {repo_path} ({'bare clone' if bare else 'work tree'}; {n_commits} commits at "
+        f"{args.branch or 'HEAD'} {ref[:10]}; best of {args.repeat})"
+    )
     print(f"git log --numstat : {t_base:8.3f} s")
-    print(f"distill mining    : {t_ours:8.3f} s  ({kept} kept, {n_commits - kept} dropped: "
-          + ", ".join(f"{k}={v}" for k, v in res.drop_counts().items() if v) + ")")
+    print(
+        f"distill mining    : {t_ours:8.3f} s  ({kept} kept, {n_commits - kept} dropped: "
+        + ", ".join(f"{k}={v}" for k, v in res.drop_counts().items() if v)
+        + ")"
+    )
     print(f"ratio             : {ratio:8.2f}x  (goal <= 1.5x) {'OK' if ratio <= 1.5 else 'OVER GOAL'}")
     if args.profile:
         print("\n".join(profile_lines(ours)))

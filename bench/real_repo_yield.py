@@ -52,8 +52,11 @@ def main() -> int:
     tasks = build_change_tasks([mined], None, MiningConfig(), SplitConfig())
     pool = [t for t in tasks.iter_rows(named=True) if t["has_tests"]]
     sample = spread(pool, args.sample)
-    print(f"{name}: {tasks.height} tasks, {len(pool)} touch tests; sample of {len(sample)} from "
-          f"{sample[0]['created_at']:%Y-%m} to {sample[-1]['created_at']:%Y-%m}", flush=True)
+    print(
+        f"{name}: {tasks.height} tasks, {len(pool)} touch tests; sample of {len(sample)} from "
+        f"{sample[0]['created_at']:%Y-%m} to {sample[-1]['created_at']:%Y-%m}",
+        flush=True,
+    )
     cache = EnvironmentCache(args.cache / "environments")
     t0 = time.perf_counter()
     envs = environments_for_tasks(sample, cache, name, progress=lambda m: print("  " + m, flush=True))
@@ -64,30 +67,48 @@ def main() -> int:
     t1 = time.perf_counter()
     for t in sample:
         ts = time.perf_counter()
-        row = selection_for_task(t, by_task.get(t["task_id"]), None, backend, Limits(timeout_s=300, memory_mb=4096),
-                                 args.cache / "selections")
+        row = selection_for_task(
+            t,
+            by_task.get(t["task_id"]),
+            None,
+            backend,
+            Limits(timeout_s=300, memory_mb=4096),
+            args.cache / "selections",
+        )
         row["seconds"] = round(time.perf_counter() - ts, 2)
         row["date"] = f"{t['created_at']:%Y-%m-%d}"
         rows.append(row)
-        print(f"  {t['task_id']} {row['date']} {row['status']:18s} {row['seconds']:6.1f}s  "
-              f"{(row.get('detail') or '')[:110]}", flush=True)
+        print(
+            f"  {t['task_id']} {row['date']} {row['status']:18s} {row['seconds']:6.1f}s  "
+            f"{(row.get('detail') or '')[:110]}",
+            flush=True,
+        )
     sel_s = time.perf_counter() - t1
     ready = sum(1 for t in sample if by_task.get(t["task_id"]) and by_task[t["task_id"]].status == "ready")
     f2p = sum(1 for r in rows if r["fail_to_pass"])
     built = envs.filter(~envs["cache_hit"]) if envs.height else envs
     reasons = Counter(r["status"] for r in rows if not r["fail_to_pass"])
     summary = {
-        "repo": name, "sample": len(sample), "command": " ".join(sys.argv),
-        "ready_env_share": round(ready / len(sample), 3), "fail_to_pass_share": round(f2p / len(sample), 3),
-        "environments": envs.height, "environments_built": built.height,
+        "repo": name,
+        "sample": len(sample),
+        "command": " ".join(sys.argv),
+        "ready_env_share": round(ready / len(sample), 3),
+        "fail_to_pass_share": round(f2p / len(sample), 3),
+        "environments": envs.height,
+        "environments_built": built.height,
         "environments_cache_hits": envs.height - built.height,
         "env_build_seconds_total": round(float(built["seconds"].sum()) if built.height else 0.0, 1),
-        "env_phase_seconds": round(env_s, 1), "selection_phase_seconds": round(sel_s, 1),
-        "sandbox_seconds_per_task": round(sel_s / len(sample), 2), "total_seconds": round(env_s + sel_s, 1),
+        "env_phase_seconds": round(env_s, 1),
+        "selection_phase_seconds": round(sel_s, 1),
+        "sandbox_seconds_per_task": round(sel_s / len(sample), 2),
+        "total_seconds": round(env_s + sel_s, 1),
         "env_status": dict(Counter(envs["status"].to_list())) if envs.height else {},
         "miss_reasons": dict(reasons),
-        "misses": [{"task": r["task_id"], "date": r["date"], "status": r["status"], "detail": (r.get("detail") or "")[:300]}
-                   for r in rows if not r["fail_to_pass"]],
+        "misses": [
+            {"task": r["task_id"], "date": r["date"], "status": r["status"], "detail": (r.get("detail") or "")[:300]}
+            for r in rows
+            if not r["fail_to_pass"]
+        ],
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "misses"}, indent=1))
     if args.json:

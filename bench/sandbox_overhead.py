@@ -40,7 +40,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--command", default="python3 -m unittest discover -s tests -t . -v")
     ap.add_argument("--env-repo", type=Path, default=None, help="a real repository, run in its test environment")
-    ap.add_argument("--env-cache", type=Path, default=Path(__file__).resolve().parent / "_work" / "envs" / "environments")
+    ap.add_argument(
+        "--env-cache", type=Path, default=Path(__file__).resolve().parent / "_work" / "envs" / "environments"
+    )
     args = ap.parse_args()
     cfg = load_config()
     env_vars: dict[str, str] = {}
@@ -56,8 +58,10 @@ def main() -> int:
             print(f"environment {env.key}: {env.status}: {env.detail}")
             return 1
         env_vars, mounts = env.sandbox()
-        print(f"environment {env.key} ({env.language}, {env.runner}, {'cache hit' if env.cache_hit else 'built'}); "
-              f"mounts {mounts}")
+        print(
+            f"environment {env.key} ({env.language}, {env.runner}, {'cache hit' if env.cache_hit else 'built'}); "
+            f"mounts {mounts}"
+        )
     else:
         source = cfg.sources.repos[0]
     repo = open_repository(source, cfg.resolved_cache_dir())
@@ -72,8 +76,13 @@ def main() -> int:
 
         def bare():
             # the sandbox's environment, so the same python3 runs in both
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-                   **{k: v.replace(WORKDIR, str(work)) for k, v in env_vars.items()}}
+            env = {
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": tmp,
+                "LANG": "C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                **{k: v.replace(WORKDIR, str(work)) for k, v in env_vars.items()},
+            }
             r = subprocess.run(["/bin/sh", "-c", args.command], cwd=work, capture_output=True, env=env)
             assert r.returncode == 0, r.stderr[-500:]
 
@@ -98,8 +107,10 @@ def main() -> int:
         print(f"{name:7s}: {t * 1000:8.1f} ms   ratio {t / b:5.2f}x   overhead {(t - b) * 1000:7.1f} ms")
     if "bwrap" in results:
         limit = 1.2 * b + 0.1
-        print(f"goal    : bwrap <= 1.2 x bare + 100 ms = {limit * 1000:.1f} ms -> "
-              f"{'OK' if results['bwrap'] <= limit else 'OVER GOAL'}")
+        print(
+            f"goal    : bwrap <= 1.2 x bare + 100 ms = {limit * 1000:.1f} ms -> "
+            f"{'OK' if results['bwrap'] <= limit else 'OVER GOAL'}"
+        )
     return 0
 
 

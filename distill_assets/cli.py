@@ -72,8 +72,11 @@ def check_config(
         ok, why = te.availability()
         t.add_row(te.name, te.model, "yes" if ok else why)
     console.print(t)
-    console.print(f"repos: {', '.join(r.name for r in cfg.sources.repos) or 'none'}; "
-                  f"external sources: {len(cfg.sources.external)}", soft_wrap=True)
+    console.print(
+        f"repos: {', '.join(r.name for r in cfg.sources.repos) or 'none'}; "
+        f"external sources: {len(cfg.sources.external)}",
+        soft_wrap=True,
+    )
     problems = check_sources(cfg.sources, cfg.resolved_cache_dir(), timeout_s=timeout)
     for problem in problems:  # one line each, never wrapped
         console.print(f"[red]source error:[/red] {escape(problem.message)}", soft_wrap=True)
@@ -83,8 +86,11 @@ def check_config(
 
 @app.command()
 def demo(
-    select: str = typer.Option("*", help="what to materialize: an asset group (`sources`, `group:sources`) or an "
-                               "asset key glob (`mined_*`); default: every asset"),
+    select: str = typer.Option(
+        "*",
+        help="what to materialize: an asset group (`sources`, `group:sources`) or an "
+        "asset key glob (`mined_*`); default: every asset",
+    ),
 ):
     """Materialize every asset, in dependency order, for every partition that applies.
 
@@ -96,8 +102,12 @@ def demo(
     console.print(f"DAGSTER_HOME={home}", soft_wrap=True)
     started = time.time()
     try:
-        results = materialize_all(cfg, select=select, log_level="CRITICAL",
-                                  log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+        results = materialize_all(
+            cfg,
+            select=select,
+            log_level="CRITICAL",
+            log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+        )
     except SelectionError as exc:
         console.print(f"[red]error:[/red] --select {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2)
@@ -115,16 +125,23 @@ def demo(
 @app.command()
 def learn(
     source: str = typer.Argument(..., help="the repository to learn from: a git bundle, a local repository or a URL"),
-    transfer: str = typer.Option(None, "--transfer", help="also evaluate the adapters on this repository's "
-                                 "held-out tasks"),
+    transfer: str = typer.Option(
+        None, "--transfer", help="also evaluate the adapters on this repository's held-out tasks"
+    ),
     profile: Path = typer.Option(None, "--profile", help="the learning profile (default: data/learn.yaml)"),
-    fractions: str = typer.Option("1.0", "--fractions", help="shares of the training rows to train at, one "
-                                  "training each (e.g. 0.25,0.5,1.0; the largest is the headline)"),
-    checkpoints: bool = typer.Option(True, "--checkpoints/--no-checkpoints", help="also evaluate the headline "
-                                     "training's intermediate checkpoints (a learning curve from one training)"),
+    fractions: str = typer.Option(
+        "1.0",
+        "--fractions",
+        help="shares of the training rows to train at, one "
+        "training each (e.g. 0.25,0.5,1.0; the largest is the headline)",
+    ),
+    checkpoints: bool = typer.Option(
+        True,
+        "--checkpoints/--no-checkpoints",
+        help="also evaluate the headline training's intermediate checkpoints (a learning curve from one training)",
+    ),
     stages: str = typer.Option("relevance,symbol_selection,plan_generation", "--stages"),
-    work: Path = typer.Option(None, "--work", help="folder of the run's Dagster homes (default: "
-                              "$DAGSTER_HOME/learn)"),
+    work: Path = typer.Option(None, "--work", help="folder of the run's Dagster homes (default: $DAGSTER_HOME/learn)"),
     out: Path = typer.Option(None, "--out", help="write the markdown report here (default: WORK/student_gain.md)"),
 ):
     """Does the student learn? Train stage adapters on a real repository's history with the gold patches as
@@ -140,17 +157,26 @@ def learn(
     shares = tuple(float(f) for f in fractions.split(","))
     started = time.time()
     try:
-        res = run_learn(source, work, profile=profile or PROFILE, stages=keys, fractions=shares, transfer=transfer,
-                        checkpoints=checkpoints,
-                        log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+        res = run_learn(
+            source,
+            work,
+            profile=profile or PROFILE,
+            stages=keys,
+            fractions=shares,
+            transfer=transfer,
+            checkpoints=checkpoints,
+            log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+        )
     except (LearnError, ConfigError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1)
     table = gain_table(res.runs)
     cmd = "distill learn " + " ".join(sys.argv[2:])
-    header = (f"# Student gain: {res.headline}\n\nCommand: `{cmd}`; profile `{(profile or PROFILE).name}`; "
-              f"training rows at 100 %: {res.train_rows}; wall time {time.time() - started:.0f} s "
-              f"({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items())}).")
+    header = (
+        f"# Student gain: {res.headline}\n\nCommand: `{cmd}`; profile `{(profile or PROFILE).name}`; "
+        f"training rows at 100 %: {res.train_rows}; wall time {time.time() - started:.0f} s "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items())})."
+    )
     md = render(table, res.headline, res.curve, res.transfer, header, res.skipped)
     out = out or work / "student_gain.md"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,10 +190,15 @@ def run_task(
     task: str = typer.Argument(..., help="what to change, in words"),
     repo: Path = typer.Option(..., "--repo", help="a clean git repository (its HEAD is read)"),
     out: Path = typer.Option(None, "--out", help="write the diff here (default: REPO/.. /distill-<run>.diff)"),
-    log_url: str = typer.Option(None, "--log-url", help="production log store URL (default: router.log_url, "
-                                "else sqlite under $DAGSTER_HOME)"),
-    tests: bool = typer.Option(True, "--tests/--no-tests", help="run the repository's tests on the diff in the "
-                               "sandbox when it applies (commands: --test-cmd, else sandbox.test_commands[repo name])"),
+    log_url: str = typer.Option(
+        None, "--log-url", help="production log store URL (default: router.log_url, else sqlite under $DAGSTER_HOME)"
+    ),
+    tests: bool = typer.Option(
+        True,
+        "--tests/--no-tests",
+        help="run the repository's tests on the diff in the "
+        "sandbox when it applies (commands: --test-cmd, else sandbox.test_commands[repo name])",
+    ),
     test_cmd: list[str] = typer.Option(None, "--test-cmd", help="a shell command that runs the tests (repeatable)"),
 ):
     """Run stages 1-5 on a repository with the exported stage adapters; print the plan, write the diff, run
@@ -182,8 +213,11 @@ def run_task(
     cfg = _config_or_exit()
     adapters = adapters_from_tables(home / "storage" / "tables", cfg.resolved_cache_dir() / "promotions" / "live.json")
     for a in adapters.values():  # what the gate decided to serve
-        console.print(f"{a.stage}: " + (f"adapter {a.sha256[:12]}" if a.adapter_gguf else
-                                        "base student (the gate promoted no adapter)"), soft_wrap=True)
+        console.print(
+            f"{a.stage}: "
+            + (f"adapter {a.sha256[:12]}" if a.adapter_gguf else "base student (the gate promoted no adapter)"),
+            soft_wrap=True,
+        )
     commands = (list(test_cmd or []) or cfg.sandbox.test_commands.get(Path(repo).resolve().name, [])) if tests else []
     if tests and not commands:  # no commands: the repository's own runner in a built test environment
         from distill_assets.environments.build import environment_cache
@@ -191,10 +225,12 @@ def run_task(
         from distill_assets.mining.miner import FileClassifier
 
         with console.status("preparing the repository's test environment"):
-            head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-            plan, why = repo_test_plan(str(Path(repo).resolve()), head, environment_cache(cfg),
-                                       FileClassifier(cfg.mining).is_test)
+            head = subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            plan, why = repo_test_plan(
+                str(Path(repo).resolve()), head, environment_cache(cfg), FileClassifier(cfg.mining).is_test
+            )
         if plan is None:
             console.print(f"[yellow]tests:[/yellow] {why}")
         else:
@@ -204,6 +240,7 @@ def run_task(
     started = time.time()
     try:
         with console.status("loading the model and adapters") as status:
+
             def progress(stage: str, msg: str) -> None:
                 status.update(f"stage {stage}: {msg}")
                 if msg != "running":
@@ -225,15 +262,24 @@ def run_task(
     target = out or Path(repo).resolve().parent / f"distill-{res.run_id[:8]}.diff"
     if res.diff:
         target.write_text(res.diff if res.diff.endswith("\n") else res.diff + "\n")
-        console.print(f"diff written to {target}; git apply --check: "
-                      + ("[green]applies[/green]" if res.diff_applied else f"[red]does not apply[/red] ({res.apply_error.strip()[:200]})"))
+        console.print(
+            f"diff written to {target}; git apply --check: "
+            + (
+                "[green]applies[/green]"
+                if res.diff_applied
+                else f"[red]does not apply[/red] ({res.apply_error.strip()[:200]})"
+            )
+        )
     if res.tests is not None:
         colour = "green" if res.tests_passed else "red"
-        console.print(f"tests: [{colour}]{res.tests.status}[/{colour}] ({res.tests.pass_rate:.0%} of "
-                      f"{len(res.tests.selected)})")
+        console.print(
+            f"tests: [{colour}]{res.tests.status}[/{colour}] ({res.tests.pass_rate:.0%} of {len(res.tests.selected)})"
+        )
     elif res.diff_applied and not commands:
-        console.print("tests: not run (no --test-cmd and no sandbox.test_commands for this repository); report "
-                      f"later with `distill report-outcome {res.run_id} --tests-passed|--tests-failed`")
+        console.print(
+            "tests: not run (no --test-cmd and no sandbox.test_commands for this repository); report "
+            f"later with `distill report-outcome {res.run_id} --tests-passed|--tests-failed`"
+        )
     console.print(f"run {res.run_id} logged; {time.time() - started:.0f}s")
 
 
@@ -256,8 +302,9 @@ def report_outcome(
         if not log.has_run(run_id):
             console.print(f"[red]error:[/red] no routed run {run_id!r} in {log.url}")
             raise typer.Exit(2)
-        log.record_outcome(run_id, tests_passed=tests_passed,
-                           detail=_json.dumps({"reported": True, "note": note}) if note else None)
+        log.record_outcome(
+            run_id, tests_passed=tests_passed, detail=_json.dumps({"reported": True, "note": note}) if note else None
+        )
     finally:
         log.close()
     console.print(f"run {run_id}: tests_passed={tests_passed} recorded")

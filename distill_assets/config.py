@@ -116,38 +116,100 @@ class MiningConfig(_Strict):
     max_changed_lines: int = Field(default=3000, ge=1)
     lockfiles: list[str] = Field(
         default_factory=lambda: [
-            "package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Pipfile.lock",
-            "uv.lock", "Cargo.lock", "go.sum", "composer.lock", "Gemfile.lock", "pdm.lock",
-            "bun.lockb", "flake.lock", "mix.lock", "pubspec.lock", "Podfile.lock",
+            "package-lock.json",
+            "yarn.lock",
+            "pnpm-lock.yaml",
+            "poetry.lock",
+            "Pipfile.lock",
+            "uv.lock",
+            "Cargo.lock",
+            "go.sum",
+            "composer.lock",
+            "Gemfile.lock",
+            "pdm.lock",
+            "bun.lockb",
+            "flake.lock",
+            "mix.lock",
+            "pubspec.lock",
+            "Podfile.lock",
         ]
     )
     vendored: list[str] = Field(
         default_factory=lambda: [
-            "vendor/**", "**/vendor/**", "third_party/**", "**/third_party/**",
-            "node_modules/**", "**/node_modules/**", "external/**",
+            "vendor/**",
+            "**/vendor/**",
+            "third_party/**",
+            "**/third_party/**",
+            "node_modules/**",
+            "**/node_modules/**",
+            "external/**",
         ]
     )
     generated: list[str] = Field(
         default_factory=lambda: [
-            "**/*.min.js", "**/*.min.css", "**/*_pb2.py", "**/*_pb2_grpc.py", "**/*.pb.go",
-            "**/*.generated.*", "**/generated/**", "dist/**", "build/**", "**/*.map",
+            "**/*.min.js",
+            "**/*.min.css",
+            "**/*_pb2.py",
+            "**/*_pb2_grpc.py",
+            "**/*.pb.go",
+            "**/*.generated.*",
+            "**/generated/**",
+            "dist/**",
+            "build/**",
+            "**/*.map",
             "**/__snapshots__/**",
         ]
     )
     tests: list[str] = Field(
         default_factory=lambda: [
-            "test/**", "tests/**", "**/test/**", "**/tests/**", "**/__tests__/**", "testing/**",
-            "spec/**", "**/spec/**", "specs/**", "e2e/**", "**/e2e/**", "**/testdata/**", "**/fixtures/**",
-            "**/test_*.py", "**/*_test.py", "**/*_tests.py", "**/*_test.go", "**/*.test.*", "**/*.spec.*",
-            "**/*.test-d.ts", "**/*-test.*", "**/*-tests.*", "**/*_spec.rb",
-            "**/src/test/**", "**/*Test.java", "**/*Tests.java", "**/conftest.py",
+            "test/**",
+            "tests/**",
+            "**/test/**",
+            "**/tests/**",
+            "**/__tests__/**",
+            "testing/**",
+            "spec/**",
+            "**/spec/**",
+            "specs/**",
+            "e2e/**",
+            "**/e2e/**",
+            "**/testdata/**",
+            "**/fixtures/**",
+            "**/test_*.py",
+            "**/*_test.py",
+            "**/*_tests.py",
+            "**/*_test.go",
+            "**/*.test.*",
+            "**/*.spec.*",
+            "**/*.test-d.ts",
+            "**/*-test.*",
+            "**/*-tests.*",
+            "**/*_spec.rb",
+            "**/src/test/**",
+            "**/*Test.java",
+            "**/*Tests.java",
+            "**/conftest.py",
         ]
     )
     docs: list[str] = Field(
         default_factory=lambda: [
-            "*.md", "*.rst", "*.adoc", "*.markdown", "CHANGES", "CHANGES.*", "CHANGELOG*", "Changelog*",
-            "HISTORY*", "History*", "NEWS*", "[Rr][Ee][Aa][Dd][Mm][Ee]*", "LICENSE*", "AUTHORS*",
-            "CONTRIBUTING*", "docs/**", "doc/**",
+            "*.md",
+            "*.rst",
+            "*.adoc",
+            "*.markdown",
+            "CHANGES",
+            "CHANGES.*",
+            "CHANGELOG*",
+            "Changelog*",
+            "HISTORY*",
+            "History*",
+            "NEWS*",
+            "[Rr][Ee][Aa][Dd][Mm][Ee]*",
+            "LICENSE*",
+            "AUTHORS*",
+            "CONTRIBUTING*",
+            "docs/**",
+            "doc/**",
         ],
         description="documentation and changelog files (category `docs`)",
     )
@@ -166,7 +228,8 @@ class MiningConfig(_Strict):
     )
     dependency_bump_patterns: list[str] = Field(
         default_factory=lambda: [
-            r"^bump(s|ed)?\s+\S+\s+from\s+\S+\s+to\s+\S+", r"^bump(s|ed)?\s+the\s+\S+\s+group\b",
+            r"^bump(s|ed)?\s+\S+\s+from\s+\S+\s+to\s+\S+",
+            r"^bump(s|ed)?\s+the\s+\S+\s+group\b",
             r"^(chore\(deps[^)]*\)|build\(deps[^)]*\)):",
         ],
         description="regular expressions (case-insensitive) on the subject of automated dependency updates",
@@ -198,11 +261,18 @@ def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
 class PlansConfig(_Strict):
     """Reference plans: which tasks they keep, and when invalid plans stop a run."""
 
-    max_invalid_rate: float = Field(default=0.03, ge=0.0, le=1.0, description="the blocking check fails when "
-                                    "more than this share of built reference plans is invalid; invalid plans are "
-                                    "kept with their violations and never used for training or evaluation")
-    drop_module_only: bool = Field(default=False, description="filter tasks whose plan holds only whole-file "
-                                   "<module> changes (no symbol-level change anywhere)")
+    max_invalid_rate: float = Field(
+        default=0.03,
+        ge=0.0,
+        le=1.0,
+        description="the blocking check fails when "
+        "more than this share of built reference plans is invalid; invalid plans are "
+        "kept with their violations and never used for training or evaluation",
+    )
+    drop_module_only: bool = Field(
+        default=False,
+        description="filter tasks whose plan holds only whole-file <module> changes (no symbol-level change anywhere)",
+    )
 
 
 class SplitConfig(_Strict):
@@ -255,8 +325,9 @@ class Teacher(_Strict):
     max_tasks: int | None = Field(default=None, gt=0, description="cap tasks per stage (small local teachers)")
     max_samples: int | None = Field(default=None, gt=0, description="cap N per task (small local teachers)")
     max_output_tokens: int | None = Field(default=None, gt=0, description="cap the stage's max_output_tokens")
-    max_parse_failure_rate: float = Field(default=0.2, ge=0.0, le=1.0,
-                                          description="teacher_outputs check fails above this rate")
+    max_parse_failure_rate: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="teacher_outputs check fails above this rate"
+    )
     n_ctx: int = Field(default=8192, ge=512, description="local server context length")
 
     @field_validator("name")
@@ -304,28 +375,42 @@ class TrainingConfig(_Strict):
     curriculum: bool = Field(default=False, description="easy -> hard by difficulty label, as a sampler")
     kd: bool = Field(default=False, description="phase 3: on-policy logit distillation (TRL DistillationTrainer)")
     kd_teacher: str | None = Field(
-        default=None, description="same-tokenizer teacher for kd: HF dir, hub id or 'package:file.gguf'")
+        default=None, description="same-tokenizer teacher for kd: HF dir, hub id or 'package:file.gguf'"
+    )
     kd_lr: float = Field(default=5e-5, gt=0)
     kd_epochs: float = Field(default=1, gt=0)
     kd_beta: float = Field(default=0.5, ge=0.0, le=1.0, description="0 forward KL, 1 reverse KL, 0.5 JSD")
     kd_max_new_tokens: int = Field(default=256, ge=8, description="student completion length in kd")
     qlora: Literal["auto", "on", "off"] = Field(
-        default="auto", description="4-bit NF4 base (bitsandbytes); auto: on when CUDA and bitsandbytes are present")
+        default="auto", description="4-bit NF4 base (bitsandbytes); auto: on when CUDA and bitsandbytes are present"
+    )
     liger: Literal["auto", "on", "off"] = Field(
-        default="auto", description="liger-kernel RMSNorm/SwiGLU/RoPE; auto: on when CUDA and liger are present")
+        default="auto", description="liger-kernel RMSNorm/SwiGLU/RoPE; auto: on when CUDA and liger are present"
+    )
     compile: Literal["auto", "on", "off"] = Field(
-        default="off", description="regional torch.compile of the decoder layers in SFT (replaces liger's in-layer "
+        default="off",
+        description="regional torch.compile of the decoder layers in SFT (replaces liger's in-layer "
         "kernels); auto: on when CUDA. With checkpoint_layers: none and activation_memory_budget: 0.8, 2.13x plain "
-        "HF+PEFT at 36.7 GB (Qwen3-4B shape, seq 8192, H200)")
+        "HF+PEFT at 36.7 GB (Qwen3-4B shape, seq 8192, H200)",
+    )
     activation_memory_budget: float | None = Field(
-        default=None, gt=0, le=1, description="with compile: the share of activations the backward keeps; the rest "
-        "is recomputed, cheapest first (torch._functorch activation_memory_budget)")
+        default=None,
+        gt=0,
+        le=1,
+        description="with compile: the share of activations the backward keeps; the rest "
+        "is recomputed, cheapest first (torch._functorch activation_memory_budget)",
+    )
     checkpoint_layers: int | Literal["all", "none"] = Field(
-        default="all", description="gradient checkpointing: all layers, none, or N layers spread evenly")
+        default="all", description="gradient checkpointing: all layers, none, or N layers spread evenly"
+    )
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
     save_steps: int = Field(default=50, ge=1, description="checkpoint every N optimizer steps (resumable)")
-    keep_checkpoints: int = Field(default=2, ge=1, description="checkpoints kept on disk (the newest; more give a "
-                                  "learning curve from one training, see `distill learn`)")
+    keep_checkpoints: int = Field(
+        default=2,
+        ge=1,
+        description="checkpoints kept on disk (the newest; more give a "
+        "learning curve from one training, see `distill learn`)",
+    )
     max_steps: int | None = Field(default=None, gt=0, description="cap optimizer steps per phase (CPU demos)")
     max_train_rows: int | None = Field(default=None, gt=0, description="cap training rows per phase (CPU demos)")
     seed: int = 42
@@ -352,8 +437,10 @@ class StageConfig(_Strict):
     max_output_tokens: int = Field(default=768, ge=16)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     base_gguf: str | None = Field(
-        default=None, description="the base as GGUF for llama.cpp / Ollama ('package:file.gguf' or a path); "
-        "default: base_model when that is a GGUF")
+        default=None,
+        description="the base as GGUF for llama.cpp / Ollama ('package:file.gguf' or a path); "
+        "default: base_model when that is a GGUF",
+    )
 
     def inference_gguf(self) -> str | None:
         if self.base_gguf:
@@ -366,20 +453,40 @@ def default_stages() -> list[StageConfig]:
     qwen4b, coder3b = "Qwen/Qwen3-4B", "Qwen/Qwen2.5-Coder-3B"
     common = TrainingConfig(rank=64, alpha=128, lr=2e-4, epochs=3, max_length=4096)
     return [
-        StageConfig(key=StageKey.task_analysis, number=1, student_model=qwen4b,
-                    teachers=["local", "qwen3.5-plus"], training=common),
-        StageConfig(key=StageKey.relevance, number=2, student_model=qwen4b,
-                    teachers=["local", "qwen3.5-plus"], training=common),
-        StageConfig(key=StageKey.symbol_selection, number=3, student_model=qwen4b,
-                    teachers=["local", "qwen3.5-plus"],
-                    training=common.model_copy(update={"curriculum": True})),
-        StageConfig(key=StageKey.plan_generation, number=4, student_model=qwen4b,
-                    teachers=["local", "qwen3.5-plus", "deepseek-v3.2"], n_samples=10,
-                    training=TrainingConfig(rank=128, alpha=256, lr=1.5e-4, epochs=3, max_length=8192,
-                                            dpo=True, curriculum=True)),
-        StageConfig(key=StageKey.code_generation, number=5, student_model=coder3b,
-                    teachers=["local", "qwen3-coder-next"],
-                    training=common.model_copy(update={"dpo": True})),
+        StageConfig(
+            key=StageKey.task_analysis,
+            number=1,
+            student_model=qwen4b,
+            teachers=["local", "qwen3.5-plus"],
+            training=common,
+        ),
+        StageConfig(
+            key=StageKey.relevance, number=2, student_model=qwen4b, teachers=["local", "qwen3.5-plus"], training=common
+        ),
+        StageConfig(
+            key=StageKey.symbol_selection,
+            number=3,
+            student_model=qwen4b,
+            teachers=["local", "qwen3.5-plus"],
+            training=common.model_copy(update={"curriculum": True}),
+        ),
+        StageConfig(
+            key=StageKey.plan_generation,
+            number=4,
+            student_model=qwen4b,
+            teachers=["local", "qwen3.5-plus", "deepseek-v3.2"],
+            n_samples=10,
+            training=TrainingConfig(
+                rank=128, alpha=256, lr=1.5e-4, epochs=3, max_length=8192, dpo=True, curriculum=True
+            ),
+        ),
+        StageConfig(
+            key=StageKey.code_generation,
+            number=5,
+            student_model=coder3b,
+            teachers=["local", "qwen3-coder-next"],
+            training=common.model_copy(update={"dpo": True}),
+        ),
     ]
 
 
@@ -388,29 +495,43 @@ def default_stages() -> list[StageConfig]:
 
 class SandboxConfig(_Strict):
     backend: Literal["bwrap", "docker", "dagster_docker"] = Field(
-        default="bwrap", description="bwrap on one machine; docker or dagster_docker (PipesDockerClient) to scale out")
+        default="bwrap", description="bwrap on one machine; docker or dagster_docker (PipesDockerClient) to scale out"
+    )
     timeout_s: int = Field(default=300, ge=1)
     memory_mb: int = Field(default=2048, ge=64)
     max_processes: int = Field(default=256, ge=8)
     docker_image: str = "distill-sandbox:bookworm"
     test_commands: dict[str, list[str]] = Field(
-        default_factory=dict, description="repo name -> shell commands that run its tests (else the runner is "
-        "detected and run in a built test environment)"
+        default_factory=dict,
+        description="repo name -> shell commands that run its tests (else the runner is "
+        "detected and run in a built test environment)",
     )
     environments: Literal["auto", "always", "never"] = Field(
-        default="auto", description="per-repository test environments (test_environments): auto: for repositories "
-        "without test_commands; always: also under test_commands (their dependencies on PATH); never")
-    env_dir: Path | None = Field(default=None, description="where test environments are built (default: "
-                                 "<cache_dir>/environments); when running as root, the sandbox user (uid 65534) "
-                                 "must be able to pass every folder above it")
-    env_cache_gb: float = Field(default=20.0, gt=0, description="disk cap of the environment cache (least recently "
-                                "used environments are removed first)")
-    env_retry_failed_h: float = Field(default=24.0, ge=0, description="a failed environment build is tried again "
-                                      "after this many hours")
-    pythons: list[str] = Field(default_factory=list, description="extra Python interpreters for environments "
-                               "(system ones and pyenv's are found on their own)")
-    full_suite: bool = Field(default=False, description="run the whole test suite, not only the test files the "
-                             "gold change touches")
+        default="auto",
+        description="per-repository test environments (test_environments): auto: for repositories "
+        "without test_commands; always: also under test_commands (their dependencies on PATH); never",
+    )
+    env_dir: Path | None = Field(
+        default=None,
+        description="where test environments are built (default: "
+        "<cache_dir>/environments); when running as root, the sandbox user (uid 65534) "
+        "must be able to pass every folder above it",
+    )
+    env_cache_gb: float = Field(
+        default=20.0,
+        gt=0,
+        description="disk cap of the environment cache (least recently used environments are removed first)",
+    )
+    env_retry_failed_h: float = Field(
+        default=24.0, ge=0, description="a failed environment build is tried again after this many hours"
+    )
+    pythons: list[str] = Field(
+        default_factory=list,
+        description="extra Python interpreters for environments (system ones and pyenv's are found on their own)",
+    )
+    full_suite: bool = Field(
+        default=False, description="run the whole test suite, not only the test files the gold change touches"
+    )
 
 
 # --------------------------------------------------------------------------- root
@@ -426,11 +547,13 @@ class ScoringConfig(_Strict):
     sft_min_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="stage 4/5 SFT rows with tests")
     max_sft_per_task: int = Field(default=3, ge=1, description="diversity: rows per task and stage")
     include_reference: bool = Field(default=True, description="mix reference plans (gold) into SFT and DPO")
-    reference_stages: list[str] = Field(default_factory=lambda: ["plan_generation", "code_generation"],
-                                        description="stages whose SFT rows include the gold patch's answer (with "
-                                        "include_reference): relevance (the changed files among the candidates), "
-                                        "symbol_selection (the plan's symbols), plan_generation (the reference "
-                                        "plan), code_generation (the gold diff)")
+    reference_stages: list[str] = Field(
+        default_factory=lambda: ["plan_generation", "code_generation"],
+        description="stages whose SFT rows include the gold patch's answer (with "
+        "include_reference): relevance (the changed files among the candidates), "
+        "symbol_selection (the plan's symbols), plan_generation (the reference "
+        "plan), code_generation (the gold diff)",
+    )
 
     @field_validator("reference_stages")
     @classmethod
@@ -440,6 +563,7 @@ class ScoringConfig(_Strict):
         if bad:
             raise ValueError(f"unknown or unsupported stage(s) {bad}: the gold patch answers {list(allowed)}")
         return v
+
     executions_per_plan: int = Field(default=1, ge=1, description="stage-5 samples per plan")
     max_plans_per_task: int = Field(default=3, ge=1, description="plans executed per task and teacher")
 
@@ -448,14 +572,17 @@ class TrainerConfig(_Strict):
     """Where and how adapter training runs (the `adapters` asset): always outside the code server."""
 
     launcher: Literal["subprocess", "docker"] = Field(
-        default="subprocess", description="subprocess (accelerate launch when >1 GPU), or a container through "
-        "dagster-docker's PipesDockerClient")
+        default="subprocess",
+        description="subprocess (accelerate launch when >1 GPU), or a container through "
+        "dagster-docker's PipesDockerClient",
+    )
     num_processes: int | Literal["auto"] = Field(default="auto", description="auto: one per visible GPU")
     docker_image: str = Field(default="distill-assets:latest", description="an image with this project installed")
     docker_gpus: bool = Field(default=True, description="request every GPU of the host (device_requests)")
     docker_python: str = Field(default="python", description="the interpreter inside the image")
     docker_volumes: list[str] = Field(
-        default_factory=list, description="extra host:container[:mode] mounts, e.g. a model folder")
+        default_factory=list, description="extra host:container[:mode] mounts, e.g. a model folder"
+    )
     timeout_s: int = Field(default=48 * 3600, ge=60, description="wall clock per training run")
 
 
@@ -463,24 +590,33 @@ class RouterConfig(_Strict):
     """The local inference pipeline (`distill run-task`): stage adapters on one llama.cpp model per base."""
 
     log_url: str | None = Field(
-        default=None, description="production log store: SQLAlchemy URL (postgresql+psycopg2://... or sqlite:///...); "
-        "default: sqlite under $DAGSTER_HOME")
+        default=None,
+        description="production log store: SQLAlchemy URL (postgresql+psycopg2://... or sqlite:///...); "
+        "default: sqlite under $DAGSTER_HOME",
+    )
     n_ctx: int = Field(default=8192, ge=512)
     n_threads: int | None = Field(default=None, ge=1)
     max_candidates: int = Field(default=6, ge=1, description="files retrieved for the relevance stage")
     prompt_token_budget: int = Field(default=2500, ge=256, description="per stage prompt at inference")
     max_output_tokens: int = Field(default=768, ge=16)
-    max_string_chars: int | None = Field(default=300, ge=16, description="close a JSON string at this many "
-                                         "characters while decoding (not the diff); none: never")
+    max_string_chars: int | None = Field(
+        default=300,
+        ge=16,
+        description="close a JSON string at this many characters while decoding (not the diff); none: never",
+    )
 
 
 class ExportConfig(_Strict):
     """What export writes besides the GGUF LoRA adapters and Modelfiles."""
 
-    merged: bool = Field(default=False, description="also one merged, quantised GGUF per stage (base + adapter): "
-                         "a full model file per stage, for users who want one file; off by default (size)")
+    merged: bool = Field(
+        default=False,
+        description="also one merged, quantised GGUF per stage (base + adapter): "
+        "a full model file per stage, for users who want one file; off by default (size)",
+    )
     merged_quant: Literal["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16"] = Field(
-        default="Q4_K_M", description="llama.cpp quantisation of the merged model")
+        default="Q4_K_M", description="llama.cpp quantisation of the merged model"
+    )
     keep_f16: bool = Field(default=False, description="keep the F16 merge next to the quantised file")
 
 
@@ -488,25 +624,42 @@ class EvaluationConfig(_Strict):
     """Held-out evaluation (`evaluations`, `eval_report`) and the promotion gate (`promoted_adapters`)."""
 
     max_tasks: int | None = Field(default=50, ge=1, description="test-split tasks per stage (None: all)")
-    teacher: str | None = Field(default=None, description="the teacher system; default: the stage's first "
-                                "available teacher")
-    judge: str | None = Field(default=None, description="LLM judge of stage-4 plans; default: the plan stage's "
-                              "first available teacher")
+    teacher: str | None = Field(
+        default=None, description="the teacher system; default: the stage's first available teacher"
+    )
+    judge: str | None = Field(
+        default=None, description="LLM judge of stage-4 plans; default: the plan stage's first available teacher"
+    )
     judge_enabled: bool = True
-    max_output_tokens: int | None = Field(default=None, ge=16, description="decoding cap of the evaluated "
-                                          "systems, students and teacher (default: the stage's max_output_tokens)")
+    max_output_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description="decoding cap of the evaluated "
+        "systems, students and teacher (default: the stage's max_output_tokens)",
+    )
     bootstrap: int = Field(default=1000, ge=10, description="bootstrap resamples for confidence intervals")
     ci_level: float = Field(default=0.95, gt=0.5, lt=1.0)
     seed: int = 0
-    tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="promotion gate: the largest mean drop of a "
-                             "headline metric (absolute, 0-1) a new adapter may show against what the router "
-                             "serves (the live adapter, or the base student when nothing is live)")
-    min_gain_over_base: float = Field(default=0.02, ge=0.0, le=1.0, description="promotion gate: the smallest "
-                                      "mean paired gain over the base student on the stage's gain metric (stage 2 "
-                                      "file F1, 3 symbol F1, 4 file recall, 5 pass rate, 1 scope accuracy); the "
-                                      "lower end of its paired bootstrap interval must also be above 0")
-    target_share: float = Field(default=0.7, gt=0.0, le=1.5, description="the student's target share of teacher "
-                                "quality (reported)")
+    tolerance: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="promotion gate: the largest mean drop of a "
+        "headline metric (absolute, 0-1) a new adapter may show against what the router "
+        "serves (the live adapter, or the base student when nothing is live)",
+    )
+    min_gain_over_base: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="promotion gate: the smallest "
+        "mean paired gain over the base student on the stage's gain metric (stage 2 "
+        "file F1, 3 symbol F1, 4 file recall, 5 pass rate, 1 scope accuracy); the "
+        "lower end of its paired bootstrap interval must also be above 0",
+    )
+    target_share: float = Field(
+        default=0.7, gt=0.0, le=1.5, description="the student's target share of teacher quality (reported)"
+    )
 
 
 class AutomationConfig(_Strict):
@@ -514,18 +667,33 @@ class AutomationConfig(_Strict):
 
     nightly_cron: str = Field(default="0 2 * * *", description="when the nightly retrain starts (cron)")
     timezone: str = "UTC"
-    feedback_threshold: int = Field(default=20, ge=1, description="new logged tasks with an outcome that make "
-                                    "the production-log sensor refresh self-improvement data and request a retrain")
-    student_share: float = Field(default=0.3, ge=0.0, lt=1.0, description="share of student (production) rows "
-                                 "mixed into SFT; teacher rows are never replaced")
-    stage4_min_tasks: int = Field(default=50, ge=1, description="logged tasks with outcomes before stage 4 "
-                                  "learns from its own plans")
-    stage4_min_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0, description="baseline plan pass rate "
-                                        "needed before stage 4 self-improvement")
-    min_distinct_2: float = Field(default=0.2, ge=0.0, le=1.0, description="diversity check: least share of "
-                                  "distinct word bigrams in the student rows")
-    max_mean_similarity: float = Field(default=0.9, ge=0.0, le=1.0, description="diversity check: highest "
-                                       "mean MinHash similarity between student rows")
+    feedback_threshold: int = Field(
+        default=20,
+        ge=1,
+        description="new logged tasks with an outcome that make "
+        "the production-log sensor refresh self-improvement data and request a retrain",
+    )
+    student_share: float = Field(
+        default=0.3,
+        ge=0.0,
+        lt=1.0,
+        description="share of student (production) rows mixed into SFT; teacher rows are never replaced",
+    )
+    stage4_min_tasks: int = Field(
+        default=50, ge=1, description="logged tasks with outcomes before stage 4 learns from its own plans"
+    )
+    stage4_min_pass_rate: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="baseline plan pass rate needed before stage 4 self-improvement"
+    )
+    min_distinct_2: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="diversity check: least share of distinct word bigrams in the student rows",
+    )
+    max_mean_similarity: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="diversity check: highest mean MinHash similarity between student rows"
+    )
 
     @field_validator("nightly_cron")
     @classmethod
@@ -542,10 +710,15 @@ class AutomationConfig(_Strict):
 class CostConfig(_Strict):
     """Projection of teacher spend: tasks per stage at full scale (the research report's section 5)."""
 
-    target_tasks: dict[StageKey, int] = Field(default_factory=lambda: {
-        StageKey.task_analysis: 5000, StageKey.relevance: 4000, StageKey.symbol_selection: 5000,
-        StageKey.plan_generation: 15000, StageKey.code_generation: 20000,
-    })
+    target_tasks: dict[StageKey, int] = Field(
+        default_factory=lambda: {
+            StageKey.task_analysis: 5000,
+            StageKey.relevance: 4000,
+            StageKey.symbol_selection: 5000,
+            StageKey.plan_generation: 15000,
+            StageKey.code_generation: 20000,
+        }
+    )
     assumed_input_tokens: int = Field(default=500, ge=1, description="per call, until measured")
     assumed_output_tokens: int = Field(default=800, ge=1, description="per call, until measured")
 
@@ -583,9 +756,7 @@ class DistillConfig(_Strict):
         for i, stage in enumerate(self.stages):
             for t in stage.teachers:
                 if t not in names:
-                    raise ValueError(
-                        f"stages[{i}].teachers names unknown teacher {t!r}; known: {', '.join(names)}"
-                    )
+                    raise ValueError(f"stages[{i}].teachers names unknown teacher {t!r}; known: {', '.join(names)}")
         for key in ("teacher", "judge"):
             t = getattr(self.evaluation, key)
             if t is not None and t not in names:
@@ -639,6 +810,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 def _expand(value: object, environ: dict[str, str]) -> object:
     if isinstance(value, str):
+
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in environ:
@@ -646,6 +818,7 @@ def _expand(value: object, environ: dict[str, str]) -> object:
             if default is not None:
                 return default
             raise ConfigError(f"distill.yaml refers to ${{{name}}} but that env var is not set")
+
         return _ENV_REF.sub(sub, value)
     if isinstance(value, list):
         return [_expand(v, environ) for v in value]
@@ -685,8 +858,9 @@ def _resolve_paths(cfg: DistillConfig, base: Path) -> DistillConfig:
     return cfg.model_copy(update={"sources": sources, "cache_dir": fix(cfg.cache_dir), "sandbox": sandbox})
 
 
-def parse_config(data: object, *, base_dir: Path | None = None, source: str = "distill.yaml",
-                 environ: dict[str, str] | None = None) -> DistillConfig:
+def parse_config(
+    data: object, *, base_dir: Path | None = None, source: str = "distill.yaml", environ: dict[str, str] | None = None
+) -> DistillConfig:
     env = dict(os.environ if environ is None else environ)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")

@@ -20,16 +20,16 @@ __all__ = ["Hunk", "FileDiff", "parse_patch", "line_hunks", "unquote_path"]
 @dataclass
 class Hunk:
     removed: list[tuple[int, str]] = field(default_factory=list)  # (old 1-based line number, text)
-    added: list[tuple[int, str]] = field(default_factory=list)    # (new 1-based line number, text)
+    added: list[tuple[int, str]] = field(default_factory=list)  # (new 1-based line number, text)
 
 
 @dataclass
 class FileDiff:
-    path: str                 # after the change; for a deletion the path it had
-    old_path: str | None      # before the change, for renames and copies; else None
-    status: str               # A D R C M
+    path: str  # after the change; for a deletion the path it had
+    old_path: str | None  # before the change, for renames and copies; else None
+    status: str  # A D R C M
     binary: bool
-    additions: int | None     # None for binary files
+    additions: int | None  # None for binary files
     deletions: int | None
     hunks: list[Hunk] = field(default_factory=list)
 
@@ -52,8 +52,8 @@ def unquote_path(path: str) -> str:
         ch = raw[i]
         if ch == "\\" and i + 1 < len(raw):
             nxt = raw[i + 1]
-            if nxt in "01234567" and re.fullmatch(r"[0-7]{3}", raw[i + 1:i + 4] or ""):
-                out.append(int(raw[i + 1:i + 4], 8))
+            if nxt in "01234567" and re.fullmatch(r"[0-7]{3}", raw[i + 1 : i + 4] or ""):
+                out.append(int(raw[i + 1 : i + 4], 8))
                 i += 4
                 continue
             if nxt in _ESCAPES:
@@ -104,9 +104,14 @@ def parse_patch(text: str) -> list[FileDiff]:
             status = "C" if copied else "R"
         else:
             status, path, old = "M", tgt or src or unquote_path(pf.path), None
-        fd = FileDiff(path=path, old_path=old, status=status, binary=bool(pf.is_binary_file),
-                      additions=None if pf.is_binary_file else pf.added,
-                      deletions=None if pf.is_binary_file else pf.removed)
+        fd = FileDiff(
+            path=path,
+            old_path=old,
+            status=status,
+            binary=bool(pf.is_binary_file),
+            additions=None if pf.is_binary_file else pf.added,
+            deletions=None if pf.is_binary_file else pf.removed,
+        )
         for h in pf:
             hunk = Hunk()
             for line in h:

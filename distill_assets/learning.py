@@ -94,8 +94,13 @@ def materialize(steps: list[str], stages: tuple[str, ...], log: Callable[[str], 
     with dg.DagsterInstance.get() as instance:
         for step in steps:
             groups = {step.removeprefix("group:")} if step.startswith("group:") else None
-            results = materialize_all(load_config(), instance=instance, log=log, stages=set(stages),
-                                      **({"groups": groups} if groups else {"select": step}))
+            results = materialize_all(
+                load_config(),
+                instance=instance,
+                log=log,
+                stages=set(stages),
+                **({"groups": groups} if groups else {"select": step}),
+            )
             failed = [r.asset for r in results if r.failed]
             if failed:
                 raise LearnError(f"{step}: {', '.join(failed)} failed (the lines above say why)")
@@ -123,8 +128,9 @@ def _no_teacher(name: str, requests: list) -> list:
     raise LearnError(f"the learning profile calls no teacher, yet {name!r} was asked {len(requests)} request(s)")
 
 
-def checkpoint_evaluations(home: Path, cfg, stage: str, log: Callable[[str], None] = print
-                           ) -> Iterator[tuple[str, float, pl.DataFrame | None, str]]:
+def checkpoint_evaluations(
+    home: Path, cfg, stage: str, log: Callable[[str], None] = print
+) -> Iterator[tuple[str, float, pl.DataFrame | None, str]]:
     """The headline training's intermediate checkpoints of ``stage`` (those the trainer kept, every
     ``save_steps``), each exported to a GGUF adapter and evaluated against the base on the held-out tasks the
     adapter was: (run label, share of the training pass, evaluation rows, ""). A point that could not be
@@ -147,9 +153,12 @@ def checkpoint_evaluations(home: Path, cfg, stage: str, log: Callable[[str], Non
     if not states:
         yield "checkpoints", 0.0, None, f"the trainer kept no intermediate checkpoint in {run_dir / 'sft'}"
         return
-    items, _ = held_out_items(cfg, pl.read_parquet(t / "stage_prompts" / f"{stage}.parquet"),
-                              *(pl.read_parquet(t / f"{n}.parquet") for n in ("reference_plans", "change_tasks",
-                                                                                 "task_contexts")), {})
+    items, _ = held_out_items(
+        cfg,
+        pl.read_parquet(t / "stage_prompts" / f"{stage}.parquet"),
+        *(pl.read_parquet(t / f"{n}.parquet") for n in ("reference_plans", "change_tasks", "task_contexts")),
+        {},
+    )
     for step, total, ck in states:
         label = f"{ad['run_key'][:8]} checkpoint {step}/{total}"
         log(f"== {stage}: {label}")
@@ -158,8 +167,9 @@ def checkpoint_evaluations(home: Path, cfg, stage: str, log: Callable[[str], Non
             if not out.exists():
                 export_gguf_lora(ck, Path(gg["base_gguf"]), out, name=f"distill-{stage}-{ck.name}")
             cand = StudentAdapter(file_sha256(out), str(out), gg["base_gguf"])
-            res = evaluate(cfg, stage, items, candidate=cand, live=None, answers=_no_teacher, selections={},
-                           progress=log)
+            res = evaluate(
+                cfg, stage, items, candidate=cand, live=None, answers=_no_teacher, selections={}, progress=log
+            )
         except (ExportError, EvaluationSetupError, OSError, ValueError, KeyError) as exc:
             yield label, step / total, None, f"{type(exc).__name__}: {exc}"  # the other points go on
             continue
@@ -181,9 +191,17 @@ def intermediate_checkpoints(folder: Path) -> list[tuple[int, int, Path]]:
     return sorted(out, key=lambda x: x[0])
 
 
-def learn(source: str, work: Path, *, profile: Path = PROFILE, stages: tuple[str, ...] = LEARN_STAGES,
-          fractions: tuple[float, ...] = (1.0,), transfer: str | None = None, checkpoints: bool = True,
-          log: Callable[[str], None] = print) -> LearnResult:
+def learn(
+    source: str,
+    work: Path,
+    *,
+    profile: Path = PROFILE,
+    stages: tuple[str, ...] = LEARN_STAGES,
+    fractions: tuple[float, ...] = (1.0,),
+    transfer: str | None = None,
+    checkpoints: bool = True,
+    log: Callable[[str], None] = print,
+) -> LearnResult:
     """Run the learning pipeline; the adapters of the largest share are the headline (and the transferred).
     The learning curve: one training per share in ``fractions``, and (``checkpoints``) the intermediate
     checkpoints of the headline training, each evaluated on the same held-out tasks."""
@@ -242,5 +260,14 @@ def learn(source: str, work: Path, *, profile: Path = PROFILE, stages: tuple[str
     return res
 
 
-__all__ = ["LEARN_STAGES", "PROFILE", "LearnError", "LearnResult", "checkpoint_evaluations", "intermediate_checkpoints", "learn", "repo_entry",
-           "write_config"]
+__all__ = [
+    "LEARN_STAGES",
+    "PROFILE",
+    "LearnError",
+    "LearnResult",
+    "checkpoint_evaluations",
+    "intermediate_checkpoints",
+    "learn",
+    "repo_entry",
+    "write_config",
+]

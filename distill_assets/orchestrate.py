@@ -83,27 +83,31 @@ def select_asset_keys(graph, select: str = "*", groups: set[str] | None = None) 
     keys = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
     all_groups = sorted({graph.get(k).group_name for k in keys})
     if select.startswith("group:"):
-        pattern = select[len("group:"):]
+        pattern = select[len("group:") :]
         chosen = {g for g in all_groups if fnmatch.fnmatchcase(g, pattern)}
         picked = [k for k in keys if graph.get(k).group_name in chosen]
     else:
-        picked = [k for k in keys
-                  if fnmatch.fnmatchcase(k.to_user_string(), select) or graph.get(k).group_name == select]
+        picked = [
+            k for k in keys if fnmatch.fnmatchcase(k.to_user_string(), select) or graph.get(k).group_name == select
+        ]
     if groups is not None:
         picked = [k for k in picked if graph.get(k).group_name in groups]
     if not picked:
         within = f" within groups {', '.join(sorted(groups))}" if groups is not None else ""
-        raise SelectionError(f"{select!r} matches no asset key and no asset group{within}; groups: "
-                             f"{', '.join(all_groups)} (select a group by name or as group:NAME, "
-                             "or assets by key glob, e.g. 'mined_*')")
+        raise SelectionError(
+            f"{select!r} matches no asset key and no asset group{within}; groups: "
+            f"{', '.join(all_groups)} (select a group by name or as group:NAME, "
+            "or assets by key glob, e.g. 'mined_*')"
+        )
     return picked
 
 
 # --------------------------------------------------------------------------- repository partitions
 
 
-def sync_repo_partitions(cfg: DistillConfig, instance: dg.DagsterInstance,
-                         log: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
+def sync_repo_partitions(
+    cfg: DistillConfig, instance: dg.DagsterInstance, log: Callable[[str], None] = print
+) -> tuple[list[str], list[str]]:
     """Add a `source_repos` partition per configured repository, delete those of repositories no longer
     in distill.yaml. Returns (added, removed). Deleting a partition keeps its materializations in the
     event log; only the partition (what runs and automation iterate over) goes."""
@@ -130,7 +134,7 @@ _RETRY_WRAPPERS = ("RetryRequested", "RetryRequestedFromPolicy")
 def _one_line(text: str) -> str:
     s = " | ".join(ln.strip() for ln in str(text).splitlines() if ln.strip())
     if len(s) > _MAX_REASON:  # keep the start (what failed) and the end (a log's last lines)
-        s = s[:200] + " ... " + s[-(_MAX_REASON - 205):]
+        s = s[:200] + " ... " + s[-(_MAX_REASON - 205) :]
     return s
 
 
@@ -253,9 +257,16 @@ def _in_stages(pdef, key: str | None, stages: set[str] | None) -> bool:
     return True
 
 
-def materialize_all(cfg: DistillConfig, *, select: str = "*", groups: set[str] | None = None,
-                    instance: dg.DagsterInstance | None = None, stages: set[str] | None = None,
-                    log: Callable[[str], None] = print, log_level: str = "CRITICAL") -> list[AssetRunSummary]:
+def materialize_all(
+    cfg: DistillConfig,
+    *,
+    select: str = "*",
+    groups: set[str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    stages: set[str] | None = None,
+    log: Callable[[str], None] = print,
+    log_level: str = "CRITICAL",
+) -> list[AssetRunSummary]:
     """Materialize the selected assets (see select_asset_keys) for every partition that applies
     (``stages``: only these stages' partitions of stage-partitioned assets).
 
@@ -300,7 +311,10 @@ def materialize_all(cfg: DistillConfig, *, select: str = "*", groups: set[str] |
         for pk in pkeys:
             log(f"materialize {names}" + (f" [{pk}]" if pk else ""))
             result = job.execute_in_process(
-                instance=instance, asset_selection=runnable, partition_key=pk, raise_on_error=False,
+                instance=instance,
+                asset_selection=runnable,
+                partition_key=pk,
+                raise_on_error=False,
                 tags={"distill/launched_by": "distill demo"},
                 run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             )

@@ -18,26 +18,35 @@ def git_repo(tmp_path) -> GitRepo:
 def shop_repo(tmp_path) -> GitRepo:
     """A small Python+JS repository whose history covers every mining case."""
     r = GitRepo(tmp_path / "shop")
-    r.commit("initial import", {
-        "shop/__init__.py": "",
-        "tests/__init__.py": "",
-        "shop/pricing.py": "TAX = 0.2\n\n\ndef net(price):\n    return price\n\n\ndef gross(price):\n    return net(price) * (1 + TAX)\n",
-        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self):\n        self.items = []\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p) for p in self.items)\n",
-        "tests/test_cart.py": "import unittest\n\nfrom shop.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        c = Cart()\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 12.0)\n",
-        "web/format.js": "function formatPrice(p) {\n  return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
-        "README.md": "# shop\n",
-    })
+    r.commit(
+        "initial import",
+        {
+            "shop/__init__.py": "",
+            "tests/__init__.py": "",
+            "shop/pricing.py": "TAX = 0.2\n\n\ndef net(price):\n    return price\n\n\ndef gross(price):\n    return net(price) * (1 + TAX)\n",
+            "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self):\n        self.items = []\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p) for p in self.items)\n",
+            "tests/test_cart.py": "import unittest\n\nfrom shop.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        c = Cart()\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 12.0)\n",
+            "web/format.js": "function formatPrice(p) {\n  return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
+            "README.md": "# shop\n",
+        },
+    )
     # 1 good: signature change propagates pricing -> cart, with a test
-    r.commit("Add discount to gross()\n\nCart totals can now apply a discount.", {
-        "shop/pricing.py": "TAX = 0.2\n\n\ndef net(price, discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return net(price, discount) * (1 + TAX)\n",
-        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n",
-        "tests/test_cart.py": "import unittest\n\nfrom shop.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        c = Cart()\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 12.0)\n\n    def test_discount(self):\n        c = Cart(discount=0.5)\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 6.0)\n",
-    })
+    r.commit(
+        "Add discount to gross()\n\nCart totals can now apply a discount.",
+        {
+            "shop/pricing.py": "TAX = 0.2\n\n\ndef net(price, discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return net(price, discount) * (1 + TAX)\n",
+            "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n",
+            "tests/test_cart.py": "import unittest\n\nfrom shop.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        c = Cart()\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 12.0)\n\n    def test_discount(self):\n        c = Cart(discount=0.5)\n        c.add(10)\n        self.assertAlmostEqual(c.total(), 6.0)\n",
+        },
+    )
     # formatting-only across two files
-    r.commit("Reformat", {
-        "shop/pricing.py": "TAX = 0.2\n\n\n\ndef net(price,  discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return  net(price, discount) * (1 + TAX)\n",
-        "web/format.js": "function formatPrice(p)  {\n    return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
-    })
+    r.commit(
+        "Reformat",
+        {
+            "shop/pricing.py": "TAX = 0.2\n\n\n\ndef net(price,  discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return  net(price, discount) * (1 + TAX)\n",
+            "web/format.js": "function formatPrice(p)  {\n    return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
+        },
+    )
     # lockfile + vendored only
     r.commit("Bump deps", {"web/package-lock.json": '{"lockfileVersion": 3}\n', "vendor/lib.js": "var x = 1;\n"})
     # binary only (+ lockfile)
@@ -45,27 +54,39 @@ def shop_repo(tmp_path) -> GitRepo:
     # single file
     r.commit("Tweak readme", {"README.md": "# shop\n\nA shop.\n"})
     # rename + caller update + test (good, 3 files)
-    r.commit("Rename format.js to money.js and add currency", {
-        "web/money.js": "function formatPrice(p)  {\n    return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
-        "web/view.js": "const { formatPrice } = require('./money');\n\nfunction render(total) {\n  return 'Total: EUR ' + formatPrice(total);\n}\n\nmodule.exports = { render };\n",
-        "web/test/view.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\nconst { render } = require('../view');\n\ntest('render', () => {\n  assert.strictEqual(render(2), 'Total: EUR 2.00');\n});\n",
-    }, renames={"web/format.js": "web/money.js"})
+    r.commit(
+        "Rename format.js to money.js and add currency",
+        {
+            "web/money.js": "function formatPrice(p)  {\n    return p.toFixed(2);\n}\n\nmodule.exports = { formatPrice };\n",
+            "web/view.js": "const { formatPrice } = require('./money');\n\nfunction render(total) {\n  return 'Total: EUR ' + formatPrice(total);\n}\n\nmodule.exports = { render };\n",
+            "web/test/view.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\nconst { render } = require('../view');\n\ntest('render', () => {\n  assert.strictEqual(render(2), 'Total: EUR 2.00');\n});\n",
+        },
+        renames={"web/format.js": "web/money.js"},
+    )
     # merge commit (the branch commit itself is good)
     r.branch("feature")
-    r.commit("Add Cart.clear and use it in checkout", {
-        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n\n    def clear(self):\n        self.items = []\n",
-        "shop/checkout.py": "from shop.cart import Cart\n\n\ndef checkout(cart):\n    total = cart.total()\n    cart.clear()\n    return total\n",
-    })
+    r.commit(
+        "Add Cart.clear and use it in checkout",
+        {
+            "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n\n    def clear(self):\n        self.items = []\n",
+            "shop/checkout.py": "from shop.cart import Cart\n\n\ndef checkout(cart):\n    total = cart.total()\n    cart.clear()\n    return total\n",
+        },
+    )
     r.checkout("main")
-    r.commit("Document checkout", {"README.md": "# shop\n\nA shop with checkout.\n", "docs/usage.md": "Use checkout().\n"})
+    r.commit(
+        "Document checkout", {"README.md": "# shop\n\nA shop with checkout.\n", "docs/usage.md": "Use checkout().\n"}
+    )
     r.merge("feature", "Merge branch 'feature'")
     # huge commit: many files
     r.commit("Generate fixtures", {f"shop/fixtures/f{i}.py": f"X{i} = {i}\n" for i in range(60)})
     # delete a module + remove its use (good)
-    r.commit("Remove checkout module; Cart.checkout replaces it", {
-        "shop/checkout.py": None,
-        "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n\n    def clear(self):\n        self.items = []\n\n    def checkout(self):\n        total = self.total()\n        self.clear()\n        return total\n",
-    })
+    r.commit(
+        "Remove checkout module; Cart.checkout replaces it",
+        {
+            "shop/checkout.py": None,
+            "shop/cart.py": "from shop.pricing import gross\n\n\nclass Cart:\n    def __init__(self, discount=0.0):\n        self.items = []\n        self.discount = discount\n\n    def add(self, price):\n        self.items.append(price)\n\n    def total(self):\n        return sum(gross(p, self.discount) for p in self.items)\n\n    def clear(self):\n        self.items = []\n\n    def checkout(self):\n        total = self.total()\n        self.clear()\n        return total\n",
+        },
+    )
     return r
 
 
@@ -129,8 +150,12 @@ def sample_prompts():
     plans = {r["task_id"]: r["plan_json"] for r in refs.iter_rows(named=True)}
     out = {}
     for stage in STAGES:
-        out[stage] = [build_prompt(stage, t, ctx[t["task_id"]], budget_tokens=1200, chars_per_token=3.5,
-                                   reference_plan=plans[t["task_id"]]) for t in tasks.iter_rows(named=True)]
+        out[stage] = [
+            build_prompt(
+                stage, t, ctx[t["task_id"]], budget_tokens=1200, chars_per_token=3.5, reference_plan=plans[t["task_id"]]
+            )
+            for t in tasks.iter_rows(named=True)
+        ]
     return out
 
 
@@ -178,14 +203,29 @@ def plan_rows() -> dict[str, list[dict]]:
         chosen = reference_plan_completion(ref["plan_json"])
         plan = Plan.model_validate_json(ref["plan_json"])
         first = plan.affected_files[0]
-        lone = first.model_copy(update={"changes": [c.model_copy(update={"depends_on": [], "depended_by": []})
-                                                    for c in first.changes]})
+        lone = first.model_copy(
+            update={"changes": [c.model_copy(update={"depends_on": [], "depended_by": []}) for c in first.changes]}
+        )
         worse = plan.model_copy(update={"affected_files": [lone], "execution_order": [first.path]})
         rejected = plan_completion("Only one file needs to change; nothing depends on it.", worse)
-        sft.append({"task_id": t["task_id"], "prompt": prompt, "completion": as_messages(chosen),
-                    "difficulty": ref["difficulty"], "source": "reference"})
-        dpo.append({"task_id": t["task_id"], "prompt": prompt, "chosen": as_messages(chosen),
-                    "rejected": as_messages(rejected), "difficulty": ref["difficulty"]})
+        sft.append(
+            {
+                "task_id": t["task_id"],
+                "prompt": prompt,
+                "completion": as_messages(chosen),
+                "difficulty": ref["difficulty"],
+                "source": "reference",
+            }
+        )
+        dpo.append(
+            {
+                "task_id": t["task_id"],
+                "prompt": prompt,
+                "chosen": as_messages(chosen),
+                "rejected": as_messages(rejected),
+                "difficulty": ref["difficulty"],
+            }
+        )
     assert len(sft) >= 3, "the CommitPackFT sample should give at least three valid reference plans"
     return {"sft": sft, "dpo": dpo}
 
@@ -200,8 +240,10 @@ def real_bundle(name: str) -> Path:
     for base in (os.environ.get("DISTILL_REAL_REPOS"), PROJECT.parent / "shared" / "repos", "/work/shared/repos"):
         if base and (Path(base) / f"{name}.bundle").is_file():
             return Path(base) / f"{name}.bundle"
-    raise FileNotFoundError(f"{name}.bundle not found: set DISTILL_REAL_REPOS to the folder of the real-repository "
-                            "bundles (../shared/repos)")
+    raise FileNotFoundError(
+        f"{name}.bundle not found: set DISTILL_REAL_REPOS to the folder of the real-repository "
+        "bundles (../shared/repos)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,14 @@ from distill_assets.teachers.local_server import free_port
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, faults: list | None = None, latency_s: float = 0.0, timeout_sleep_s: float = 5.0,
-                 scripts: list[list] | None = None):
+    def __init__(
+        self,
+        upstream: str,
+        faults: list | None = None,
+        latency_s: float = 0.0,
+        timeout_sleep_s: float = 5.0,
+        scripts: list[list] | None = None,
+    ):
         self.upstream = upstream.rstrip("/")  # e.g. http://127.0.0.1:1234/v1
         self.faults = list(faults or [])
         self.scripts = [list(s) for s in scripts or []]
@@ -41,10 +47,10 @@ class FaultProxy:
         self.latency_s = latency_s
         self.timeout_sleep_s = timeout_sleep_s
         self.received = 0
-        self.forwarded = 0          # requests that reached the real server
+        self.forwarded = 0  # requests that reached the real server
         self.delivered = Counter()  # body hash -> answers delivered whole to the client
         self.injected = Counter()
-        self.undelivered = 0      # answers of the real server whose client had already gone
+        self.undelivered = 0  # answers of the real server whose client had already gone
         self.status_override: int | None = None
         self._lock = threading.Lock()
         self._files: dict[str, bytes] = {}
@@ -52,13 +58,15 @@ class FaultProxy:
         self._ids = itertools.count(1)
         self._client: httpx.AsyncClient | None = None
         self.port = free_port()
-        app = Starlette(routes=[
-            Route("/v1/chat/completions", self.chat, methods=["POST"]),
-            Route("/v1/files", self.upload, methods=["POST"]),
-            Route("/v1/files/{fid}/content", self.file_content, methods=["GET"]),
-            Route("/v1/batches", self.create_batch, methods=["POST"]),
-            Route("/v1/batches/{bid}", self.get_batch, methods=["GET"]),
-        ])
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/files", self.upload, methods=["POST"]),
+                Route("/v1/files/{fid}/content", self.file_content, methods=["GET"]),
+                Route("/v1/batches", self.create_batch, methods=["POST"]),
+                Route("/v1/batches/{bid}", self.get_batch, methods=["GET"]),
+            ]
+        )
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -93,8 +101,9 @@ class FaultProxy:
     async def _forward(self, body: bytes) -> httpx.Response:
         if self._client is None:  # one pooled client, made inside the server's event loop
             self._client = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64))
-        r = await self._client.post(f"{self.upstream}/chat/completions", content=body,
-                                    headers={"Content-Type": "application/json"})
+        r = await self._client.post(
+            f"{self.upstream}/chat/completions", content=body, headers={"Content-Type": "application/json"}
+        )
         with self._lock:
             self.forwarded += 1
         return r
@@ -109,14 +118,18 @@ class FaultProxy:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if self.status_override:
-            return JSONResponse({"error": {"message": "Incorrect API key provided: sk-secret-123"}},
-                                status_code=self.status_override)
+            return JSONResponse(
+                {"error": {"message": "Incorrect API key provided: sk-secret-123"}}, status_code=self.status_override
+            )
         kind = fault[0] if isinstance(fault, tuple) else fault
         if kind:
             self.injected[kind] += 1
         if kind == "429":
-            return JSONResponse({"error": {"message": "rate limited"}}, status_code=429,
-                                headers={"Retry-After": str(fault[1] if isinstance(fault, tuple) else 1)})
+            return JSONResponse(
+                {"error": {"message": "rate limited"}},
+                status_code=429,
+                headers={"Retry-After": str(fault[1] if isinstance(fault, tuple) else 1)},
+            )
         if kind == "500":
             return JSONResponse({"error": {"message": "internal error"}}, status_code=500)
         if kind == "timeout":
@@ -127,11 +140,14 @@ class FaultProxy:
         upstream = await self._forward(body)
         data = upstream.content
         if kind == "drop":  # the real server answered; the connection dies mid-body
+
             async def broken():
                 yield data[: len(data) // 2]
                 raise ConnectionResetError("dropped by the fault proxy")
-            return StreamingResponse(broken(), media_type="application/json",
-                                     headers={"Content-Length": str(len(data))})
+
+            return StreamingResponse(
+                broken(), media_type="application/json", headers={"Content-Length": str(len(data))}
+            )
         if kind == "cut_content":  # a whole, valid HTTP answer whose model output is cut short
             doc = json.loads(data)
             content = doc["choices"][0]["message"]["content"] or ""
@@ -153,16 +169,33 @@ class FaultProxy:
         content = await form["file"].read()
         fid = f"file-{next(self._ids)}"
         self._files[fid] = content
-        return JSONResponse({"id": fid, "object": "file", "bytes": len(content), "created_at": int(time.time()),
-                             "filename": "requests.jsonl", "purpose": "batch", "status": "processed"})
+        return JSONResponse(
+            {
+                "id": fid,
+                "object": "file",
+                "bytes": len(content),
+                "created_at": int(time.time()),
+                "filename": "requests.jsonl",
+                "purpose": "batch",
+                "status": "processed",
+            }
+        )
 
     async def file_content(self, request: Request) -> Response:
         return Response(self._files[request.path_params["fid"]], media_type="application/octet-stream")
 
     def _batch_doc(self, b: dict) -> dict:
-        return {"id": b["id"], "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": b["input"],
-                "completion_window": "24h", "status": b["status"], "created_at": b["created"],
-                "output_file_id": b.get("output"), "error_file_id": None}
+        return {
+            "id": b["id"],
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": b["input"],
+            "completion_window": "24h",
+            "status": b["status"],
+            "created_at": b["created"],
+            "output_file_id": b.get("output"),
+            "error_file_id": None,
+        }
 
     async def create_batch(self, request: Request) -> Response:
         req = await request.json()
@@ -178,8 +211,16 @@ class FaultProxy:
             item = json.loads(line)
             body = json.dumps(item["body"]).encode()
             r = await self._forward(body)
-            out.append(json.dumps({"id": f"req-{next(self._ids)}", "custom_id": item["custom_id"],
-                                   "response": {"status_code": r.status_code, "body": r.json()}, "error": None}))
+            out.append(
+                json.dumps(
+                    {
+                        "id": f"req-{next(self._ids)}",
+                        "custom_id": item["custom_id"],
+                        "response": {"status_code": r.status_code, "body": r.json()},
+                        "error": None,
+                    }
+                )
+            )
             self._delivered(body)
         fid = f"file-{next(self._ids)}"
         self._files[fid] = ("\n".join(out) + "\n").encode()

@@ -5,9 +5,12 @@ import subprocess
 from pathlib import Path
 
 BASE_ENV = {
-    "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",
-    "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@example.com",
-    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.com",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
 }
 
 
@@ -25,8 +28,9 @@ class GitRepo:
         if self.day:
             date = f"2025-01-{1 + self.day // 24:02d}T{self.day % 24:02d}:00:00+00:00"
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
-        return subprocess.run(["git", "-C", str(self.path), *args], env=env, check=True, capture_output=True,
-                              text=True, input=input).stdout
+        return subprocess.run(
+            ["git", "-C", str(self.path), *args], env=env, check=True, capture_output=True, text=True, input=input
+        ).stdout
 
     def write(self, files: dict[str, str | bytes | None]) -> None:
         for rel, content in files.items():
@@ -41,8 +45,9 @@ class GitRepo:
             else:
                 p.write_text(content)
 
-    def commit(self, message: str, files: dict[str, str | bytes | None] | None = None, *,
-               renames: dict[str, str] | None = None) -> str:
+    def commit(
+        self, message: str, files: dict[str, str | bytes | None] | None = None, *, renames: dict[str, str] | None = None
+    ) -> str:
         self.day += 1
         for old, new in (renames or {}).items():
             (self.path / new).parent.mkdir(parents=True, exist_ok=True)

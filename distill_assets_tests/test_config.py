@@ -12,8 +12,13 @@ def test_default_config_loads_with_the_seed_hyperparameters():
     cfg = load_config()
     assert [s.key.value for s in cfg.stages] == list(STAGE_ORDER)
     plan = cfg.stage("plan_generation")
-    assert (plan.training.rank, plan.training.alpha, plan.training.lr, plan.training.epochs,
-            plan.training.max_length) == (128, 256, 1.5e-4, 3, 8192)
+    assert (
+        plan.training.rank,
+        plan.training.alpha,
+        plan.training.lr,
+        plan.training.epochs,
+        plan.training.max_length,
+    ) == (128, 256, 1.5e-4, 3, 8192)
     assert plan.n_samples == 10 and plan.training.dpo
     for key in ("task_analysis", "relevance", "symbol_selection", "code_generation"):
         st = cfg.stage(key)
@@ -24,17 +29,20 @@ def test_default_config_loads_with_the_seed_hyperparameters():
     assert all(e.path.is_absolute() for e in cfg.sources.external)
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda d: d["teachers"][1].update(price_input_per_mtok="cheap"), "teachers[1].price_input_per_mtok"),
-    (lambda d: d["mining"].update(min_filez=3), "mining.min_filez"),
-    (lambda d: d["stages"][3]["training"].update(rank=0), "stages[3].training.rank"),
-    (lambda d: d["sources"]["repos"][0].update(path="/x"), "sources.repos[0]"),
-    (lambda d: d["sources"]["repos"][0].update(name="Bad Name"), "sources.repos[0].name"),
-    (lambda d: d["sandbox"].update(backend="chroot"), "sandbox.backend"),
-    (lambda d: d["stages"][0].update(teachers=["nobody"]), "stages[0].teachers"),
-    (lambda d: d["split"].update(val_fraction=0.45, test_fraction=0.45), "split"),
-    (lambda d: d["stages"].pop(2), "stages"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d["teachers"][1].update(price_input_per_mtok="cheap"), "teachers[1].price_input_per_mtok"),
+        (lambda d: d["mining"].update(min_filez=3), "mining.min_filez"),
+        (lambda d: d["stages"][3]["training"].update(rank=0), "stages[3].training.rank"),
+        (lambda d: d["sources"]["repos"][0].update(path="/x"), "sources.repos[0]"),
+        (lambda d: d["sources"]["repos"][0].update(name="Bad Name"), "sources.repos[0].name"),
+        (lambda d: d["sandbox"].update(backend="chroot"), "sandbox.backend"),
+        (lambda d: d["stages"][0].update(teachers=["nobody"]), "stages[0].teachers"),
+        (lambda d: d["split"].update(val_fraction=0.45, test_fraction=0.45), "split"),
+        (lambda d: d["stages"].pop(2), "stages"),
+    ],
+)
 def test_a_wrong_field_gives_one_clear_error_naming_it(mutate, field):
     d = base()
     mutate(d)

@@ -15,16 +15,29 @@ from distill_assets_tests.conftest import PROJECT
 
 def test_the_shipped_bundle_is_what_the_builder_makes(tmp_path):
     bundle = tmp_path / "demo.bundle"
-    subprocess.run([sys.executable, str(PROJECT / "data/repos/build_demo_repo.py"), "--out", str(tmp_path / "demo"),
-                    "--bundle", str(bundle)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "data/repos/build_demo_repo.py"),
+            "--out",
+            str(tmp_path / "demo"),
+            "--bundle",
+            str(bundle),
+        ],
+        check=True,
+        capture_output=True,
+    )
     heads = lambda b: subprocess.run(["git", "bundle", "list-heads", str(b)], capture_output=True, text=True).stdout
     assert heads(bundle) == heads(PROJECT / "data/repos/demo-shop.bundle")
 
 
 @pytest.mark.slow
 def test_demo_repo_tests_pass_at_every_commit(tmp_path):
-    proc = subprocess.run([sys.executable, str(PROJECT / "data/repos/build_demo_repo.py"), "--out", str(tmp_path / "d"),
-                           "--verify"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT / "data/repos/build_demo_repo.py"), "--out", str(tmp_path / "d"), "--verify"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
@@ -43,7 +56,12 @@ def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, mon
         mined = pl.read_parquet(tables / "mined_commits" / "demo-shop.parquet")
         kept = mined.filter(pl.col("kept"))
         assert kept.height >= 20 and (kept["test_files"] > 0).all()
-        assert set(mined["drop_reason"].drop_nulls()) >= {"merge", "formatting_only", "only_noise_files", "too_few_files"}
+        assert set(mined["drop_reason"].drop_nulls()) >= {
+            "merge",
+            "formatting_only",
+            "only_noise_files",
+            "too_few_files",
+        }
         contexts = pl.read_parquet(tables / "task_contexts.parquet")
         langs = {lang for ls in contexts["languages"].to_list() for lang in ls}
         assert {"python", "javascript"} <= langs
@@ -97,7 +115,8 @@ def test_demo_materializes_every_asset_on_the_embedded_default(dagster_home, mon
                 assert live[stage]["adapter_sha256"] == row["candidate_sha256"]
             else:
                 assert stage not in live and row["serving"] == "base"
-                assert any(f"no_headline_regression on promoted_adapters [{stage}]: not promoted" in line
-                           for line in logs), logs
+                assert any(
+                    f"no_headline_regression on promoted_adapters [{stage}]: not promoted" in line for line in logs
+                ), logs
     finally:
         instance.dispose()

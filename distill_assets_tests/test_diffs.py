@@ -6,11 +6,20 @@ from distill_assets.diffs import line_hunks, parse_patch, unquote_path
 
 
 def test_real_git_patches_read_back(git_repo):
-    git_repo.commit("init", {"my file.txt": "a\n", "café.py": "x = 1\n", "old.py": "def f():\n    return 1\n",
-                             "logo.bin": bytes(range(256)), "run.sh": "echo hi\n"})
+    git_repo.commit(
+        "init",
+        {
+            "my file.txt": "a\n",
+            "café.py": "x = 1\n",
+            "old.py": "def f():\n    return 1\n",
+            "logo.bin": bytes(range(256)),
+            "run.sh": "echo hi\n",
+        },
+    )
     git_repo.git("mv", "old.py", "new name.py")
-    git_repo.write({"my file.txt": "a\nb\n", "café.py": "x = 2\n", "logo.bin": bytes(range(255, -1, -1)),
-                    "added.py": "y = 1\n"})
+    git_repo.write(
+        {"my file.txt": "a\nb\n", "café.py": "x = 2\n", "logo.bin": bytes(range(255, -1, -1)), "added.py": "y = 1\n"}
+    )
     (git_repo.path / "run.sh").chmod(0o755)
     git_repo.commit("change everything")
     patch = git_repo.git("log", "-1", "-p", "-M", "--binary", "--format=")

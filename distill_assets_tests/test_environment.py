@@ -7,10 +7,32 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("module", ["dagster", "dagster_webserver", "dagster_docker", "dagster_postgres", "torch",
-                                    "transformers", "peft", "trl", "accelerate", "bitsandbytes", "llama_cpp",
-                                    "openai", "pydantic", "polars", "git", "gguf", "datasets", "datasketch",
-                                    "tenacity", "aiolimiter", "tree_sitter_language_pack"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "dagster",
+        "dagster_webserver",
+        "dagster_docker",
+        "dagster_postgres",
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "accelerate",
+        "bitsandbytes",
+        "llama_cpp",
+        "openai",
+        "pydantic",
+        "polars",
+        "git",
+        "gguf",
+        "datasets",
+        "datasketch",
+        "tenacity",
+        "aiolimiter",
+        "tree_sitter_language_pack",
+    ],
+)
 def test_stack_is_installed(module):
     assert importlib.import_module(module) is not None
 

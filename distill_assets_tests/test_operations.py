@@ -49,7 +49,11 @@ def _plain_folder(tmp_path):
 
 def _unknown_branch(tmp_path):
     small_repo(tmp_path / "r")
-    return {"name": "r", "path": str(tmp_path / "r"), "branch": "develop"}, "repository 'r': branch or ref 'develop' not found"
+    return {
+        "name": "r",
+        "path": str(tmp_path / "r"),
+        "branch": "develop",
+    }, "repository 'r': branch or ref 'develop' not found"
 
 
 def _empty_repo(tmp_path):
@@ -59,8 +63,10 @@ def _empty_repo(tmp_path):
 
 def _bundle_unknown_branch(tmp_path):
     small_repo(tmp_path / "r").git("bundle", "create", str(tmp_path / "r.bundle"), "--all")
-    return ({"name": "b", "url": str(tmp_path / "r.bundle"), "branch": "release"},
-            "repository 'b': branch or ref 'release' not found at ")
+    return (
+        {"name": "b", "url": str(tmp_path / "r.bundle"), "branch": "release"},
+        "repository 'b': branch or ref 'release' not found at ",
+    )
 
 
 def _remote_refused(tmp_path):
@@ -71,8 +77,9 @@ def _remote_refused(tmp_path):
     return {"name": "remote", "url": url}, f"repository 'remote': unreachable: {url}: fatal: unable to access"
 
 
-@pytest.mark.parametrize("make", [_missing, _plain_folder, _unknown_branch, _empty_repo, _bundle_unknown_branch,
-                                  _remote_refused])
+@pytest.mark.parametrize(
+    "make", [_missing, _plain_folder, _unknown_branch, _empty_repo, _bundle_unknown_branch, _remote_refused]
+)
 def test_check_config_gives_one_line_and_exit_2_for_a_bad_source(make, tmp_path):
     source, reason = make(tmp_path)
     res = check_config(write_config(tmp_path, [source]))
@@ -86,13 +93,22 @@ def test_check_config_accepts_bare_and_normal_clones_and_bundles(tmp_path):
     src = small_repo(tmp_path / "src", branch="trunk")
     subprocess.run(["git", "clone", "-q", "--bare", str(src.path), str(tmp_path / "bare.git")], check=True)
     src.git("bundle", "create", str(tmp_path / "src.bundle"), "--all")
-    cfg = write_config(tmp_path, [
-        {"name": "bare", "path": str(tmp_path / "bare.git"), "branch": "trunk"},
-        {"name": "worktree", "path": str(src.path)},
-        {"name": "bundle", "url": str(tmp_path / "src.bundle"), "branch": "trunk"},
-        {"name": "folder-url", "url": f"file://{tmp_path / 'bare.git'}"},
-    ], external=[{"kind": "swebench", "path": str(PROJECT / "data/samples/swebench_sample.jsonl"),
-                  "checkouts": {"o/bare": str(tmp_path / "bare.git")}}])
+    cfg = write_config(
+        tmp_path,
+        [
+            {"name": "bare", "path": str(tmp_path / "bare.git"), "branch": "trunk"},
+            {"name": "worktree", "path": str(src.path)},
+            {"name": "bundle", "url": str(tmp_path / "src.bundle"), "branch": "trunk"},
+            {"name": "folder-url", "url": f"file://{tmp_path / 'bare.git'}"},
+        ],
+        external=[
+            {
+                "kind": "swebench",
+                "path": str(PROJECT / "data/samples/swebench_sample.jsonl"),
+                "checkouts": {"o/bare": str(tmp_path / "bare.git")},
+            }
+        ],
+    )
     res = check_config(cfg)
     assert res.exit_code == 0, res.output
     assert not source_lines(res.output)
@@ -108,13 +124,22 @@ def test_check_config_accepts_bare_and_normal_clones_and_bundles(tmp_path):
 def test_check_config_one_line_per_failing_source_among_good_ones(tmp_path):
     small_repo(tmp_path / "good")
     (tmp_path / "plain").mkdir()
-    cfg = write_config(tmp_path, [
-        {"name": "good", "path": str(tmp_path / "good")},
-        {"name": "plain", "path": str(tmp_path / "plain")},
-        {"name": "gone", "url": str(tmp_path / "gone.bundle")},
-    ], external=[{"kind": "commitpackft", "path": str(tmp_path / "missing.jsonl")},
-                 {"kind": "swebench", "path": str(PROJECT / "data/samples/swebench_sample.jsonl"),
-                  "checkouts": {"o/plain": str(tmp_path / "plain")}}])
+    cfg = write_config(
+        tmp_path,
+        [
+            {"name": "good", "path": str(tmp_path / "good")},
+            {"name": "plain", "path": str(tmp_path / "plain")},
+            {"name": "gone", "url": str(tmp_path / "gone.bundle")},
+        ],
+        external=[
+            {"kind": "commitpackft", "path": str(tmp_path / "missing.jsonl")},
+            {
+                "kind": "swebench",
+                "path": str(PROJECT / "data/samples/swebench_sample.jsonl"),
+                "checkouts": {"o/plain": str(tmp_path / "plain")},
+            },
+        ],
+    )
     res = check_config(cfg)
     assert res.exit_code == 2
     lines = source_lines(res.output)
@@ -142,16 +167,20 @@ def test_check_config_gives_up_on_a_remote_that_never_answers(tmp_path):
 # --------------------------------------------------------------------------- demo: one line per failure
 
 
-def test_demo_prints_one_line_for_a_failed_asset_and_keeps_the_trace_in_the_event_log(tmp_path, dagster_home,
-                                                                                      monkeypatch):
+def test_demo_prints_one_line_for_a_failed_asset_and_keeps_the_trace_in_the_event_log(
+    tmp_path, dagster_home, monkeypatch
+):
     (tmp_path / "plain").mkdir()
-    monkeypatch.setenv("DISTILL_CONFIG", str(write_config(tmp_path, [{"name": "plain", "path": str(tmp_path / "plain")}])))
+    monkeypatch.setenv(
+        "DISTILL_CONFIG", str(write_config(tmp_path, [{"name": "plain", "path": str(tmp_path / "plain")}]))
+    )
     res = CliRunner().invoke(app, ["demo", "--select", "mined_commits"])
     assert res.exit_code == 1, res.output
     reason = f"repository 'plain': not a git repository: {tmp_path / 'plain'}"
     assert res.output.count(reason) == 1, res.output
     assert [ln.strip() for ln in res.output.splitlines() if "failed:" in ln] == [
-        f"failed: mined_commits [plain]: {reason}"]
+        f"failed: mined_commits [plain]: {reason}"
+    ]
     assert "Traceback" not in res.output and "Stack Trace" not in res.output and "dagster._core" not in res.output
     out = res.output.splitlines()
     failed_at = next(i for i, ln in enumerate(out) if "failed:" in ln)
@@ -160,9 +189,11 @@ def test_demo_prints_one_line_for_a_failed_asset_and_keeps_the_trace_in_the_even
 
     instance = dg.DagsterInstance.get()  # the demo's instance ($DAGSTER_HOME): the trace is kept there, for the UI
     try:
-        failures = [r.event_log_entry for r in instance.get_records_for_run(
-            instance.get_runs(limit=1)[0].run_id).records if r.event_log_entry.dagster_event
-            and r.event_log_entry.dagster_event.is_step_failure]
+        failures = [
+            r.event_log_entry
+            for r in instance.get_records_for_run(instance.get_runs(limit=1)[0].run_id).records
+            if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.is_step_failure
+        ]
         assert len(failures) == 1
         error = failures[0].dagster_event.step_failure_data.error
         assert reason in error.message and "raise dg.Failure" in "".join(error.stack)
@@ -203,17 +234,22 @@ def test_report_run_one_line_per_failure_check_and_unreached_asset(tmp_path):
     defs = dg.Definitions(assets=[counted, after_check, chained, retried, downstream], asset_checks=[counted_positive])
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        )
         keys = [dg.AssetKey(k) for k in ("counted", "after_check", "chained", "retried", "downstream")]
         report = report_run(result, job, keys, None)
-    assert sorted(report.lines) == sorted([
-        "  check failed (blocking): counted_positive on counted: 3 rows are negative | first: row 7",
-        "  failed: chained: ValueError: no region configured (caused by KeyError: 'region')",
-        "  failed: retried: teacher said 401: the key is wrong",
-        "  skip after_check: not run (an upstream step or blocking check failed)",
-        "  skip downstream: not run (an upstream step or blocking check failed)",
-    ])
+    assert sorted(report.lines) == sorted(
+        [
+            "  check failed (blocking): counted_positive on counted: 3 rows are negative | first: row 7",
+            "  failed: chained: ValueError: no region configured (caused by KeyError: 'region')",
+            "  failed: retried: teacher said 401: the key is wrong",
+            "  skip after_check: not run (an upstream step or blocking check failed)",
+            "  skip downstream: not run (an upstream step or blocking check failed)",
+        ]
+    )
     assert report.blocked == {dg.AssetKey("counted")} and report.materialized == {dg.AssetKey("counted")}
 
 
@@ -222,16 +258,19 @@ def test_report_run_one_line_per_failure_check_and_unreached_asset(tmp_path):
 
 def _partition_materialized(instance, partition: str) -> bool:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("mined_commits"), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("mined_commits"), asset_partitions=[partition]), limit=1
+    ).records
     return bool(records) and records[0].partition_key == partition
 
 
-def test_materialize_all_removes_the_partition_of_a_removed_repository_and_keeps_its_history(tmp_path, dagster_home,
-                                                                                          monkeypatch):
+def test_materialize_all_removes_the_partition_of_a_removed_repository_and_keeps_its_history(
+    tmp_path, dagster_home, monkeypatch
+):
     small_repo(tmp_path / "alpha")
     small_repo(tmp_path / "beta")
-    both = write_config(tmp_path, [{"name": "alpha", "path": str(tmp_path / "alpha")},
-                                   {"name": "beta", "path": str(tmp_path / "beta")}])
+    both = write_config(
+        tmp_path, [{"name": "alpha", "path": str(tmp_path / "alpha")}, {"name": "beta", "path": str(tmp_path / "beta")}]
+    )
     monkeypatch.setenv("DISTILL_CONFIG", str(both))
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         logs: list[str] = []
@@ -248,8 +287,9 @@ def test_materialize_all_removes_the_partition_of_a_removed_repository_and_keeps
         assert _partition_materialized(instance, "alpha")  # its history is still in the event log
 
 
-def test_sensor_deletes_partitions_of_removed_repositories_and_mines_a_readded_one_again(tmp_path, monkeypatch,
-                                                                                       dagster_home):
+def test_sensor_deletes_partitions_of_removed_repositories_and_mines_a_readded_one_again(
+    tmp_path, monkeypatch, dagster_home
+):
     small_repo(tmp_path / "alpha")
     small_repo(tmp_path / "beta")
     alpha = {"name": "alpha", "path": str(tmp_path / "alpha")}
@@ -274,8 +314,9 @@ def test_sensor_deletes_partitions_of_removed_repositories_and_mines_a_readded_o
         assert _partition_materialized(instance, "alpha")
         skip = tick(instance, first.cursor)
         assert isinstance(skip, dg.SkipReason)
-        assert skip.skip_message == ("the partitions match distill.yaml: 2 configured repositories (alpha, beta), "
-                                     "none to add or remove")
+        assert skip.skip_message == (
+            "the partitions match distill.yaml: 2 configured repositories (alpha, beta), none to add or remove"
+        )
 
         write_config(tmp_path, [beta])
         removal = tick(instance, first.cursor)
@@ -311,7 +352,9 @@ def test_select_resolves_groups_and_globs():
 
 def test_demo_select_by_group_name_runs_that_group(tmp_path, dagster_home, monkeypatch):
     small_repo(tmp_path / "alpha")
-    monkeypatch.setenv("DISTILL_CONFIG", str(write_config(tmp_path, [{"name": "alpha", "path": str(tmp_path / "alpha")}])))
+    monkeypatch.setenv(
+        "DISTILL_CONFIG", str(write_config(tmp_path, [{"name": "alpha", "path": str(tmp_path / "alpha")}]))
+    )
     res = CliRunner().invoke(app, ["demo", "--select", "sources"])
     assert res.exit_code == 0, res.output
     ran = [ln for ln in res.output.splitlines() if ln.startswith("materialize ")]
@@ -321,7 +364,9 @@ def test_demo_select_by_group_name_runs_that_group(tmp_path, dagster_home, monke
 
 def test_demo_select_unknown_name_exits_2_listing_the_groups_and_runs_nothing(tmp_path, dagster_home, monkeypatch):
     small_repo(tmp_path / "alpha")
-    monkeypatch.setenv("DISTILL_CONFIG", str(write_config(tmp_path, [{"name": "alpha", "path": str(tmp_path / "alpha")}])))
+    monkeypatch.setenv(
+        "DISTILL_CONFIG", str(write_config(tmp_path, [{"name": "alpha", "path": str(tmp_path / "alpha")}]))
+    )
     res = CliRunner().invoke(app, ["demo", "--select", "sauces"])
     assert res.exit_code == 2, res.output
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]

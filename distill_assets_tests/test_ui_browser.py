@@ -35,9 +35,15 @@ STAGES = list(STAGE_ORDER)  # stage_prompts' partition keys
 SOURCES = ["mined_commits", "external_tasks", "change_tasks", "task_contexts", "reference_plans"]
 RUN_TIMEOUT = 180
 BACKFILL_TIMEOUT = 300
-SCREENSHOTS = ["1-sources-graph.png", "2-teachers-graph.png", "3-stage-prompts-partitions.png",
-               "4-mined-commits-run.png", "5-mined-commits-partitions.png", "6-backfill.png",
-               "7-stage-prompts-materialized.png"]
+SCREENSHOTS = [
+    "1-sources-graph.png",
+    "2-teachers-graph.png",
+    "3-stage-prompts-partitions.png",
+    "4-mined-commits-run.png",
+    "5-mined-commits-partitions.png",
+    "6-backfill.png",
+    "7-stage-prompts-materialized.png",
+]
 
 
 def artifacts_dir() -> Path:
@@ -51,8 +57,11 @@ class GraphQL:
         self.url = f"http://127.0.0.1:{port}/graphql"
 
     def __call__(self, query: str, variables: dict | None = None) -> dict:
-        req = urllib.request.Request(self.url, data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url,
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         out = json.loads(urllib.request.urlopen(req, timeout=30).read())
         assert not out.get("errors"), out["errors"]
         return out["data"]
@@ -145,8 +154,15 @@ class Browser:
 
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                    "--window-size=1600,1000", f"--user-data-dir={profile}", "--no-first-run"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1600,1000",
+            f"--user-data-dir={profile}",
+            "--no-first-run",
+        ):
             opts.add_argument(arg)
         # own session: chromedriver and every chromium process it starts form one group, killed at the end
         self.service = Service(executable_path=CHROMEDRIVER, popen_kw={"start_new_session": True})
@@ -179,7 +195,8 @@ class Browser:
 
         try:
             WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(
-                lambda d: all(n in self.text() for n in needles))
+                lambda d: all(n in self.text() for n in needles)
+            )
         except Exception as exc:  # TimeoutException
             missing = [n for n in needles if n not in self.text()]
             raise AssertionError(f"{self.driver.current_url}: not shown after {timeout:.0f}s: {missing}") from exc
@@ -216,7 +233,8 @@ class Browser:
 
         try:
             el = WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(
-                EC.element_to_be_clickable((By.XPATH, xpath)))
+                EC.element_to_be_clickable((By.XPATH, xpath))
+            )
         except Exception as exc:
             raise AssertionError(f"{self.driver.current_url}: no clickable {what} after {timeout:.0f}s") from exc
         try:
@@ -254,6 +272,7 @@ def wait_run(gql: GraphQL, run_id: str, timeout: float = RUN_TIMEOUT) -> str:
         run = gql(RUN, {"id": run_id})["runOrError"]
         assert run["__typename"] == "Run", run
         return run["status"] if run["status"] in TERMINAL_RUN else None
+
     return wait_for(f"run {run_id}", done, timeout)
 
 
@@ -263,8 +282,11 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
     started = time.time()
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     if missing:
-        pytest.fail(f"{' and '.join(missing)} not found: install Debian's browser and its driver "
-                    "(apt-get install -y chromium chromium-driver)", pytrace=False)
+        pytest.fail(
+            f"{' and '.join(missing)} not found: install Debian's browser and its driver "
+            "(apt-get install -y chromium chromium-driver)",
+            pytrace=False,
+        )
     if importlib.util.find_spec("selenium") is None:
         pytest.fail("selenium is not installed in this environment (pip install selenium)", pytrace=False)
 
@@ -283,8 +305,19 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
     web_log, daemon_log = tmp_path / "webserver.log", tmp_path / "daemon.log"
     webserver = daemon = browser = None
     try:
-        webserver = start([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-                           "-w", str(PROJECT / "workspace.yaml")], env, web_log)
+        webserver = start(
+            [
+                str(bin_dir / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                str(PROJECT / "workspace.yaml"),
+            ],
+            env,
+            web_log,
+        )
         sensors = wait_for("the webserver to load the code location", lambda: sensor_states(gql), 180)
 
         # The project's sensors start RUNNING by default (repository sync, new commits, automation): stop them
@@ -309,12 +342,19 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
             assert "Never materialized" in text
             browser.screenshot(SCREENSHOTS[0])
             # stage_prompts: one partition per stage; teacher_outputs: one per stage x teacher
-            browser.open("/locations/distill_assets/asset-groups/teachers", "stage_prompts", f"{len(STAGES)} partitions",
-                         "teacher_outputs", f"{len(STAGES) * n_teachers} partitions")
+            browser.open(
+                "/locations/distill_assets/asset-groups/teachers",
+                "stage_prompts",
+                f"{len(STAGES)} partitions",
+                "teacher_outputs",
+                f"{len(STAGES) * n_teachers} partitions",
+            )
             browser.screenshot(SCREENSHOTS[1])
 
             step = "stage partitions"
-            browser.open("/assets/stage_prompts?view=partitions", *STAGES, f"Missing ({len(STAGES)})", "Materialized (0)")
+            browser.open(
+                "/assets/stage_prompts?view=partitions", *STAGES, f"Missing ({len(STAGES)})", "Materialized (0)"
+            )
             browser.screenshot(SCREENSHOTS[2])
 
             # ---- 2. materialize the repository's mining partition by clicking
@@ -323,8 +363,10 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
             browser.click_button("Materialize", prefix=True)
             browser.wait_text("Launch runs to materialize mined_commits")
             browser.click("//*[normalize-space()='Select a partition or create one']", "the partition picker")
-            browser.click("//*[@role='dialog' or @role='listbox' or @role='menu']//*[normalize-space()='shop']",
-                          "partition 'shop' in the picker")
+            browser.click(
+                "//*[@role='dialog' or @role='listbox' or @role='menu']//*[normalize-space()='shop']",
+                "partition 'shop' in the picker",
+            )
             browser.wait_text("1 partition")
             browser.click_button("Launch 1 run", in_dialog=True)
             toast = browser.seen("Launched run")
@@ -341,8 +383,11 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
 
             # ---- 3. the rest of the sources: one run through GraphQL (the UI's own API)
             step = "materialize the sources"
-            sel = {**LOCATION, "jobName": "__ASSET_JOB",
-                   "assetSelection": [{"path": [k]} for k in SOURCES if k != "mined_commits"]}
+            sel = {
+                **LOCATION,
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": [k]} for k in SOURCES if k != "mined_commits"],
+            }
             res = gql(LAUNCH_RUN, {"p": {"selector": sel, "mode": "default"}})["launchRun"]
             assert res["__typename"] == "LaunchRunSuccess", res
             sources_run = res["run"]["runId"]
@@ -358,8 +403,13 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
             browser.wait_text(f"{len(STAGES)} partitions")
             browser.click_button("Launch backfill", in_dialog=True)
             toast = browser.seen("Created backfill")
-            new = wait_for("the new backfill", lambda: [b["id"] for b in gql(BACKFILLS)["partitionBackfillsOrError"]
-                                                        ["results"] if b["id"] not in before], 30)
+            new = wait_for(
+                "the new backfill",
+                lambda: [
+                    b["id"] for b in gql(BACKFILLS)["partitionBackfillsOrError"]["results"] if b["id"] not in before
+                ],
+                30,
+            )
             assert len(new) == 1, new
             backfill_id = new[0]
             assert toast is None or re.search(rf"Created backfill\s+{backfill_id}", toast), toast
@@ -368,6 +418,7 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
                 b = gql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
                 assert b["__typename"] == "PartitionBackfill", b
                 return b if b["status"] in TERMINAL_BACKFILL else None
+
             b = wait_for(f"backfill {backfill_id}", backfill_done, BACKFILL_TIMEOUT, interval=2)
             assert b["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), b
             assert b["numPartitions"] == len(STAGES) and sorted(b["partitionNames"]) == sorted(STAGES), b
@@ -380,7 +431,9 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
 
             browser.open(f"/runs/b/{backfill_id}", "Succeeded", "stage_prompts", "100% completed")
             browser.screenshot(SCREENSHOTS[5])
-            browser.open("/assets/stage_prompts?view=partitions", *STAGES, f"Materialized ({len(STAGES)})", "Missing (0)")
+            browser.open(
+                "/assets/stage_prompts?view=partitions", *STAGES, f"Materialized ({len(STAGES)})", "Missing (0)"
+            )
             browser.screenshot(SCREENSHOTS[6])
         except BaseException as exc:
             # what the browser showed, and both servers' logs, next to the screenshots
@@ -396,8 +449,10 @@ def test_ui_shows_the_graph_and_launches_a_run_and_a_backfill(shop_repo, tmp_pat
             for log in (web_log, daemon_log):
                 if log.exists():
                     shutil.copy(log, shots / log.name)
-            raise AssertionError(f"UI step {step!r} failed: {exc}\n(screenshot, page text and logs in {shots})\n"
-                                 f"--- page text ---\n{browser.text()[-3000:]}") from exc
+            raise AssertionError(
+                f"UI step {step!r} failed: {exc}\n(screenshot, page text and logs in {shots})\n"
+                f"--- page text ---\n{browser.text()[-3000:]}"
+            ) from exc
     finally:
         if browser is not None:
             browser.quit()

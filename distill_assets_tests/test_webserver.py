@@ -28,16 +28,24 @@ def free_port() -> int:
 def test_webserver_serves_the_asset_graph(dagster_home):
     port = free_port()
     webserver = Path(sys.executable).parent / "dagster-webserver"
-    proc = subprocess.Popen([str(webserver), "-h", "127.0.0.1", "-p", str(port), "-w", str(PROJECT / "workspace.yaml")],
-                            cwd=PROJECT, env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(webserver), "-h", "127.0.0.1", "-p", str(port), "-w", str(PROJECT / "workspace.yaml")],
+        cwd=PROJECT,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         data = None
         while time.time() < deadline:
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": QUERY}).encode(),
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=json.dumps({"query": QUERY}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
                 data = json.loads(urllib.request.urlopen(req, timeout=10).read())
                 if data.get("data", {}).get("assetNodes"):
                     break

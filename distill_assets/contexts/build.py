@@ -20,8 +20,7 @@ from distill_assets.config import ContextConfig
 from distill_assets.mining.miner import NOISE_CATEGORIES
 from distill_assets.symbols import extract_symbols, language_for_path
 from distill_assets.tasks.external import stable_hash
-from distill_assets.tasks.snapshot import (Snapshot, SnapshotError, base_snapshot,
-                                          is_probably_binary)
+from distill_assets.tasks.snapshot import Snapshot, SnapshotError, base_snapshot, is_probably_binary
 
 CANDIDATE = pl.Struct({"path": pl.Utf8, "content": pl.Utf8, "tokens": pl.Int64, "truncated": pl.Boolean})
 SYMBOL = pl.Struct({"path": pl.Utf8, "name": pl.Utf8, "kind": pl.Utf8, "start_line": pl.Int64, "end_line": pl.Int64})
@@ -83,14 +82,17 @@ def _stem(path: str) -> str:
     return base.split(".")[0]
 
 
-def pick_distractors(task: Mapping[str, Any], tree: Mapping[str, str], gold: list[str], limit: int,
-                     mentioning: set[str]) -> list[str]:
+def pick_distractors(
+    task: Mapping[str, Any], tree: Mapping[str, str], gold: list[str], limit: int, mentioning: set[str]
+) -> list[str]:
     """Unchanged source files near the change: same folder (2 points), mentions a changed module (1 point);
     ties broken by a stable per-task hash."""
     if limit <= 0:
         return []
     noise = {c["path"] for c in (task.get("file_changes") or []) if c["category"] in NOISE_CATEGORIES}
-    changed = set(task.get("changed_files") or []) | {c.get("old_path") for c in task.get("file_changes") or [] if c.get("old_path")}
+    changed = set(task.get("changed_files") or []) | {
+        c.get("old_path") for c in task.get("file_changes") or [] if c.get("old_path")
+    }
     dirs = {posixpath.dirname(p) for p in gold}
     scored = []
     for p in tree:
@@ -105,12 +107,23 @@ def pick_distractors(task: Mapping[str, Any], tree: Mapping[str, str], gold: lis
 
 def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCache) -> dict[str, Any]:
     row: dict[str, Any] = {k: None for k in CONTEXT_SCHEMA}
-    row.update(task_id=task["task_id"], file_tree=[], candidates=[], symbols=[], languages=[],
-               n_tree_files=0, context_tokens=0, n_symbols=0, n_indexed_files=0)
+    row.update(
+        task_id=task["task_id"],
+        file_tree=[],
+        candidates=[],
+        symbols=[],
+        languages=[],
+        n_tree_files=0,
+        context_tokens=0,
+        n_symbols=0,
+        n_indexed_files=0,
+    )
     snap = base_snapshot(task)
     if snap is None:
-        row.update(status="no_snapshot", detail="no local copy of the repository at base_commit "
-                   "(SWE-bench: set sources.external[].checkouts)")
+        row.update(
+            status="no_snapshot",
+            detail="no local copy of the repository at base_commit (SWE-bench: set sources.external[].checkouts)",
+        )
         return row
     try:
         tree = snap.tree()
@@ -134,15 +147,20 @@ def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCach
     to_index = to_index[: cfg.max_indexed_files]
     symbols = cache.index(snap, to_index, cfg.max_file_bytes)
 
-    mentioning = snap.files_mentioning(sorted({_stem(p) for p in gold if len(_stem(p)) > 2})) if cfg.max_distractors else set()
+    mentioning = (
+        snap.files_mentioning(sorted({_stem(p) for p in gold if len(_stem(p)) > 2})) if cfg.max_distractors else set()
+    )
     distractors = pick_distractors(task, tree, gold, cfg.max_distractors, mentioning)
 
     wanted = sorted(gold + distractors, key=lambda p: stable_hash(task["task_id"], "order", p))
     raw = snap.read(wanted, max_bytes=cfg.max_file_bytes)
     texts = {p: decode(raw[p]) if p in raw else None for p in wanted}
     readable = [p for p in wanted if texts[p] is not None]
-    shares = dict(zip(readable, share_budget([estimate_tokens(texts[p], cfg.chars_per_token) for p in readable],
-                                             cfg.token_budget)))
+    shares = dict(
+        zip(
+            readable, share_budget([estimate_tokens(texts[p], cfg.chars_per_token) for p in readable], cfg.token_budget)
+        )
+    )
     cands = []
     for p in wanted:  # in an order that does not reveal the changed files
         text, share = texts[p], shares.get(p, 0)
@@ -152,14 +170,21 @@ def build_context(task: Mapping[str, Any], cfg: ContextConfig, cache: SymbolCach
         elif text is not None and share > 0:
             cut = text[: int(share * cfg.chars_per_token)]
             cut = cut[: cut.rfind("\n") + 1] or cut
-            cands.append({"path": p, "content": cut, "tokens": estimate_tokens(cut, cfg.chars_per_token),
-                          "truncated": True})
+            cands.append(
+                {"path": p, "content": cut, "tokens": estimate_tokens(cut, cfg.chars_per_token), "truncated": True}
+            )
         else:  # unreadable (binary, undecodable, over max_file_bytes) or no budget left
             cands.append({"path": p, "content": None, "tokens": 0, "truncated": True})
 
     row.update(
-        status="ok", detail="", file_tree=sorted(tree), n_tree_files=len(tree), candidates=cands,
-        context_tokens=sum(c["tokens"] for c in cands), symbols=symbols, n_symbols=len(symbols),
+        status="ok",
+        detail="",
+        file_tree=sorted(tree),
+        n_tree_files=len(tree),
+        candidates=cands,
+        context_tokens=sum(c["tokens"] for c in cands),
+        symbols=symbols,
+        n_symbols=len(symbols),
         n_indexed_files=len(to_index),
         languages=sorted({lang for p in to_index if (lang := language_for_path(p))}),
     )
@@ -197,14 +222,25 @@ def build_context_row(task: Mapping[str, Any], cfg: ContextConfig, cache: Symbol
         return build_context(task, cfg, cache)
     except Exception as exc:  # noqa: BLE001 - one bad task is a counted row, not a failed run
         row: dict[str, Any] = {k: None for k in CONTEXT_SCHEMA}
-        row.update(task_id=task["task_id"], status="error", file_tree=[], candidates=[], symbols=[], languages=[],
-                   n_tree_files=0, context_tokens=0, n_symbols=0, n_indexed_files=0,
-                   detail=f"{task['task_id']}: {type(exc).__name__}: {str(exc)[:300]}")
+        row.update(
+            task_id=task["task_id"],
+            status="error",
+            file_tree=[],
+            candidates=[],
+            symbols=[],
+            languages=[],
+            n_tree_files=0,
+            context_tokens=0,
+            n_symbols=0,
+            n_indexed_files=0,
+            detail=f"{task['task_id']}: {type(exc).__name__}: {str(exc)[:300]}",
+        )
         return row
 
 
-def build_contexts(tasks: pl.DataFrame, cfg: ContextConfig, progress=None,
-                   chunk_rows: int = 128) -> tuple[pl.DataFrame, SymbolCache]:
+def build_contexts(
+    tasks: pl.DataFrame, cfg: ContextConfig, progress=None, chunk_rows: int = 128
+) -> tuple[pl.DataFrame, SymbolCache]:
     """Contexts of every task. Rows become Arrow every ``chunk_rows`` tasks: the symbol lists of thousands of
     tasks never sit in memory as Python objects all at once."""
     cache = SymbolCache()

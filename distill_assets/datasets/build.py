@@ -15,19 +15,41 @@ from typing import Any, Iterable, Mapping
 import polars as pl
 
 from distill_assets.plans.schema import MODULE, Plan
-from distill_assets.prompts.schemas import (MAX_SYMBOLS, STAGE_MODELS, FileRelevance, RelevanceOutput, SelectedSymbol,
-                                            SymbolSelectionOutput)
+from distill_assets.prompts.schemas import (
+    MAX_SYMBOLS,
+    STAGE_MODELS,
+    FileRelevance,
+    RelevanceOutput,
+    SelectedSymbol,
+    SymbolSelectionOutput,
+)
 
 from distill_assets.datasets.tags import PLAN_TAG, REASONING_TAG
 
 SFT_SCHEMA = {
-    "task_id": pl.Utf8, "stage": pl.Utf8, "split": pl.Utf8, "source": pl.Utf8, "difficulty": pl.Utf8,
-    "prompt": pl.Utf8, "completion": pl.Utf8, "pass_rate": pl.Float64, "candidate_key": pl.Utf8,
+    "task_id": pl.Utf8,
+    "stage": pl.Utf8,
+    "split": pl.Utf8,
+    "source": pl.Utf8,
+    "difficulty": pl.Utf8,
+    "prompt": pl.Utf8,
+    "completion": pl.Utf8,
+    "pass_rate": pl.Float64,
+    "candidate_key": pl.Utf8,
 }
 DPO_SCHEMA = {
-    "task_id": pl.Utf8, "stage": pl.Utf8, "split": pl.Utf8, "difficulty": pl.Utf8, "prompt": pl.Utf8,
-    "chosen": pl.Utf8, "rejected": pl.Utf8, "chosen_source": pl.Utf8, "rejected_source": pl.Utf8,
-    "chosen_pass_rate": pl.Float64, "rejected_pass_rate": pl.Float64, "margin": pl.Float64,
+    "task_id": pl.Utf8,
+    "stage": pl.Utf8,
+    "split": pl.Utf8,
+    "difficulty": pl.Utf8,
+    "prompt": pl.Utf8,
+    "chosen": pl.Utf8,
+    "rejected": pl.Utf8,
+    "chosen_source": pl.Utf8,
+    "rejected_source": pl.Utf8,
+    "chosen_pass_rate": pl.Float64,
+    "rejected_pass_rate": pl.Float64,
+    "margin": pl.Float64,
 }
 
 
@@ -63,9 +85,14 @@ def reference_relevance_completion(plan_json: str, shown: list[str]) -> str | No
         return None
     plan = Plan.model_validate_json(plan_json)
     changed = {f.path: f for f in plan.affected_files}
-    files = [FileRelevance(path=p, relevant=p in changed,
-                           reason=_what_changes(changed[p]) if p in changed else "the change does not touch this file")
-             for p in shown]
+    files = [
+        FileRelevance(
+            path=p,
+            relevant=p in changed,
+            reason=_what_changes(changed[p]) if p in changed else "the change does not touch this file",
+        )
+        for p in shown
+    ]
     return RelevanceOutput(files=files).model_dump_json()
 
 
@@ -73,9 +100,17 @@ def reference_symbols_completion(plan_json: str) -> str | None:
     """Stage 3 as the gold patch answers it: the reference plan's named symbols with their actions (module-level
     changes are not symbols; None when the plan names none)."""
     plan = Plan.model_validate_json(plan_json)
-    symbols = [SelectedSymbol(path=f.path, symbol=c.symbol, action=c.action,
-                              reason=c.description or f"{c.action} {c.symbol} for the change")
-               for f in plan.affected_files for c in f.changes if c.symbol != MODULE][:MAX_SYMBOLS]
+    symbols = [
+        SelectedSymbol(
+            path=f.path,
+            symbol=c.symbol,
+            action=c.action,
+            reason=c.description or f"{c.action} {c.symbol} for the change",
+        )
+        for f in plan.affected_files
+        for c in f.changes
+        if c.symbol != MODULE
+    ][:MAX_SYMBOLS]
     return SymbolSelectionOutput(symbols=symbols).model_dump_json() if symbols else None
 
 
@@ -91,9 +126,13 @@ def reference_completion(stage: str, plan_json: str, shown: list[str]) -> str | 
     return None
 
 
-def reference_rows(stage: str, reference_plans: pl.DataFrame, task_contexts: pl.DataFrame,
-                   test_selections: pl.DataFrame, gold_executions: pl.DataFrame | None
-                   ) -> list[tuple[str, str, str, float | None]]:
+def reference_rows(
+    stage: str,
+    reference_plans: pl.DataFrame,
+    task_contexts: pl.DataFrame,
+    test_selections: pl.DataFrame,
+    gold_executions: pl.DataFrame | None,
+) -> list[tuple[str, str, str, float | None]]:
     """The gold patch's SFT rows of a stage, as ``(task_id, "reference", completion, pass rate)`` for
     :func:`sft_rows`: stages 2-4 from each usable reference plan (stage 2 among the candidates the task's
     context shows; a stage-4 pass rate of 1.0 where the task's tests are selected, the gold patch passing
@@ -101,8 +140,11 @@ def reference_rows(stage: str, reference_plans: pl.DataFrame, task_contexts: pl.
     rows: list[tuple[str, str, str, float | None]] = []
     if stage in ("relevance", "symbol_selection", "plan_generation"):
         shown = {r["task_id"]: [c["path"] for c in r["candidates"] or []] for r in task_contexts.iter_rows(named=True)}
-        selected = ({r["task_id"] for r in test_selections.iter_rows(named=True) if r.get("status") == "selected"}
-                    if "status" in test_selections.columns else set())
+        selected = (
+            {r["task_id"] for r in test_selections.iter_rows(named=True) if r.get("status") == "selected"}
+            if "status" in test_selections.columns
+            else set()
+        )
         for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
             completion = reference_completion(stage, r["plan_json"], shown.get(r["task_id"], []))
             if completion is not None:
@@ -122,9 +164,17 @@ def prompt_messages(messages_json: str) -> str:
     return messages_json  # TRL conversational: the list of system/user messages, as JSON
 
 
-def sft_rows(stage: str, candidates: pl.DataFrame, prompts: Mapping[str, str], tasks: Mapping[str, Mapping],
-             difficulty: Mapping[str, str], pass_rates: Mapping[str, float | None], min_pass_rate: float,
-             max_per_task: int, references: Iterable[tuple[str, str, str, float | None]] = ()) -> pl.DataFrame:
+def sft_rows(
+    stage: str,
+    candidates: pl.DataFrame,
+    prompts: Mapping[str, str],
+    tasks: Mapping[str, Mapping],
+    difficulty: Mapping[str, str],
+    pass_rates: Mapping[str, float | None],
+    min_pass_rate: float,
+    max_per_task: int,
+    references: Iterable[tuple[str, str, str, float | None]] = (),
+) -> pl.DataFrame:
     """Kept candidates (with a passing execution where the task is scored by tests), capped per task,
     plus reference rows (task_id, source, completion, pass rate)."""
     rows: list[dict[str, Any]] = []
@@ -132,8 +182,19 @@ def sft_rows(stage: str, candidates: pl.DataFrame, prompts: Mapping[str, str], t
     for task_id, source, completion, rate in references:
         if task_id in prompts and per_task[task_id] < max_per_task:
             per_task[task_id] += 1
-            rows.append(_sft(stage, task_id, source, prompts[task_id], completion, rate, f"reference:{task_id}",
-                             tasks, difficulty))
+            rows.append(
+                _sft(
+                    stage,
+                    task_id,
+                    source,
+                    prompts[task_id],
+                    completion,
+                    rate,
+                    f"reference:{task_id}",
+                    tasks,
+                    difficulty,
+                )
+            )
     ordered = candidates.sort(["task_id", "sample_index"]) if candidates.height else candidates
     for r in ordered.iter_rows(named=True):
         if r["task_id"] not in prompts or per_task[r["task_id"]] >= max_per_task:
@@ -142,19 +203,44 @@ def sft_rows(stage: str, candidates: pl.DataFrame, prompts: Mapping[str, str], t
         if rate is not None and rate < min_pass_rate:
             continue  # scored by tests, and the tests did not pass
         per_task[r["task_id"]] += 1
-        rows.append(_sft(stage, r["task_id"], r["source"], prompts[r["task_id"]],
-                         completion_text(stage, r["parsed_json"]), rate, r["request_key"], tasks, difficulty))
+        rows.append(
+            _sft(
+                stage,
+                r["task_id"],
+                r["source"],
+                prompts[r["task_id"]],
+                completion_text(stage, r["parsed_json"]),
+                rate,
+                r["request_key"],
+                tasks,
+                difficulty,
+            )
+        )
     return pl.DataFrame(rows, schema=SFT_SCHEMA) if rows else pl.DataFrame(schema=SFT_SCHEMA)
 
 
 def _sft(stage, task_id, source, prompt, completion, rate, key, tasks, difficulty) -> dict[str, Any]:
-    return {"task_id": task_id, "stage": stage, "split": tasks[task_id]["split"], "source": source,
-            "difficulty": difficulty.get(task_id, "medium"), "prompt": prompt_messages(prompt),
-            "completion": as_messages(completion), "pass_rate": rate, "candidate_key": key}
+    return {
+        "task_id": task_id,
+        "stage": stage,
+        "split": tasks[task_id]["split"],
+        "source": source,
+        "difficulty": difficulty.get(task_id, "medium"),
+        "prompt": prompt_messages(prompt),
+        "completion": as_messages(completion),
+        "pass_rate": rate,
+        "candidate_key": key,
+    }
 
 
-def dpo_rows(stage: str, scored: Mapping[tuple[str, str], list[dict[str, Any]]], prompts: Mapping[str, str],
-             tasks: Mapping[str, Mapping], difficulty: Mapping[str, str], margin: float) -> pl.DataFrame:
+def dpo_rows(
+    stage: str,
+    scored: Mapping[tuple[str, str], list[dict[str, Any]]],
+    prompts: Mapping[str, str],
+    tasks: Mapping[str, Mapping],
+    difficulty: Mapping[str, str],
+    margin: float,
+) -> pl.DataFrame:
     """``scored``: (task_id, prompt key) -> candidates {completion, source, pass_rate, valid, can_reject}.
     chosen = highest pass rate; rejected = lowest pass rate among structurally valid candidates that may
     be rejected (teacher outputs, never the reference); only with at least ``margin`` between them."""
@@ -171,10 +257,20 @@ def dpo_rows(stage: str, scored: Mapping[tuple[str, str], list[dict[str, Any]]],
         gap = chosen["pass_rate"] - rejected["pass_rate"]
         if gap < margin or gap <= 0:
             continue
-        rows.append({"task_id": task_id, "stage": stage, "split": tasks[task_id]["split"],
-                     "difficulty": difficulty.get(task_id, "medium"), "prompt": prompts[prompt_key],
-                     "chosen": as_messages(chosen["completion"]), "rejected": as_messages(rejected["completion"]),
-                     "chosen_source": chosen["source"], "rejected_source": rejected["source"],
-                     "chosen_pass_rate": chosen["pass_rate"], "rejected_pass_rate": rejected["pass_rate"],
-                     "margin": round(gap, 4)})
+        rows.append(
+            {
+                "task_id": task_id,
+                "stage": stage,
+                "split": tasks[task_id]["split"],
+                "difficulty": difficulty.get(task_id, "medium"),
+                "prompt": prompts[prompt_key],
+                "chosen": as_messages(chosen["completion"]),
+                "rejected": as_messages(rejected["completion"]),
+                "chosen_source": chosen["source"],
+                "rejected_source": rejected["source"],
+                "chosen_pass_rate": chosen["pass_rate"],
+                "rejected_pass_rate": rejected["pass_rate"],
+                "margin": round(gap, 4),
+            }
+        )
     return pl.DataFrame(rows, schema=DPO_SCHEMA) if rows else pl.DataFrame(schema=DPO_SCHEMA)

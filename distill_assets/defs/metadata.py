@@ -50,8 +50,15 @@ def table_meta(df: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def md_line_plot(series: Mapping[str, list[tuple[float, float]]], *, title: str, xlabel: str, ylabel: str,
-                 width: float = 6.0, height: float = 3.2) -> dg.MetadataValue:
+def md_line_plot(
+    series: Mapping[str, list[tuple[float, float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    width: float = 6.0,
+    height: float = 3.2,
+) -> dg.MetadataValue:
     """A small PNG line plot embedded in markdown metadata (the Dagster UI renders data: images)."""
     import base64
     import io

@@ -26,6 +26,4 @@ class DistillConfigResource(dg.ConfigurableResource):
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(
-        resources={"distill": DistillConfigResource(), "io_manager": PolarsIOManager()}
-    )
+    return dg.Definitions(resources={"distill": DistillConfigResource(), "io_manager": PolarsIOManager()})

@@ -23,8 +23,13 @@ from pathlib import Path
 
 from distill_assets.environments.manifests import EnvSpec, RunnerInfo, detect_runner, test_language
 from distill_assets.environments.node import build_node_env
-from distill_assets.environments.python import (Interpreter, build_python_env, choose_interpreter,
-                                                discover_interpreters, python_sandbox_env)
+from distill_assets.environments.python import (
+    Interpreter,
+    build_python_env,
+    choose_interpreter,
+    discover_interpreters,
+    python_sandbox_env,
+)
 from distill_assets.tasks.snapshot import GitSnapshot
 from distill_assets.sandbox.backends import WORKDIR
 
@@ -37,7 +42,7 @@ SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib")
 class EnvRecord:
     key: str
     language: str | None
-    status: str                     # ready | install_failed | unsupported
+    status: str  # ready | install_failed | unsupported
     detail: str = ""
     path: str = ""
     runner: str | None = None
@@ -64,8 +69,11 @@ class EnvRecord:
             return env, [m for m in mounts if m == str(root) or not (m == "/usr" or m.startswith(SYSTEM_PREFIXES))]
         if self.language == "node":
             nm = root / "node" / "node_modules"
-            return {"PATH": f"{WORKDIR}/node_modules/.bin:{nm}/.bin:/usr/local/bin:/usr/bin:/bin",
-                    "DISTILL_NODE_MODULES": str(nm), "NODE_OPTIONS": "--no-warnings"}, [str(root)]
+            return {
+                "PATH": f"{WORKDIR}/node_modules/.bin:{nm}/.bin:/usr/local/bin:/usr/bin:/bin",
+                "DISTILL_NODE_MODULES": str(nm),
+                "NODE_OPTIONS": "--no-warnings",
+            }, [str(root)]
         return {}, []
 
 
@@ -93,8 +101,15 @@ def _du_mb(path: Path) -> float:
 
 
 class EnvironmentCache:
-    def __init__(self, root: Path, *, cap_gb: float = 20.0, retry_failed_s: float = 24 * 3600,
-                 pythons: tuple[str, ...] = (), uv: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        cap_gb: float = 20.0,
+        retry_failed_s: float = 24 * 3600,
+        pythons: tuple[str, ...] = (),
+        uv: str | None = None,
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.cap_gb = cap_gb
@@ -106,8 +121,9 @@ class EnvironmentCache:
 
     # ------------------------------------------------------------------ facts about a commit
 
-    def spec_for(self, repo_path: str, commit: str, test_files: list[str],
-                 commit_date: str | None = None) -> tuple[EnvSpec | None, RunnerInfo, Interpreter | None, str]:
+    def spec_for(
+        self, repo_path: str, commit: str, test_files: list[str], commit_date: str | None = None
+    ) -> tuple[EnvSpec | None, RunnerInfo, Interpreter | None, str]:
         snap = GitSnapshot(repo_path, commit)
         tree = snap.tree()
         language = test_language(test_files, tree)
@@ -140,18 +156,24 @@ class EnvironmentCache:
 
     def get(self, repo_path: str, commit: str, test_files: list[str], commit_date: str | None = None) -> EnvRecord:
         if not commit_date:  # unpinned dependencies resolve as of the commit's date
-            proc = subprocess.run(["git", "-C", repo_path, "show", "-s", "--format=%cI", commit], capture_output=True,
-                                  text=True)
+            proc = subprocess.run(
+                ["git", "-C", repo_path, "show", "-s", "--format=%cI", commit], capture_output=True, text=True
+            )
             commit_date = proc.stdout.strip() or None
         spec, runner, interp, interp_why = self.spec_for(repo_path, commit, test_files, commit_date)
         if spec is None:
             return EnvRecord(key="", language=None, status="unsupported", detail=runner.why)
         blocked = sandbox_unreachable(self.root)
         if blocked:
-            return EnvRecord(key=spec.key, language=spec.language, status="install_failed", runner=runner.runner,
-                             detail=f"the sandbox user (uid 65534) cannot pass {blocked} (mode "
-                             f"{oct(os.stat(blocked).st_mode & 0o777)}) to reach the environments in {self.root}: "
-                             "set sandbox.env_dir to a folder it can reach")
+            return EnvRecord(
+                key=spec.key,
+                language=spec.language,
+                status="install_failed",
+                runner=runner.runner,
+                detail=f"the sandbox user (uid 65534) cannot pass {blocked} (mode "
+                f"{oct(os.stat(blocked).st_mode & 0o777)}) to reach the environments in {self.root}: "
+                "set sandbox.env_dir to a folder it can reach",
+            )
         self.in_use.add(spec.key)
         rec = self._cached(spec.key)
         if rec is not None:
@@ -176,31 +198,59 @@ class EnvironmentCache:
         rec.cache_hit = True
         return rec
 
-    def _build(self, spec: EnvSpec, runner: RunnerInfo, interp: Interpreter | None, interp_why: str,
-               repo_path: str, commit: str, commit_date: str | None) -> EnvRecord:
+    def _build(
+        self,
+        spec: EnvSpec,
+        runner: RunnerInfo,
+        interp: Interpreter | None,
+        interp_why: str,
+        repo_path: str,
+        commit: str,
+        commit_date: str | None,
+    ) -> EnvRecord:
         dest = self.root / spec.key
         shutil.rmtree(dest, ignore_errors=True)  # a crashed earlier build
         dest.mkdir(parents=True)
         t0 = time.perf_counter()
         log: list[str] = []
-        rec = EnvRecord(key=spec.key, language=spec.language, status="install_failed", path=str(dest),
-                        runner=runner.runner, runner_why=runner.why, manifests=sorted(spec.manifests))
+        rec = EnvRecord(
+            key=spec.key,
+            language=spec.language,
+            status="install_failed",
+            path=str(dest),
+            runner=runner.runner,
+            runner_why=runner.why,
+            manifests=sorted(spec.manifests),
+        )
         if runner.runner is None:
             rec.status, rec.detail = "unsupported", runner.why
         elif spec.language == "go":
-            rec.status, rec.detail = "unsupported", ("Go modules cannot be fetched here (only PyPI, Debian and npm "
-                                                     "are reachable)" if shutil.which("go") else "go is not installed")
+            rec.status, rec.detail = (
+                "unsupported",
+                (
+                    "Go modules cannot be fetched here (only PyPI, Debian and npm are reachable)"
+                    if shutil.which("go")
+                    else "go is not installed"
+                ),
+            )
         else:
             with tempfile.TemporaryDirectory(prefix="distill-env-") as tmp:
                 tree = Path(tmp) / "tree"
                 tree.mkdir()
-                proc = subprocess.run(["git", "-C", repo_path, "archive", "--format=tar", commit],
-                                      capture_output=True)
+                proc = subprocess.run(["git", "-C", repo_path, "archive", "--format=tar", commit], capture_output=True)
                 subprocess.run(["tar", "-x", "-C", str(tree)], input=proc.stdout, check=True)
                 if spec.language == "python":
-                    built = build_python_env(dest, tree, runner.runner, uv=self.uv, cache_dir=self.root / "_uv-cache",
-                                             interpreters=discover_interpreters(self.pythons), log=log,
-                                             commit_date=commit_date, interpreter_store=self.root / "_pythons")
+                    built = build_python_env(
+                        dest,
+                        tree,
+                        runner.runner,
+                        uv=self.uv,
+                        cache_dir=self.root / "_uv-cache",
+                        interpreters=discover_interpreters(self.pythons),
+                        log=log,
+                        commit_date=commit_date,
+                        interpreter_store=self.root / "_pythons",
+                    )
                     rec.fallbacks, rec.sources = built.fallbacks, built.sources
                     if built.interpreter:
                         rec.interpreter, rec.interpreter_prefix = built.interpreter.path, built.interpreter.prefix
@@ -208,8 +258,9 @@ class EnvironmentCache:
                     rec.status = "ready" if built.ok else "install_failed"
                     rec.detail = built.why or interp_why
                 elif spec.language == "node":
-                    built = build_node_env(dest, tree, cache_dir=self.root / "_npm-cache", log=log,
-                                           commit_date=commit_date)
+                    built = build_node_env(
+                        dest, tree, cache_dir=self.root / "_npm-cache", log=log, commit_date=commit_date
+                    )
                     rec.fallbacks = built.fallbacks
                     rec.status = "ready" if built.ok else "install_failed"
                     rec.detail = built.why
@@ -247,8 +298,12 @@ class EnvironmentCache:
 def environment_cache(cfg) -> EnvironmentCache:
     """The project's environment cache, from distill.yaml's ``sandbox`` settings."""
     sb = cfg.sandbox
-    return EnvironmentCache(sb.env_dir or cfg.resolved_cache_dir() / "environments", cap_gb=sb.env_cache_gb,
-                            retry_failed_s=sb.env_retry_failed_h * 3600, pythons=tuple(sb.pythons))
+    return EnvironmentCache(
+        sb.env_dir or cfg.resolved_cache_dir() / "environments",
+        cap_gb=sb.env_cache_gb,
+        retry_failed_s=sb.env_retry_failed_h * 3600,
+        pythons=tuple(sb.pythons),
+    )
 
 
 def wants_environment(cfg, repo: str) -> tuple[bool, str]:

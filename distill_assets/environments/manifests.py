@@ -15,14 +15,35 @@ from typing import Mapping
 
 from distill_assets.tasks.external import stable_hash
 
-PY_ROOT = ("pyproject.toml", "setup.py", "setup.cfg", "tox.ini", "uv.lock", "poetry.lock", "Pipfile", "Pipfile.lock",
-           "pytest.ini", "conftest.py")
+PY_ROOT = (
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+    "tox.ini",
+    "uv.lock",
+    "poetry.lock",
+    "Pipfile",
+    "Pipfile.lock",
+    "pytest.ini",
+    "conftest.py",
+)
 _PY_REQ = re.compile(r"^(requirements[^/]*\.(txt|in)|[^/]*-requirements\.txt|requirements/[^/]+\.(txt|in))$")
 JS_ROOT = ("package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml")
 GO_ROOT = ("go.mod", "go.sum")
 
-LANG_OF_EXT = {".py": "python", ".pyi": "python", ".js": "node", ".mjs": "node", ".cjs": "node", ".jsx": "node",
-               ".ts": "node", ".tsx": "node", ".mts": "node", ".cts": "node", ".go": "go"}
+LANG_OF_EXT = {
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "node",
+    ".mjs": "node",
+    ".cjs": "node",
+    ".jsx": "node",
+    ".ts": "node",
+    ".tsx": "node",
+    ".mts": "node",
+    ".cts": "node",
+    ".go": "go",
+}
 RUNNERS = ("pytest", "unittest", "node_test", "jest", "mocha", "vitest", "node_scripts", "go_test")
 
 
@@ -57,8 +78,8 @@ def test_language(test_files: list[str], tree: Mapping[str, str]) -> str | None:
 
 @dataclass
 class RunnerInfo:
-    runner: str | None      # one of RUNNERS, or None when none is found
-    why: str                # what it was detected from
+    runner: str | None  # one of RUNNERS, or None when none is found
+    why: str  # what it was detected from
     node_package: dict = field(default_factory=dict)
 
 
@@ -71,22 +92,31 @@ def _toml(text: bytes | None) -> dict:
         return {}
 
 
-def detect_runner(language: str | None, files: Mapping[str, bytes], tree: Mapping[str, str],
-                  test_files: list[str]) -> RunnerInfo:
+def detect_runner(
+    language: str | None, files: Mapping[str, bytes], tree: Mapping[str, str], test_files: list[str]
+) -> RunnerInfo:
     """The repository's test runner at the base commit, from its manifests and test files.
 
     ``files``: contents of the manifests (and of the task's test files, for imports)."""
     if language == "python":
         py = _toml(files.get("pyproject.toml"))
         text = b"\n".join(files.get(p, b"") for p in ("setup.cfg", "tox.ini", "pytest.ini", "setup.py")).decode(
-            "utf-8", "replace")
+            "utf-8", "replace"
+        )
         reqs = b"\n".join(v for k, v in files.items() if _PY_REQ.match(k)).decode("utf-8", "replace")
         tests_src = b"\n".join(files.get(p, b"") for p in test_files).decode("utf-8", "replace")
-        if "pytest" in py.get("tool", {}) or "pytest.ini" in tree or "conftest.py" in tree or \
-                any(p.endswith("conftest.py") for p in tree) or "[tool:pytest]" in text or "[pytest]" in text:
+        if (
+            "pytest" in py.get("tool", {})
+            or "pytest.ini" in tree
+            or "conftest.py" in tree
+            or any(p.endswith("conftest.py") for p in tree)
+            or "[tool:pytest]" in text
+            or "[pytest]" in text
+        ):
             return RunnerInfo("pytest", "pytest configuration or conftest.py")
-        if re.search(r"\bpytest\b", reqs + json.dumps(py) + text) or re.search(r"^\s*(import pytest|from pytest)",
-                                                                               tests_src, re.M):
+        if re.search(r"\bpytest\b", reqs + json.dumps(py) + text) or re.search(
+            r"^\s*(import pytest|from pytest)", tests_src, re.M
+        ):
             return RunnerInfo("pytest", "pytest in the dependencies or the tests")
         if re.search(r"^\s*(import unittest|from unittest)", tests_src, re.M):
             return RunnerInfo("unittest", "the tests import unittest")
@@ -105,7 +135,8 @@ def detect_runner(language: str | None, files: Mapping[str, bytes], tree: Mappin
         if "mocha" in deps or re.search(r"\bmocha\b", script):
             return RunnerInfo("mocha", "mocha in package.json", pkg)
         if "node --test" in script or "node:test" in b"".join(files.get(p, b"") for p in test_files).decode(
-                "utf-8", "replace"):
+            "utf-8", "replace"
+        ):
             return RunnerInfo("node_test", "node --test in the test script or node:test in the tests", pkg)
         if test_files:
             return RunnerInfo("node_scripts", "each test file is a script that exits non-zero on failure", pkg)

@@ -51,8 +51,9 @@ def cap_open_ranges(package_json: Path) -> list[str]:
     return changed
 
 
-def build_node_env(dest: Path, tree: Path, *, cache_dir: Path, log: list[str],
-                   commit_date: str | None = None) -> NodeBuild:
+def build_node_env(
+    dest: Path, tree: Path, *, cache_dir: Path, log: list[str], commit_date: str | None = None
+) -> NodeBuild:
     npm = shutil.which("npm")
     if not npm or not shutil.which("node"):
         return NodeBuild(False, "node and npm are not installed (`make setup` installs nodejs)")
@@ -63,16 +64,23 @@ def build_node_env(dest: Path, tree: Path, *, cache_dir: Path, log: list[str],
             shutil.copy2(tree / name, work / name)
     if not (work / "package.json").is_file():
         return NodeBuild(False, "no package.json")
-    env = {**os.environ, "npm_config_cache": str(cache_dir), "npm_config_update_notifier": "false",
-           "npm_config_fund": "false", "npm_config_audit": "false", "npm_config_loglevel": "error"}
+    env = {
+        **os.environ,
+        "npm_config_cache": str(cache_dir),
+        "npm_config_update_notifier": "false",
+        "npm_config_fund": "false",
+        "npm_config_audit": "false",
+        "npm_config_loglevel": "error",
+    }
     common = ["--ignore-scripts", "--no-audit", "--no-fund", "--include=dev"]
     fallbacks: list[str] = []
     locked = (work / "package-lock.json").is_file() or (work / "npm-shrinkwrap.json").is_file()
     if locked and _run([npm, "ci", *common], log, cwd=work, env=env):
         return NodeBuild(True)
     if locked:
-        fallbacks.append("npm ci failed (the lock file does not match package.json or cannot be installed): "
-                         "npm install instead")
+        fallbacks.append(
+            "npm ci failed (the lock file does not match package.json or cannot be installed): npm install instead"
+        )
     elif (tree / "yarn.lock").is_file() or (tree / "pnpm-lock.yaml").is_file():
         fallbacks.append("only a yarn/pnpm lock file: npm install resolves the versions itself")
     else:

@@ -35,8 +35,11 @@ from distill_assets.sandbox.backends import WORKDIR
 
 TEST_WORDS = re.compile(r"^(test|tests|testing|test-?deps)$", re.I)
 DEV_WORDS = re.compile(r"^(dev|develop|development)$", re.I)  # only where nothing is named for tests
-_REQ_FILE = re.compile(r"(^|/)([^/]*(test|dev)[^/]*requirements[^/]*|requirements[^/]*(test|dev)[^/]*|"
-                       r"requirements/(tests?|testing|dev)[^/]*)\.(txt|in)$", re.I)
+_REQ_FILE = re.compile(
+    r"(^|/)([^/]*(test|dev)[^/]*requirements[^/]*|requirements[^/]*(test|dev)[^/]*|"
+    r"requirements/(tests?|testing|dev)[^/]*)\.(txt|in)$",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,13 @@ class Interpreter:
 def _candidates(extra: tuple[str, ...]) -> list[str]:
     home = os.path.expanduser("~")
     # system interpreters first: they live under /usr, which every sandbox already shows
-    pats = ["/usr/bin/python3.[0-9]*", "/usr/local/bin/python3.[0-9]*", "/opt/python*/bin/python3",
-            "/opt/python/*/bin/python3", f"{home}/.pyenv/versions/*/bin/python3"]
+    pats = [
+        "/usr/bin/python3.[0-9]*",
+        "/usr/local/bin/python3.[0-9]*",
+        "/opt/python*/bin/python3",
+        "/opt/python/*/bin/python3",
+        f"{home}/.pyenv/versions/*/bin/python3",
+    ]
     found = [p for pat in pats for p in sorted(glob.glob(pat)) if re.search(r"python3(\.\d+)?$", p)]
     return list(dict.fromkeys(list(extra) + found))
 
@@ -65,8 +73,12 @@ def discover_interpreters(extra: tuple[str, ...] = ()) -> tuple[Interpreter, ...
     out: dict[tuple[int, int], Interpreter] = {}
     for path in _candidates(extra):
         try:
-            proc = subprocess.run([path, "-c", "import sys,json;print(json.dumps([list(sys.version_info[:3]), "
-                                   "sys.base_prefix]))"], capture_output=True, text=True, timeout=20)
+            proc = subprocess.run(
+                [path, "-c", "import sys,json;print(json.dumps([list(sys.version_info[:3]), sys.base_prefix]))"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             ver, prefix = json.loads(proc.stdout)
         except (OSError, ValueError, subprocess.TimeoutExpired):
             continue
@@ -107,12 +119,20 @@ def python_constraints(tree: Path) -> tuple[SpecifierSet | None, list[tuple[int,
 
 
 # first release of each CPython minor version: for a commit that names no versions, the newest Python of its day
-RELEASED = {(3, 8): "2019-10-14", (3, 9): "2020-10-05", (3, 10): "2021-10-04", (3, 11): "2022-10-24",
-            (3, 12): "2023-10-02", (3, 13): "2024-10-07", (3, 14): "2025-10-07"}
+RELEASED = {
+    (3, 8): "2019-10-14",
+    (3, 9): "2020-10-05",
+    (3, 10): "2021-10-04",
+    (3, 11): "2022-10-24",
+    (3, 12): "2023-10-02",
+    (3, 13): "2024-10-07",
+    (3, 14): "2025-10-07",
+}
 
 
-def choose_interpreter(interps: tuple[Interpreter, ...], tree: Path,
-                       commit_date: str | None = None) -> tuple[Interpreter | None, str]:
+def choose_interpreter(
+    interps: tuple[Interpreter, ...], tree: Path, commit_date: str | None = None
+) -> tuple[Interpreter | None, str]:
     """The newest interpreter that requires-python admits and the classifiers list; else the newest one released
     before the commit (``commit_date``, ISO); code older than every interpreter here runs on the oldest one."""
     spec, listed = python_constraints(tree)
@@ -140,10 +160,10 @@ def choose_interpreter(interps: tuple[Interpreter, ...], tree: Path,
 
 @dataclass
 class Requirements:
-    lines: list[str] = field(default_factory=list)      # requirement strings
-    files: list[str] = field(default_factory=list)      # requirement files (relative to the tree)
-    install_project: bool = False                       # setup.py-only: install it with test extras, then remove it
-    sources: list[str] = field(default_factory=list)    # where they came from (for the record)
+    lines: list[str] = field(default_factory=list)  # requirement strings
+    files: list[str] = field(default_factory=list)  # requirement files (relative to the tree)
+    install_project: bool = False  # setup.py-only: install it with test extras, then remove it
+    sources: list[str] = field(default_factory=list)  # where they came from (for the record)
 
 
 def _test_like(names) -> list[str]:
@@ -180,7 +200,9 @@ def gather_requirements(tree: Path, uv: str, env: dict[str, str], log: list[str]
             args += ["--extra", e]
         proc = subprocess.run(args, cwd=tree, capture_output=True, text=True, env=env, timeout=300)
         if proc.returncode == 0:
-            lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "-e"))]
+            lines = [
+                ln.strip() for ln in proc.stdout.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "-e"))
+            ]
             req.lines += [ln for ln in lines if not ln.startswith(".")]
             req.sources.append(f"uv.lock (groups {test_groups}, extras {test_extras})")
             return _finish(req, tree)
@@ -192,8 +214,9 @@ def gather_requirements(tree: Path, uv: str, env: dict[str, str], log: list[str]
         for g in test_groups:
             req.lines += _group(groups, g)
         req.sources.append(f"pyproject.toml (extras {test_extras}, groups {test_groups})")
-    near = [p for p in tree.iterdir() if p.is_file()] + \
-        ([p for p in (tree / "requirements").iterdir() if p.is_file()] if (tree / "requirements").is_dir() else [])
+    near = [p for p in tree.iterdir() if p.is_file()] + (
+        [p for p in (tree / "requirements").iterdir() if p.is_file()] if (tree / "requirements").is_dir() else []
+    )
     files = sorted(p.relative_to(tree).as_posix() for p in near if _REQ_FILE.search(p.relative_to(tree).as_posix()))
     files = [f for f in files if not f.endswith(".in") or f[:-3] + ".txt" not in files]  # pip-compile: the .txt
     files = [f for f in files if re.search(r"test", f, re.I)] or files  # development files only without test ones
@@ -205,8 +228,9 @@ def gather_requirements(tree: Path, uv: str, env: dict[str, str], log: list[str]
         req.sources.append("setup.py/setup.cfg (the project installed with its test extras, then removed)")
     tox = tree / "tox.ini"
     if tox.is_file():
-        deps = re.search(r"^\[testenv\][^\[]*?^deps\s*=\s*((?:.*\n(?:[ \t]+.*\n)*))", tox.read_text(errors="replace"),
-                         re.M)
+        deps = re.search(
+            r"^\[testenv\][^\[]*?^deps\s*=\s*((?:.*\n(?:[ \t]+.*\n)*))", tox.read_text(errors="replace"), re.M
+        )
         if deps:
             for ln in deps.group(1).splitlines():
                 ln = ln.strip()
@@ -283,8 +307,7 @@ class PythonBuild:
     sources: list[str] = field(default_factory=list)
 
 
-def _run(args: list[str], log: list[str], cwd: Path | None = None, env: dict | None = None,
-         timeout: int = 900) -> bool:
+def _run(args: list[str], log: list[str], cwd: Path | None = None, env: dict | None = None, timeout: int = 900) -> bool:
     log.append("$ " + " ".join(args))
     try:
         proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -297,9 +320,18 @@ def _run(args: list[str], log: list[str], cwd: Path | None = None, env: dict | N
     return proc.returncode == 0
 
 
-def build_python_env(dest: Path, tree: Path, runner: str | None, *, uv: str, cache_dir: Path,
-                     interpreters: tuple[Interpreter, ...], log: list[str],
-                     commit_date: str | None = None, interpreter_store: Path | None = None) -> PythonBuild:
+def build_python_env(
+    dest: Path,
+    tree: Path,
+    runner: str | None,
+    *,
+    uv: str,
+    cache_dir: Path,
+    interpreters: tuple[Interpreter, ...],
+    log: list[str],
+    commit_date: str | None = None,
+    interpreter_store: Path | None = None,
+) -> PythonBuild:
     """A venv at ``dest/venv`` for the project at ``tree`` (a plain checkout of the base commit)."""
     interp, why = choose_interpreter(interpreters, tree, commit_date)
     if interp is None:
@@ -307,8 +339,13 @@ def build_python_env(dest: Path, tree: Path, runner: str | None, *, uv: str, cac
     if interpreter_store is not None:
         interp = sandbox_readable(interp, interpreter_store)
     log.append(f"interpreter {interp.path} ({interp.short}): {why}")
-    env = {**os.environ, "UV_CACHE_DIR": str(cache_dir), "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never",
-           "VIRTUAL_ENV": str(dest / "venv")}
+    env = {
+        **os.environ,
+        "UV_CACHE_DIR": str(cache_dir),
+        "UV_NO_CONFIG": "1",
+        "UV_PYTHON_DOWNLOADS": "never",
+        "VIRTUAL_ENV": str(dest / "venv"),
+    }
     env.pop("PYTHONPATH", None)
     if not _run([uv, "venv", "--quiet", "--python", interp.path, str(dest / "venv")], log, env=env):
         return PythonBuild(False, interp, "uv venv failed")
@@ -344,15 +381,21 @@ def build_python_env(dest: Path, tree: Path, runner: str | None, *, uv: str, cac
 
 
 def _project_name(tree: Path, py: str, log: list[str]) -> str | None:
-    m = re.search(r"name\s*=\s*['\"]([^'\"]+)['\"]", "\n".join(
-        (tree / f).read_text(errors="replace") for f in ("setup.py", "setup.cfg") if (tree / f).is_file()))
+    m = re.search(
+        r"name\s*=\s*['\"]([^'\"]+)['\"]",
+        "\n".join((tree / f).read_text(errors="replace") for f in ("setup.py", "setup.cfg") if (tree / f).is_file()),
+    )
     return m.group(1) if m else None
 
 
 def python_sandbox_env(venv: Path, interp_prefix: str) -> tuple[dict[str, str], list[str]]:
     """Environment variables and read-only mounts a sandboxed run of this environment needs."""
-    env = {"VIRTUAL_ENV": str(venv), "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
-           "PYTHONPATH": f"{WORKDIR}/src:{WORKDIR}", "PYTHONNOUSERSITE": "1"}
+    env = {
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": f"{WORKDIR}/src:{WORKDIR}",
+        "PYTHONNOUSERSITE": "1",
+    }
     if not interp_prefix.startswith("/usr"):
         env["LD_LIBRARY_PATH"] = f"{interp_prefix}/lib"  # a copied interpreter's libpython (its RUNPATH is elsewhere)
     return env, sorted({str(venv.parent), interp_prefix})

@@ -19,15 +19,41 @@ from distill_assets.sandbox.plans import TestPlan, plan_for_commands, plan_for_r
 from distill_assets.sandbox.runner import select_tests
 
 ENV_SCHEMA = {
-    "repo": pl.Utf8, "env_key": pl.Utf8, "language": pl.Utf8, "runner": pl.Utf8, "runner_why": pl.Utf8,
-    "status": pl.Utf8, "detail": pl.Utf8, "python_version": pl.Utf8, "interpreter": pl.Utf8,
-    "manifests": pl.List(pl.Utf8), "sources": pl.List(pl.Utf8), "fallbacks": pl.List(pl.Utf8),
-    "seconds": pl.Float64, "size_mb": pl.Float64, "cache_hit": pl.Boolean, "log_tail": pl.Utf8, "path": pl.Utf8,
-    "record_json": pl.Utf8, "n_tasks": pl.Int64, "task_ids": pl.List(pl.Utf8),
+    "repo": pl.Utf8,
+    "env_key": pl.Utf8,
+    "language": pl.Utf8,
+    "runner": pl.Utf8,
+    "runner_why": pl.Utf8,
+    "status": pl.Utf8,
+    "detail": pl.Utf8,
+    "python_version": pl.Utf8,
+    "interpreter": pl.Utf8,
+    "manifests": pl.List(pl.Utf8),
+    "sources": pl.List(pl.Utf8),
+    "fallbacks": pl.List(pl.Utf8),
+    "seconds": pl.Float64,
+    "size_mb": pl.Float64,
+    "cache_hit": pl.Boolean,
+    "log_tail": pl.Utf8,
+    "path": pl.Utf8,
+    "record_json": pl.Utf8,
+    "n_tasks": pl.Int64,
+    "task_ids": pl.List(pl.Utf8),
 }
 
-SELECTION_STATUSES = ("selected", "no_tests", "no_checkout", "not_configured", "no_environment", "unsupported",
-                      "env_failed", "no_runnable_tests", "runner_crashed", "nothing_collected", "no_selected_tests")
+SELECTION_STATUSES = (
+    "selected",
+    "no_tests",
+    "no_checkout",
+    "not_configured",
+    "no_environment",
+    "unsupported",
+    "env_failed",
+    "no_runnable_tests",
+    "runner_crashed",
+    "nothing_collected",
+    "no_selected_tests",
+)
 # tasks nobody asked to run: not counted against a repository by the blocking check (shown in the metadata)
 NOT_JUDGED = ("no_tests", "no_checkout", "not_configured")
 
@@ -37,8 +63,12 @@ def _test_files(task: Mapping[str, Any]) -> list[str]:
     return [f for f in task.get("test_files") or [] if f not in deleted]
 
 
-def environments_for_tasks(tasks: Iterable[Mapping[str, Any]], cache: EnvironmentCache, repo: str,
-                           progress: Callable[[str], None] = lambda m: None) -> pl.DataFrame:
+def environments_for_tasks(
+    tasks: Iterable[Mapping[str, Any]],
+    cache: EnvironmentCache,
+    repo: str,
+    progress: Callable[[str], None] = lambda m: None,
+) -> pl.DataFrame:
     """One row per environment the repository's test-touching tasks need (built now, or found in the cache)."""
     records: dict[str, EnvRecord] = {}
     members: dict[str, list[str]] = defaultdict(list)
@@ -46,24 +76,46 @@ def environments_for_tasks(tasks: Iterable[Mapping[str, Any]], cache: Environmen
         if not t.get("has_tests") or not t.get("repo_path") or not t.get("base_commit"):
             continue
         created = t.get("created_at")
-        rec = cache.get(t["repo_path"], t["base_commit"], _test_files(t),
-                        commit_date=created.isoformat() if created is not None else None)
+        rec = cache.get(
+            t["repo_path"],
+            t["base_commit"],
+            _test_files(t),
+            commit_date=created.isoformat() if created is not None else None,
+        )
         key = rec.key or f"unsupported:{rec.detail}"
         if key not in records:  # the first task of a group built it (or found it): its record says which
-            progress(f"environment {key}: {rec.status}{' (cache hit)' if rec.cache_hit else ''}"
-                     f"{' ' + rec.detail if rec.detail else ''}")
+            progress(
+                f"environment {key}: {rec.status}{' (cache hit)' if rec.cache_hit else ''}"
+                f"{' ' + rec.detail if rec.detail else ''}"
+            )
             records[key] = rec
         members[key].append(t["task_id"])
     rows = []
     for key, rec in records.items():
-        rows.append({
-            "repo": repo, "env_key": rec.key or None, "language": rec.language, "runner": rec.runner,
-            "runner_why": rec.runner_why, "status": rec.status, "detail": rec.detail,
-            "python_version": rec.python_version or None, "interpreter": rec.interpreter or None,
-            "manifests": rec.manifests, "sources": rec.sources, "fallbacks": rec.fallbacks, "seconds": rec.seconds,
-            "size_mb": rec.size_mb, "cache_hit": rec.cache_hit, "log_tail": rec.log_tail[-2000:], "path": rec.path,
-            "record_json": json.dumps(asdict(rec)), "n_tasks": len(members[key]), "task_ids": members[key],
-        })
+        rows.append(
+            {
+                "repo": repo,
+                "env_key": rec.key or None,
+                "language": rec.language,
+                "runner": rec.runner,
+                "runner_why": rec.runner_why,
+                "status": rec.status,
+                "detail": rec.detail,
+                "python_version": rec.python_version or None,
+                "interpreter": rec.interpreter or None,
+                "manifests": rec.manifests,
+                "sources": rec.sources,
+                "fallbacks": rec.fallbacks,
+                "seconds": rec.seconds,
+                "size_mb": rec.size_mb,
+                "cache_hit": rec.cache_hit,
+                "log_tail": rec.log_tail[-2000:],
+                "path": rec.path,
+                "record_json": json.dumps(asdict(rec)),
+                "n_tasks": len(members[key]),
+                "task_ids": members[key],
+            }
+        )
     return pl.DataFrame(rows, schema=ENV_SCHEMA) if rows else pl.DataFrame(schema=ENV_SCHEMA)
 
 
@@ -76,8 +128,9 @@ def env_by_task(envs: pl.DataFrame) -> dict[str, EnvRecord]:
     return out
 
 
-def plan_for_task(task: Mapping[str, Any], env: EnvRecord | None, commands: list[str] | None,
-                  full_suite: bool = False) -> tuple[TestPlan | None, str, str]:
+def plan_for_task(
+    task: Mapping[str, Any], env: EnvRecord | None, commands: list[str] | None, full_suite: bool = False
+) -> tuple[TestPlan | None, str, str]:
     """(plan, status when there is none, detail)."""
     if not task.get("has_tests"):
         return None, "no_tests", "the change touches no test file"
@@ -87,8 +140,14 @@ def plan_for_task(task: Mapping[str, Any], env: EnvRecord | None, commands: list
     if commands:
         return plan_for_commands(commands, env_vars, mounts), "", "sandbox.test_commands"
     if env is None and task.get("source", "git") != "git":
-        return None, "not_configured", (f"a {task.get('source')} task: test environments are built for sources.repos; "
-                                        f"sandbox.test_commands[{task.get('repo')!r}] would run its tests")
+        return (
+            None,
+            "not_configured",
+            (
+                f"a {task.get('source')} task: test environments are built for sources.repos; "
+                f"sandbox.test_commands[{task.get('repo')!r}] would run its tests"
+            ),
+        )
     if env is None:
         return None, "no_environment", "test_environments has no environment for this task (materialize it)"
     if env.status == "unsupported":
@@ -101,21 +160,48 @@ def plan_for_task(task: Mapping[str, Any], env: EnvRecord | None, commands: list
     return plan_for_runner(env.runner or "", files, env_vars, mounts, full_suite=full_suite), "", env.runner or ""
 
 
-def selection_for_task(task: Mapping[str, Any], env: EnvRecord | None, commands: list[str] | None, backend, limits,
-                       cache_dir, full_suite: bool = False) -> dict[str, Any]:
-    row: dict[str, Any] = {"task_id": task["task_id"], "fail_to_pass": [], "pass_to_pass": [],
-                           "backend": backend.name, "env_key": env.key if env else None,
-                           "runner": env.runner if env else None}
+def selection_for_task(
+    task: Mapping[str, Any],
+    env: EnvRecord | None,
+    commands: list[str] | None,
+    backend,
+    limits,
+    cache_dir,
+    full_suite: bool = False,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "task_id": task["task_id"],
+        "fail_to_pass": [],
+        "pass_to_pass": [],
+        "backend": backend.name,
+        "env_key": env.key if env else None,
+        "runner": env.runner if env else None,
+    }
     plan, status, detail = plan_for_task(task, env, commands, full_suite)
     if plan is None:
         row.update(status=status, detail=detail)
         return row
-    sel = select_tests(task["repo_path"], task["base_commit"], task["gold_patch"], task["test_files"], plan, backend,
-                       limits, cache_dir=cache_dir)
-    row.update(fail_to_pass=sel.fail_to_pass, pass_to_pass=sel.pass_to_pass, before_status=sel.before.status,
-               after_status=sel.after.status, plan_json=json.dumps(asdict(plan)), runner=plan.runner,
-               gold_pass_rate=(sum(1 for x in sel.selected if sel.after.tests.get(x) == "passed") / len(sel.selected))
-               if sel.selected else None)
+    sel = select_tests(
+        task["repo_path"],
+        task["base_commit"],
+        task["gold_patch"],
+        task["test_files"],
+        plan,
+        backend,
+        limits,
+        cache_dir=cache_dir,
+    )
+    row.update(
+        fail_to_pass=sel.fail_to_pass,
+        pass_to_pass=sel.pass_to_pass,
+        before_status=sel.before.status,
+        after_status=sel.after.status,
+        plan_json=json.dumps(asdict(plan)),
+        runner=plan.runner,
+        gold_pass_rate=(sum(1 for x in sel.selected if sel.after.tests.get(x) == "passed") / len(sel.selected))
+        if sel.selected
+        else None,
+    )
     if sel.selected:
         row.update(status="selected", detail=f"{len(sel.fail_to_pass)} fail->pass, {len(sel.pass_to_pass)} pass->pass")
     elif sel.after.status in ("crashed", "timeout"):
@@ -124,14 +210,20 @@ def selection_for_task(task: Mapping[str, Any], env: EnvRecord | None, commands:
         row.update(status="nothing_collected", detail=f"the runner found no test: {sel.after.log[-400:]}")
     else:
         errors = [k for k, v in sel.after.tests.items() if v == "error"]
-        row.update(status="no_selected_tests", detail=(f"{len(errors)} tests error after the gold change, e.g. "
-                                                        f"{errors[:2]}" if errors else
-                                                        "no test passes after the gold change"))
+        row.update(
+            status="no_selected_tests",
+            detail=(
+                f"{len(errors)} tests error after the gold change, e.g. {errors[:2]}"
+                if errors
+                else "no test passes after the gold change"
+            ),
+        )
     return row
 
 
-def repo_test_plan(repo_path: str, commit: str, cache: EnvironmentCache, is_test: Callable[[str], bool],
-                   commit_date: str | None = None) -> tuple[TestPlan | None, str]:
+def repo_test_plan(
+    repo_path: str, commit: str, cache: EnvironmentCache, is_test: Callable[[str], bool], commit_date: str | None = None
+) -> tuple[TestPlan | None, str]:
     """The whole test suite of a repository at ``commit`` in its environment (``distill run-task``): the plan, or
     why there is none."""
     from distill_assets.tasks.snapshot import GitSnapshot

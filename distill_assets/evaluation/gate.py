@@ -31,6 +31,7 @@ class GateSettings:
 @dataclass
 class Comparison:
     """The candidate against another system on one metric, over the tasks both were measured on."""
+
     metric: str
     against: str  # base | live | live (recorded means)
     n: int
@@ -46,8 +47,10 @@ class Comparison:
         if self.gain is None:
             return f"{self.metric} vs {self.against}: not measured on a common task"
         iv = "" if self.ci_low is None else f" [{self.ci_low:+.3f}, {self.ci_high:+.3f}]"
-        return (f"{self.metric} vs {self.against}: {self.other:.3f} -> {self.candidate:.3f}, gain {self.gain:+.3f}"
-                f"{iv} over {self.n} task(s)")
+        return (
+            f"{self.metric} vs {self.against}: {self.other:.3f} -> {self.candidate:.3f}, gain {self.gain:+.3f}"
+            f"{iv} over {self.n} task(s)"
+        )
 
 
 @dataclass
@@ -77,8 +80,9 @@ def _mean(values: Mapping[str, float | None]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def decide(stage: str, candidate_sha: str, rows: pl.DataFrame, live: Mapping[str, Any] | None,
-           settings: GateSettings) -> Decision:
+def decide(
+    stage: str, candidate_sha: str, rows: pl.DataFrame, live: Mapping[str, Any] | None, settings: GateSettings
+) -> Decision:
     """Judge the candidate (``rows`` with ``system == "adapter"``) against the base student (``"base"``) and
     the live adapter (``"live"``: its answers on the same tasks; when they are missing, the means recorded
     at its promotion, compared unpaired). A metric the candidate could not be measured on while the other
@@ -87,13 +91,27 @@ def decide(stage: str, candidate_sha: str, rows: pl.DataFrame, live: Mapping[str
     means = {m: _mean(scores(rows, "adapter", m)) for m in HEADLINE[stage]}
     live_sha = (live or {}).get("adapter_sha256")
     if live_sha == candidate_sha:
-        return Decision(stage, candidate_sha, live_sha, True, "already live (same adapter)", candidate_metrics=means,
-                        serving=f"adapter {candidate_sha[:12]}")
+        return Decision(
+            stage,
+            candidate_sha,
+            live_sha,
+            True,
+            "already live (same adapter)",
+            candidate_metrics=means,
+            serving=f"adapter {candidate_sha[:12]}",
+        )
     gm = GAIN_METRIC[stage]
     g = paired_gain(scores(rows, "adapter", gm), scores(rows, "base", gm), s.n_boot, s.level, s.seed)
     beats = g["n"] > 0 and g["gain"] >= s.min_gain_over_base and g["ci_low"] > 0
-    comparisons = [Comparison(gm, "base", passed=beats, rule=f"gain >= {s.min_gain_over_base} and the lower end of "
-                              f"the paired {s.level:.0%} interval above 0", **g)]
+    comparisons = [
+        Comparison(
+            gm,
+            "base",
+            passed=beats,
+            rule=f"gain >= {s.min_gain_over_base} and the lower end of the paired {s.level:.0%} interval above 0",
+            **g,
+        )
+    ]
 
     against = "base" if live is None else "live"
     if live is not None and rows.height and "system_id" in rows.columns:
@@ -110,8 +128,18 @@ def decide(stage: str, candidate_sha: str, rows: pl.DataFrame, live: Mapping[str
             if old is None:
                 continue
             new = means[m]
-            c = Comparison(m, against, sum(v is not None for v in cand.values()), new, old,
-                           None if new is None else new - old, None, None, False, "")
+            c = Comparison(
+                m,
+                against,
+                sum(v is not None for v in cand.values()),
+                new,
+                old,
+                None if new is None else new - old,
+                None,
+                None,
+                False,
+                "",
+            )
         else:
             other = scores(rows, against, m)
             if all(v is None for v in other.values()):
@@ -121,37 +149,48 @@ def decide(stage: str, candidate_sha: str, rows: pl.DataFrame, live: Mapping[str
         c.rule = f"mean drop at most {s.tolerance}"
         comparisons.append(c)
         if not c.passed:
-            regressions[m] = {against: c.other, "candidate": c.candidate,
-                              "drop": None if c.gain is None else -c.gain}
+            regressions[m] = {against: c.other, "candidate": c.candidate, "drop": None if c.gain is None else -c.gain}
 
     promote = beats and not regressions
     whom = "the live adapter" if live is not None else "the base student (nothing is live)"
     if promote:
-        reason = (f"beats the base on {gm} ({comparisons[0].line()}) and no headline metric drops more than "
-                  f"{s.tolerance} against {whom}")
+        reason = (
+            f"beats the base on {gm} ({comparisons[0].line()}) and no headline metric drops more than "
+            f"{s.tolerance} against {whom}"
+        )
     else:
         parts = []
         if not beats:
-            parts.append(f"does not beat the base on {gm}: {comparisons[0].line()} (needs a gain of at least "
-                         f"{s.min_gain_over_base} with the interval's lower end above 0)")
+            parts.append(
+                f"does not beat the base on {gm}: {comparisons[0].line()} (needs a gain of at least "
+                f"{s.min_gain_over_base} with the interval's lower end above 0)"
+            )
         if regressions:
-            parts.append(f"headline regression beyond tolerance {s.tolerance} against {whom}: "
-                         + "; ".join(c.line() for c in comparisons[1:] if not c.passed))
+            parts.append(
+                f"headline regression beyond tolerance {s.tolerance} against {whom}: "
+                + "; ".join(c.line() for c in comparisons[1:] if not c.passed)
+            )
         reason = "; ".join(parts)
     serving = f"adapter {candidate_sha[:12]}" if promote else (f"adapter {live_sha[:12]}" if live_sha else "base")
-    return Decision(stage, candidate_sha, live_sha, promote, reason, regressions, means,
-                    [asdict(c) for c in comparisons], serving)
+    return Decision(
+        stage, candidate_sha, live_sha, promote, reason, regressions, means, [asdict(c) for c in comparisons], serving
+    )
 
 
 def comparisons_table(comparisons: list[Mapping[str, Any]]) -> str:
     """A decision's comparisons as a markdown table (metric, against, n, means, gain and interval, verdict)."""
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| metric | against | n | other | candidate | gain | interval | ok | rule |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| metric | against | n | other | candidate | gain | interval | ok | rule |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in comparisons:
         iv = "-" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
         gain = "n/a" if c["gain"] is None else f"{c['gain']:+.3f}"
-        lines.append(f"| {c['metric']} | {c['against']} | {c['n']} | {f(c['other'])} | {f(c['candidate'])} | {gain} "
-                     f"| {iv} | {'yes' if c['passed'] else 'no'} | {c['rule']} |")
+        lines.append(
+            f"| {c['metric']} | {c['against']} | {c['n']} | {f(c['other'])} | {f(c['candidate'])} | {gain} "
+            f"| {iv} | {'yes' if c['passed'] else 'no'} | {c['rule']} |"
+        )
     return "\n".join(lines)
 
 
@@ -173,8 +212,12 @@ class Registry:
             fh.write(json.dumps(asdict(decision)) + "\n")
         if decision.promote and entry is not None:
             live = self.live()
-            live[decision.stage] = {**entry, "adapter_sha256": decision.candidate_sha256,
-                                    "metrics": decision.candidate_metrics, "promoted_at": decision.ts}
+            live[decision.stage] = {
+                **entry,
+                "adapter_sha256": decision.candidate_sha256,
+                "metrics": decision.candidate_metrics,
+                "promoted_at": decision.ts,
+            }
             tmp = self.live_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(live, indent=2))
             os.replace(tmp, self.live_path)

@@ -17,8 +17,17 @@ import polars as pl
 from distill_assets.config import ConfigError, DistillConfig, resolve_model_file
 from distill_assets.evaluation.judge import SCHEMA as JUDGE_SCHEMA
 from distill_assets.evaluation.judge import judge_messages, messages_hash, parse_judge
-from distill_assets.evaluation.run import (Downstream, EvalCache, EvalItem, ExecOutcome, Generation, System,
-                                           evaluate_stage, student_generator, summarise)
+from distill_assets.evaluation.run import (
+    Downstream,
+    EvalCache,
+    EvalItem,
+    ExecOutcome,
+    Generation,
+    System,
+    evaluate_stage,
+    student_generator,
+    summarise,
+)
 from distill_assets.plans.schema import Plan
 from distill_assets.sandbox import Limits
 from distill_assets.scoring.executions import PlanToRun, SandboxCache, coder_requests, parse_diff, run_in_sandbox
@@ -51,9 +60,14 @@ class StageEvaluation:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def held_out_items(cfg: DistillConfig, stage_prompts: pl.DataFrame, reference_plans: pl.DataFrame,
-                   change_tasks: pl.DataFrame, task_contexts: pl.DataFrame,
-                   selections: Mapping[str, Mapping[str, Any]]) -> tuple[list[EvalItem], dict[str, int]]:
+def held_out_items(
+    cfg: DistillConfig,
+    stage_prompts: pl.DataFrame,
+    reference_plans: pl.DataFrame,
+    change_tasks: pl.DataFrame,
+    task_contexts: pl.DataFrame,
+    selections: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[EvalItem], dict[str, int]]:
     """Test-split prompts with a usable reference plan; tasks with selected tests first (they give execution
     metrics), then by id; at most evaluation.max_tasks. Also how many test prompts were seen and dropped."""
     tasks = {r["task_id"]: r for r in change_tasks.iter_rows(named=True)}
@@ -67,9 +81,16 @@ def held_out_items(cfg: DistillConfig, stage_prompts: pl.DataFrame, reference_pl
         if tid not in refs or tid not in tasks or tid not in ctxs:
             counts["no_reference_plan"] += 1
             continue
-        items.append(EvalItem(tasks[tid], ctxs[tid], json.loads(r["messages_json"]),
-                              json.loads(r["schema_json"]) if r["schema_json"] else None, r["prompt_hash"],
-                              Plan.model_validate_json(refs[tid])))
+        items.append(
+            EvalItem(
+                tasks[tid],
+                ctxs[tid],
+                json.loads(r["messages_json"]),
+                json.loads(r["schema_json"]) if r["schema_json"] else None,
+                r["prompt_hash"],
+                Plan.model_validate_json(refs[tid]),
+            )
+        )
     items.sort(key=lambda i: (selections.get(i.task["task_id"], {}).get("status") != "selected", i.task["task_id"]))
     if cfg.evaluation.max_tasks:
         items = items[: cfg.evaluation.max_tasks]
@@ -110,8 +131,13 @@ class _Students:
                 self.engine = StageEngine(n_ctx=self.cfg.router.n_ctx, n_threads=self.cfg.router.n_threads)
                 self.stack.callback(self.engine.close)
             slot = (f"{self.stage}@{name}", adapter.gguf_path) if adapter is not None else None
-            gen = student_generator(self.engine, base_gguf, slot, max_tokens=self.max_tokens,
-                                    max_string_chars=self.cfg.router.max_string_chars)
+            gen = student_generator(
+                self.engine,
+                base_gguf,
+                slot,
+                max_tokens=self.max_tokens,
+                max_string_chars=self.cfg.router.max_string_chars,
+            )
             try:
                 return gen(stage_key, items)
             except RouterError as exc:
@@ -125,25 +151,34 @@ class _Students:
 
 def _teacher_system(cfg: DistillConfig, stage: str, name: str, answers: Answers) -> System:
     st, ev, teacher = cfg.stage(stage), cfg.evaluation, cfg.teacher(name)
-    cap = min(st.max_output_tokens, teacher.max_output_tokens or st.max_output_tokens,
-              ev.max_output_tokens or st.max_output_tokens)
+    cap = min(
+        st.max_output_tokens,
+        teacher.max_output_tokens or st.max_output_tokens,
+        ev.max_output_tokens or st.max_output_tokens,
+    )
 
     def generate(stage_key: str, items: Sequence[EvalItem]) -> list[Generation]:
-        reqs = [TeacherRequest(i.task["task_id"], stage_key, i.prompt_hash, 0, i.messages, i.schema, st.temperature,
-                               cap) for i in items]
+        reqs = [
+            TeacherRequest(i.task["task_id"], stage_key, i.prompt_hash, 0, i.messages, i.schema, st.temperature, cap)
+            for i in items
+        ]
         by_task = {a.request.task_id: a for a in answers(name, reqs)}
         out = []
         for i in items:
             a = by_task.get(i.task["task_id"])
-            out.append(Generation(None, error="no answer") if a is None else
-                       Generation(a.content, a.tokens_out, a.latency_s * 1000, a.error))
+            out.append(
+                Generation(None, error="no answer")
+                if a is None
+                else Generation(a.content, a.tokens_out, a.latency_s * 1000, a.error)
+            )
         return out
 
     return System("teacher", f"teacher:{name}:{teacher.model}", generate, labels=True)
 
 
-def _downstream(cfg: DistillConfig, answers: Answers, selections: Mapping[str, Mapping[str, Any]],
-                sandbox_backends=None) -> Downstream:
+def _downstream(
+    cfg: DistillConfig, answers: Answers, selections: Mapping[str, Mapping[str, Any]], sandbox_backends=None
+) -> Downstream:
     """The fixed coder (the code stage's first available teacher), the sandbox and the judge."""
     sbx, ev = cfg.sandbox, cfg.evaluation
     limits = Limits(timeout_s=sbx.timeout_s, memory_mb=sbx.memory_mb, max_processes=sbx.max_processes)
@@ -158,10 +193,13 @@ def _downstream(cfg: DistillConfig, answers: Answers, selections: Mapping[str, M
         tasks = {i.task["task_id"]: i.task for i, _ in pairs}
         ctxs = {i.task["task_id"]: i.context for i, _ in pairs}
         cap = min(code_st.max_output_tokens, coder_t.max_output_tokens or code_st.max_output_tokens)
-        reqs = coder_requests(plans, tasks, ctxs, code_st.prompt_token_budget, cfg.context.chars_per_token, 1,
-                              code_st.temperature, cap)
-        return [parse_diff(a.content) if a.error is None else (None, a.error)
-                for a in answers(coder_name, [r for _, r in reqs])]
+        reqs = coder_requests(
+            plans, tasks, ctxs, code_st.prompt_token_budget, cfg.context.chars_per_token, 1, code_st.temperature, cap
+        )
+        return [
+            parse_diff(a.content) if a.error is None else (None, a.error)
+            for a in answers(coder_name, [r for _, r in reqs])
+        ]
 
     def execute(item: EvalItem, diff: str | None) -> ExecOutcome:
         s = selections.get(item.task["task_id"])
@@ -169,26 +207,49 @@ def _downstream(cfg: DistillConfig, answers: Answers, selections: Mapping[str, M
             return ExecOutcome("no_tests", None)
         if not diff:
             return ExecOutcome("no_diff", 0.0)
-        res, _ = run_in_sandbox(item.task, s, diff, sbx.test_commands.get(item.task["repo"], []), sbx.backend,
-                                sbx.docker_image, limits, sandbox_cache,
-                                **({"backends": sandbox_backends} if sandbox_backends else {}))
+        res, _ = run_in_sandbox(
+            item.task,
+            s,
+            diff,
+            sbx.test_commands.get(item.task["repo"], []),
+            sbx.backend,
+            sbx.docker_image,
+            limits,
+            sandbox_cache,
+            **({"backends": sandbox_backends} if sandbox_backends else {}),
+        )
         return ExecOutcome(res.status, res.pass_rate)
 
     def judge(pairs):
         reqs = []
         for i, pj in pairs:
             msgs = judge_messages(i.task, pj)
-            reqs.append(TeacherRequest(i.task["task_id"], "judge", messages_hash(msgs), 0, msgs, JUDGE_SCHEMA, 0.0,
-                                       300))
+            reqs.append(
+                TeacherRequest(i.task["task_id"], "judge", messages_hash(msgs), 0, msgs, JUDGE_SCHEMA, 0.0, 300)
+            )
         return [parse_judge(a.content) if a.error is None else (None, a.error) for a in answers(judge_name, reqs)]
 
-    return Downstream(coder=coder if coder_name else None, coder_id=coder_name or "", execute=execute,
-                      judge=judge if judge_name else None, judge_id=judge_name or "")
+    return Downstream(
+        coder=coder if coder_name else None,
+        coder_id=coder_name or "",
+        execute=execute,
+        judge=judge if judge_name else None,
+        judge_id=judge_name or "",
+    )
 
 
-def evaluate(cfg: DistillConfig, stage: str, items: Sequence[EvalItem], *, candidate: StudentAdapter | None,
-             live: StudentAdapter | None, answers: Answers, selections: Mapping[str, Mapping[str, Any]],
-             sandbox_backends=None, progress: Callable[[str], None] | None = None) -> StageEvaluation:
+def evaluate(
+    cfg: DistillConfig,
+    stage: str,
+    items: Sequence[EvalItem],
+    *,
+    candidate: StudentAdapter | None,
+    live: StudentAdapter | None,
+    answers: Answers,
+    selections: Mapping[str, Mapping[str, Any]],
+    sandbox_backends=None,
+    progress: Callable[[str], None] | None = None,
+) -> StageEvaluation:
     """Base student, candidate adapter, live adapter (when one is live and it is not the candidate) and
     teacher on the same held-out ``items``; per-task rows cached by content, and their summary."""
     ev, st = cfg.evaluation, cfg.stage(stage)
@@ -199,20 +260,51 @@ def evaluate(cfg: DistillConfig, stage: str, items: Sequence[EvalItem], *, candi
         systems = [students.system("base", base_gguf, None)]
         if candidate is not None:
             systems.append(students.system("adapter", base_gguf, candidate))
-        if live is not None and (candidate is None or live.sha256 != candidate.sha256) and Path(live.gguf_path).exists():
+        if (
+            live is not None
+            and (candidate is None or live.sha256 != candidate.sha256)
+            and Path(live.gguf_path).exists()
+        ):
             systems.append(students.system("live", live.base_gguf, live))
         teacher_name = first_available(cfg, stage, ev.teacher)
         if teacher_name:
             systems.append(_teacher_system(cfg, stage, teacher_name, answers))
         down = _downstream(cfg, answers, selections, sandbox_backends)
-        settings = {"max_tokens": max_tokens, "max_string_chars": cfg.router.max_string_chars,
-                    "n_ctx": cfg.router.n_ctx, "sandbox": [cfg.sandbox.backend, cfg.sandbox.test_commands]}
-        rows, hits = evaluate_stage(stage, items, systems, down, EvalCache(cfg.resolved_cache_dir() / "evaluations"),
-                                    settings, progress=progress)
+        settings = {
+            "max_tokens": max_tokens,
+            "max_string_chars": cfg.router.max_string_chars,
+            "n_ctx": cfg.router.n_ctx,
+            "sandbox": [cfg.sandbox.backend, cfg.sandbox.test_commands],
+        }
+        rows, hits = evaluate_stage(
+            stage,
+            items,
+            systems,
+            down,
+            EvalCache(cfg.resolved_cache_dir() / "evaluations"),
+            settings,
+            progress=progress,
+        )
     summary = summarise(stage, rows, n_boot=ev.bootstrap, level=ev.ci_level, seed=ev.seed)
-    return StageEvaluation(rows, summary, [s.name for s in systems], [s.name for s in systems if hits.get(s.name)],
-                           teacher_name, down.coder_id or None, down.judge_id or None, len(items))
+    return StageEvaluation(
+        rows,
+        summary,
+        [s.name for s in systems],
+        [s.name for s in systems if hits.get(s.name)],
+        teacher_name,
+        down.coder_id or None,
+        down.judge_id or None,
+        len(items),
+    )
 
 
-__all__ = ["Answers", "EvaluationSetupError", "StudentAdapter", "StageEvaluation", "held_out_items",
-           "first_available", "base_model", "evaluate"]
+__all__ = [
+    "Answers",
+    "EvaluationSetupError",
+    "StudentAdapter",
+    "StageEvaluation",
+    "held_out_items",
+    "first_available",
+    "base_model",
+    "evaluate",
+]

@@ -20,7 +20,7 @@ SYSTEM = (
     "- completeness: does the plan name every file and symbol the change needs, and nothing needless?\n"
     "- ordering: are execution_order and the dependency edges an order a developer could follow?\n"
     "- rationale: does the rationale explain why these changes achieve the task?\n"
-    "Answer with one JSON object: {\"completeness\": n, \"ordering\": n, \"rationale\": n, \"comment\": \"...\"}."
+    'Answer with one JSON object: {"completeness": n, "ordering": n, "rationale": n, "comment": "..."}.'
 )
 
 
@@ -38,8 +38,10 @@ class JudgeScores(BaseModel):
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {**{c: {"type": "integer", "minimum": 1, "maximum": 5} for c in CRITERIA},
-                   "comment": {"type": "string"}},
+    "properties": {
+        **{c: {"type": "integer", "minimum": 1, "maximum": 5} for c in CRITERIA},
+        "comment": {"type": "string"},
+    },
     "required": [*CRITERIA, "comment"],
     "additionalProperties": False,
 }
@@ -49,8 +51,10 @@ def judge_messages(task: Mapping[str, Any], plan_json: str, max_patch_chars: int
     patch = task.get("gold_patch") or ""
     if len(patch) > max_patch_chars:
         patch = patch[:max_patch_chars] + "\n... (cut)"
-    user = (f"Task:\n{task['description']}\n\nReference change (the real diff):\n{patch}\n\n"
-            f"Candidate plan:\n{json.dumps(json.loads(plan_json), indent=1)}")
+    user = (
+        f"Task:\n{task['description']}\n\nReference change (the real diff):\n{patch}\n\n"
+        f"Candidate plan:\n{json.dumps(json.loads(plan_json), indent=1)}"
+    )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 

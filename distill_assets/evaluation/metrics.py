@@ -20,8 +20,18 @@ STAGE_METRICS: dict[str, list[str]] = {
     "task_analysis": ["validity", "scope_accuracy", "kind_agreement"],
     "relevance": ["validity", "file_precision", "file_recall", "file_f1", "file_accuracy"],
     "symbol_selection": ["validity", "symbol_precision", "symbol_recall", "symbol_f1"],
-    "plan_generation": ["validity", "structural_validity", "file_recall", "file_precision", "symbol_recall",
-                        "order_tau", "exec_pass_rate", "judge_completeness", "judge_ordering", "judge_rationale"],
+    "plan_generation": [
+        "validity",
+        "structural_validity",
+        "file_recall",
+        "file_precision",
+        "symbol_recall",
+        "order_tau",
+        "exec_pass_rate",
+        "judge_completeness",
+        "judge_ordering",
+        "judge_rationale",
+    ],
     "code_generation": ["validity", "diff_applies", "pass_rate"],
 }
 HEADLINE: dict[str, list[str]] = {
@@ -66,24 +76,39 @@ def reference_scope(plan: Plan, languages: Mapping[str, str | None]) -> str:
 
 def task_analysis_metrics(out, ref_scope: str | None, teacher_label=None) -> dict[str, float | None]:
     if out is None:
-        return {"validity": 0.0, "scope_accuracy": 0.0 if ref_scope else None,
-                "kind_agreement": 0.0 if teacher_label is not None else None}
-    return {"validity": 1.0,
-            "scope_accuracy": float(out.scope == ref_scope) if ref_scope else None,
-            "kind_agreement": float(out.change_kind == teacher_label.change_kind) if teacher_label is not None else None}
+        return {
+            "validity": 0.0,
+            "scope_accuracy": 0.0 if ref_scope else None,
+            "kind_agreement": 0.0 if teacher_label is not None else None,
+        }
+    return {
+        "validity": 1.0,
+        "scope_accuracy": float(out.scope == ref_scope) if ref_scope else None,
+        "kind_agreement": float(out.change_kind == teacher_label.change_kind) if teacher_label is not None else None,
+    }
 
 
 def relevance_metrics(out, gold: set[str], shown: Sequence[str]) -> dict[str, float | None]:
     """Files judged relevant against the reference plan's files, over the candidates shown."""
     gold = gold & set(shown) if shown else gold
     if out is None:
-        return {"validity": 0.0, "file_precision": 0.0, "file_recall": 0.0 if gold else None, "file_f1": 0.0,
-                "file_accuracy": 0.0}
+        return {
+            "validity": 0.0,
+            "file_precision": 0.0,
+            "file_recall": 0.0 if gold else None,
+            "file_f1": 0.0,
+            "file_accuracy": 0.0,
+        }
     said = {f.path: f.relevant for f in out.files}
     m = prf({p for p, r in said.items() if r}, gold)
     acc = [float(said.get(p, False) == (p in gold)) for p in shown] if shown else []
-    return {"validity": 1.0, "file_precision": m["precision"], "file_recall": m["recall"] if gold else None,
-            "file_f1": m["f1"], "file_accuracy": float(np.mean(acc)) if acc else None}
+    return {
+        "validity": 1.0,
+        "file_precision": m["precision"],
+        "file_recall": m["recall"] if gold else None,
+        "file_f1": m["f1"],
+        "file_accuracy": float(np.mean(acc)) if acc else None,
+    }
 
 
 def symbol_metrics(out, gold: set[str]) -> dict[str, float | None]:
@@ -91,8 +116,12 @@ def symbol_metrics(out, gold: set[str]) -> dict[str, float | None]:
     if out is None:
         return {"validity": 0.0, "symbol_precision": 0.0, "symbol_recall": 0.0 if gold else None, "symbol_f1": 0.0}
     m = prf({f"{s.path}:{s.symbol}" for s in out.symbols}, gold)
-    return {"validity": 1.0, "symbol_precision": m["precision"], "symbol_recall": m["recall"] if gold else None,
-            "symbol_f1": m["f1"]}
+    return {
+        "validity": 1.0,
+        "symbol_precision": m["precision"],
+        "symbol_recall": m["recall"] if gold else None,
+        "symbol_f1": m["f1"],
+    }
 
 
 def gold_symbols(ref: Plan) -> set[str]:
@@ -104,22 +133,34 @@ def plan_metrics(plan: Plan | None, ref: Plan, ctx: PlanContext | None = None) -
     symbols, mutual edges, no cycle, order respects edges), file recall/precision, symbol recall,
     Kendall tau of the execution order over the files both orders share (None under two)."""
     if plan is None:
-        return {"validity": 0.0, "structural_validity": 0.0, "file_recall": 0.0, "file_precision": 0.0,
-                "symbol_recall": 0.0, "order_tau": None, "violations": "unparsed"}
+        return {
+            "validity": 0.0,
+            "structural_validity": 0.0,
+            "file_recall": 0.0,
+            "file_precision": 0.0,
+            "symbol_recall": 0.0,
+            "order_tau": None,
+            "violations": "unparsed",
+        }
     files, symbols = plan_sets(plan)
     ref_files, _ = plan_sets(ref)
     fm = prf(files, ref_files)
     gs = gold_symbols(ref)
     report = validate_plan(plan, ctx) if ctx is not None else None
-    return {"validity": 1.0, "structural_validity": float(report.valid) if report is not None else None,
-            "file_recall": fm["recall"], "file_precision": fm["precision"],
-            "symbol_recall": prf(symbols, gs)["recall"] if gs else None,
-            "order_tau": kendall_tau(plan.execution_order, ref.execution_order),
-            "violations": ",".join(report.codes) if report is not None else ""}
+    return {
+        "validity": 1.0,
+        "structural_validity": float(report.valid) if report is not None else None,
+        "file_recall": fm["recall"],
+        "file_precision": fm["precision"],
+        "symbol_recall": prf(symbols, gs)["recall"] if gs else None,
+        "order_tau": kendall_tau(plan.execution_order, ref.execution_order),
+        "violations": ",".join(report.codes) if report is not None else "",
+    }
 
 
-def bootstrap_ci(values: Sequence[float | None], n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> dict[str, float | int | None]:
+def bootstrap_ci(
+    values: Sequence[float | None], n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, float | int | None]:
     """Mean and percentile-bootstrap interval over the rows where the metric applies."""
     x = np.array([v for v in values if v is not None], dtype=float)
     if x.size == 0:
@@ -132,16 +173,26 @@ def bootstrap_ci(values: Sequence[float | None], n_boot: int = 1000, level: floa
     return {"n": int(x.size), "mean": float(x.mean()), "ci_low": float(lo), "ci_high": float(hi)}
 
 
-def paired_gain(candidate: Mapping[str, float | None], other: Mapping[str, float | None], n_boot: int = 1000,
-                level: float = 0.95, seed: int = 0) -> dict[str, float | int | None]:
+def paired_gain(
+    candidate: Mapping[str, float | None],
+    other: Mapping[str, float | None],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float | int | None]:
     """Mean per-task difference ``candidate - other`` over the tasks both were measured on, with a paired
     percentile-bootstrap interval (tasks resampled, each keeping both of its scores); also both means on
     those tasks."""
     ids = sorted(t for t in candidate if candidate[t] is not None and other.get(t) is not None)
     ci = bootstrap_ci([candidate[t] - other[t] for t in ids], n_boot=n_boot, level=level, seed=seed)
-    return {"n": ci["n"], "candidate": float(np.mean([candidate[t] for t in ids])) if ids else None,
-            "other": float(np.mean([other[t] for t in ids])) if ids else None,
-            "gain": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
+    return {
+        "n": ci["n"],
+        "candidate": float(np.mean([candidate[t] for t in ids])) if ids else None,
+        "other": float(np.mean([other[t] for t in ids])) if ids else None,
+        "gain": ci["mean"],
+        "ci_low": ci["ci_low"],
+        "ci_high": ci["ci_high"],
+    }
 
 
 def correlation(xs: Sequence[float | None], ys: Sequence[float | None]) -> dict[str, float | int | None]:

@@ -95,19 +95,23 @@ def judge_scatter(rows: pl.DataFrame, calibration: Mapping[str, Any]) -> str | N
     part = rows.filter(pl.col("stage") == "plan_generation")
     if not part.height or part["judge_completeness"].drop_nulls().len() == 0:
         return None
-    part = part.with_columns(pl.mean_horizontal("judge_completeness", "judge_ordering", "judge_rationale")
-                             .alias("judge"))
+    part = part.with_columns(
+        pl.mean_horizontal("judge_completeness", "judge_ordering", "judge_rationale").alias("judge")
+    )
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     for system in SYSTEMS:
-        p = part.filter((pl.col("system") == system) & pl.col("judge").is_not_null()
-                        & pl.col("exec_pass_rate").is_not_null())
+        p = part.filter(
+            (pl.col("system") == system) & pl.col("judge").is_not_null() & pl.col("exec_pass_rate").is_not_null()
+        )
         if p.height:
-            ax.scatter(p["judge"].to_list(), p["exec_pass_rate"].to_list(), label=system, alpha=0.7,
-                       color=COLOURS.get(system))
+            ax.scatter(
+                p["judge"].to_list(), p["exec_pass_rate"].to_list(), label=system, alpha=0.7, color=COLOURS.get(system)
+            )
     r = calibration.get("spearman")
-    ax.set_title(f"judge vs execution (n={calibration.get('n', 0)}, "
-                 f"spearman={'n/a' if r is None else f'{r:.2f}'})", fontsize=9)
+    ax.set_title(
+        f"judge vs execution (n={calibration.get('n', 0)}, spearman={'n/a' if r is None else f'{r:.2f}'})", fontsize=9
+    )
     ax.set_xlabel("judge mean score (0-1)")
     ax.set_ylabel("execution pass rate")
     ax.legend(fontsize=8)
@@ -141,22 +145,37 @@ def headline_table(summary: pl.DataFrame) -> list[list[str]]:
     out = []
     for stage, metrics in HEADLINE.items():
         for metric in STAGE_METRICS[stage]:
-            part = {r["system"]: r for r in summary.filter((pl.col("stage") == stage) & (pl.col("metric") == metric))
-                    .iter_rows(named=True)}
+            part = {
+                r["system"]: r
+                for r in summary.filter((pl.col("stage") == stage) & (pl.col("metric") == metric)).iter_rows(named=True)
+            }
             if not part:
                 continue
             cells = []
             for s in SYSTEMS:
                 r = part.get(s)
-                cells.append("-" if r is None else (f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] "
-                                                     f"n={r['n']}" if r["mean"] is not None else f"n/a n={r['n']}"))
+                cells.append(
+                    "-"
+                    if r is None
+                    else (
+                        f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] n={r['n']}"
+                        if r["mean"] is not None
+                        else f"n/a n={r['n']}"
+                    )
+                )
             share = (part.get("adapter") or {}).get("share_of_teacher")
             out.append([stage, metric + (" *" if metric in metrics else ""), *cells, _fmt(share, pct=True)])
     return out
 
 
-def render(summary: pl.DataFrame, rows: pl.DataFrame, history: pl.DataFrame, calibration: Mapping[str, Any],
-           target_share: float, tasks_per_stage: Mapping[str, int]) -> tuple[str, str, dict[str, str]]:
+def render(
+    summary: pl.DataFrame,
+    rows: pl.DataFrame,
+    history: pl.DataFrame,
+    calibration: Mapping[str, Any],
+    target_share: float,
+    tasks_per_stage: Mapping[str, int],
+) -> tuple[str, str, dict[str, str]]:
     """(markdown, html, plots by name as base64 PNG)."""
     rows = rows if rows.columns else pl.DataFrame(schema=ROW_SCHEMA)
     history = history if history.columns else pl.DataFrame(schema=HISTORY_SCHEMA)
@@ -165,37 +184,65 @@ def render(summary: pl.DataFrame, rows: pl.DataFrame, history: pl.DataFrame, cal
         png = stage_bars(summary, stage)
         if png:
             plots[f"bars_{stage}"] = png
-    for name, png in (("recall_distributions", recall_distributions(rows)),
-                      ("judge_vs_execution", judge_scatter(rows, calibration)),
-                      ("history", history_plot(history))):
+    for name, png in (
+        ("recall_distributions", recall_distributions(rows)),
+        ("judge_vs_execution", judge_scatter(rows, calibration)),
+        ("history", history_plot(history)),
+    ):
         if png:
             plots[name] = png
     table = headline_table(summary)
     head = ["stage", "metric", *SYSTEMS, "adapter/teacher"]
-    exec_share = summary.filter((pl.col("stage") == "plan_generation") & (pl.col("metric") == "exec_pass_rate")
-                                & (pl.col("system") == "adapter"))["share_of_teacher"].to_list()
-    share_line = (f"Stage-4 execution pass rate, adapter as a share of the teacher: "
-                  f"{_fmt(exec_share[0] if exec_share else None, pct=True)} (target {target_share:.0%}).")
-    cal = (f"Judge calibration (stage 4, judge mean vs execution pass rate): n={calibration.get('n', 0)}, "
-           f"pearson={_fmt(calibration.get('pearson'))}, spearman={_fmt(calibration.get('spearman'))}.")
+    exec_share = summary.filter(
+        (pl.col("stage") == "plan_generation")
+        & (pl.col("metric") == "exec_pass_rate")
+        & (pl.col("system") == "adapter")
+    )["share_of_teacher"].to_list()
+    share_line = (
+        f"Stage-4 execution pass rate, adapter as a share of the teacher: "
+        f"{_fmt(exec_share[0] if exec_share else None, pct=True)} (target {target_share:.0%})."
+    )
+    cal = (
+        f"Judge calibration (stage 4, judge mean vs execution pass rate): n={calibration.get('n', 0)}, "
+        f"pearson={_fmt(calibration.get('pearson'))}, spearman={_fmt(calibration.get('spearman'))}."
+    )
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     tasks = ", ".join(f"{s}: {n}" for s, n in tasks_per_stage.items())
-    md = [f"# Evaluation report ({stamp})", "", f"Held-out test tasks per stage: {tasks}. "
-          "Systems: `base` (the untrained student), `adapter` (the trained stage adapter), `teacher`. "
-          "`*` marks headline metrics (the promotion gate).", "", share_line, "", cal, "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md = [
+        f"# Evaluation report ({stamp})",
+        "",
+        f"Held-out test tasks per stage: {tasks}. "
+        "Systems: `base` (the untrained student), `adapter` (the trained stage adapter), `teacher`. "
+        "`*` marks headline metrics (the promotion gate).",
+        "",
+        share_line,
+        "",
+        cal,
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     md += ["| " + " | ".join(r) + " |" for r in table]
     for name, png in plots.items():
         md += ["", f"![{name}](data:image/png;base64,{png})"]
     esc = html.escape
-    body = [f"<h1>Evaluation report</h1><p>{esc(stamp)}. Held-out test tasks per stage: {esc(tasks)}.</p>",
-            f"<p>{esc(share_line)}</p><p>{esc(cal)}</p>",
-            "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in table) + "</table>"]
-    body += [f"<h2>{esc(name)}</h2><img alt='{esc(name)}' src='data:image/png;base64,{png}'>"
-             for name, png in plots.items()]
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>distill-assets evaluation</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>"
-            + "".join(body) + "</body></html>")
+    body = [
+        f"<h1>Evaluation report</h1><p>{esc(stamp)}. Held-out test tasks per stage: {esc(tasks)}.</p>",
+        f"<p>{esc(share_line)}</p><p>{esc(cal)}</p>",
+        "<table><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in table)
+        + "</table>",
+    ]
+    body += [
+        f"<h2>{esc(name)}</h2><img alt='{esc(name)}' src='data:image/png;base64,{png}'>" for name, png in plots.items()
+    ]
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>distill-assets evaluation</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>"
+        + "".join(body)
+        + "</body></html>"
+    )
     return "\n".join(md) + "\n", page, plots

@@ -18,9 +18,19 @@ from typing import Any, Callable, Mapping, Sequence
 import polars as pl
 
 from distill_assets.evaluation.judge import JudgeScores
-from distill_assets.evaluation.metrics import (HEADLINE, STAGE_METRICS, bootstrap_ci, correlation, gold_symbols,
-                                               plan_metrics, reference_scope, relevance_metrics, share_of_teacher,
-                                               symbol_metrics, task_analysis_metrics)
+from distill_assets.evaluation.metrics import (
+    HEADLINE,
+    STAGE_METRICS,
+    bootstrap_ci,
+    correlation,
+    gold_symbols,
+    plan_metrics,
+    reference_scope,
+    relevance_metrics,
+    share_of_teacher,
+    symbol_metrics,
+    task_analysis_metrics,
+)
 from distill_assets.plans.schema import Plan
 from distill_assets.plans.validator import PlanContext
 from distill_assets.prompts.student import parse_student_output
@@ -31,14 +41,31 @@ SYSTEMS = ("base", "adapter", "live", "teacher")  # live: the adapter the router
 
 ALL_METRICS = sorted({m for ms in STAGE_METRICS.values() for m in ms})
 ROW_SCHEMA: dict[str, Any] = {
-    "stage": pl.Utf8, "system": pl.Utf8, "system_id": pl.Utf8, "task_id": pl.Utf8, "output": pl.Utf8,
-    "parse_error": pl.Utf8, "latency_ms": pl.Float64, "tokens_out": pl.Int64, "violations": pl.Utf8,
-    "exec_status": pl.Utf8, "diff": pl.Utf8, "judge_comment": pl.Utf8, "judge_error": pl.Utf8,
+    "stage": pl.Utf8,
+    "system": pl.Utf8,
+    "system_id": pl.Utf8,
+    "task_id": pl.Utf8,
+    "output": pl.Utf8,
+    "parse_error": pl.Utf8,
+    "latency_ms": pl.Float64,
+    "tokens_out": pl.Int64,
+    "violations": pl.Utf8,
+    "exec_status": pl.Utf8,
+    "diff": pl.Utf8,
+    "judge_comment": pl.Utf8,
+    "judge_error": pl.Utf8,
     **{m: pl.Float64 for m in ALL_METRICS},
 }
 SUMMARY_SCHEMA: dict[str, Any] = {
-    "stage": pl.Utf8, "system": pl.Utf8, "metric": pl.Utf8, "headline": pl.Boolean, "n": pl.Int64,
-    "mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "share_of_teacher": pl.Float64,
+    "stage": pl.Utf8,
+    "system": pl.Utf8,
+    "metric": pl.Utf8,
+    "headline": pl.Boolean,
+    "n": pl.Int64,
+    "mean": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "share_of_teacher": pl.Float64,
 }
 
 
@@ -62,7 +89,7 @@ class Generation:
 
 @dataclass
 class ExecOutcome:
-    status: str       # passed | tests_failed | did_not_apply | timeout | crashed | no_tests | no_diff
+    status: str  # passed | tests_failed | did_not_apply | timeout | crashed | no_tests | no_diff
     pass_rate: float | None  # None: the task has no selected tests
 
 
@@ -84,6 +111,7 @@ class System:
 class Downstream:
     """How plans become outcomes: one coder for every system (differences are the plan's), the sandbox,
     and the judge (optional)."""
+
     coder: Coder | None = None
     coder_id: str = ""
     execute: Executor | None = None
@@ -107,8 +135,14 @@ def _plan_ctx(item: EvalItem) -> PlanContext:
     return PlanContext.from_rows(item.context.get("file_tree") or [], item.context.get("symbols") or [])
 
 
-def score_rows(stage: str, system: System, items: Sequence[EvalItem], gens: Sequence[Generation],
-               labels: Mapping[str, Any] | None, down: Downstream) -> list[dict[str, Any]]:
+def score_rows(
+    stage: str,
+    system: System,
+    items: Sequence[EvalItem],
+    gens: Sequence[Generation],
+    labels: Mapping[str, Any] | None,
+    down: Downstream,
+) -> list[dict[str, Any]]:
     """Parse and score one system's answers; for stage 4 also code, execute and judge its plans."""
     rows: list[dict[str, Any]] = []
     parsed: list[Any] = []
@@ -128,10 +162,20 @@ def score_rows(stage: str, system: System, items: Sequence[EvalItem], gens: Sequ
             m = plan_metrics(out.plan if out is not None else None, ref, _plan_ctx(item))
         else:
             m = {"validity": float(out is not None)}
-        rows.append({"stage": stage, "system": system.name, "system_id": system.identity,
-                     "task_id": item.task["task_id"], "output": (g.text or "")[:4000], "parse_error": err,
-                     "latency_ms": g.latency_ms, "tokens_out": g.tokens_out, "violations": m.pop("violations", None),
-                     **m})
+        rows.append(
+            {
+                "stage": stage,
+                "system": system.name,
+                "system_id": system.identity,
+                "task_id": item.task["task_id"],
+                "output": (g.text or "")[:4000],
+                "parse_error": err,
+                "latency_ms": g.latency_ms,
+                "tokens_out": g.tokens_out,
+                "violations": m.pop("violations", None),
+                **m,
+            }
+        )
     if stage == "plan_generation":
         _plans_downstream(rows, items, parsed, down)
     elif stage == "code_generation":
@@ -191,9 +235,15 @@ class EvalCache:
         tmp.replace(self.path(key))
 
 
-def evaluate_stage(stage: str, items: Sequence[EvalItem], systems: Sequence[System], down: Downstream,
-                   cache: EvalCache | None = None, settings: Mapping[str, Any] | None = None,
-                   progress: Callable[[str], None] | None = None) -> tuple[pl.DataFrame, dict[str, bool]]:
+def evaluate_stage(
+    stage: str,
+    items: Sequence[EvalItem],
+    systems: Sequence[System],
+    down: Downstream,
+    cache: EvalCache | None = None,
+    settings: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[pl.DataFrame, dict[str, bool]]:
     """Per-task rows for every system, and which systems came from the cache. The labelling system
     (the teacher) runs first: its stage-1 answers are the labels."""
     say = progress or (lambda m: None)
@@ -204,9 +254,16 @@ def evaluate_stage(stage: str, items: Sequence[EvalItem], systems: Sequence[Syst
     for system in sorted(systems, key=lambda s: not s.labels):
         # keyed by what the answers depend on, not the system's role: the adapter evaluated as a candidate
         # yesterday is today's live adapter, and its rows are reused under the new name
-        key = _h(EVAL_VERSION, stage, system.identity, base_key, dict(settings or {}), label_id,
-                 down.coder_id if stage in ("plan_generation", "code_generation") else "",
-                 down.judge_id if stage == "plan_generation" else "")
+        key = _h(
+            EVAL_VERSION,
+            stage,
+            system.identity,
+            base_key,
+            dict(settings or {}),
+            label_id,
+            down.coder_id if stage in ("plan_generation", "code_generation") else "",
+            down.judge_id if stage == "plan_generation" else "",
+        )
         df = cache.get(key) if cache is not None else None
         hits[system.name] = df is not None
         if df is not None:
@@ -228,8 +285,7 @@ def evaluate_stage(stage: str, items: Sequence[EvalItem], systems: Sequence[Syst
     return rows, hits
 
 
-def summarise(stage: str, rows: pl.DataFrame, n_boot: int = 1000, level: float = 0.95,
-              seed: int = 0) -> pl.DataFrame:
+def summarise(stage: str, rows: pl.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:
     """Mean and bootstrap interval of every metric of the stage, per system, and each student system's
     share of the teacher's mean."""
     out = []
@@ -242,8 +298,16 @@ def summarise(stage: str, rows: pl.DataFrame, n_boot: int = 1000, level: float =
             if system == "teacher":
                 teacher_means[metric] = ci["mean"]
             share = None if system == "teacher" else share_of_teacher(ci["mean"], teacher_means.get(metric))
-            out.append({"stage": stage, "system": system, "metric": metric, "headline": metric in HEADLINE[stage],
-                        **ci, "share_of_teacher": share})
+            out.append(
+                {
+                    "stage": stage,
+                    "system": system,
+                    "metric": metric,
+                    "headline": metric in HEADLINE[stage],
+                    **ci,
+                    "share_of_teacher": share,
+                }
+            )
     df = pl.DataFrame(out, schema=SUMMARY_SCHEMA) if out else pl.DataFrame(schema=SUMMARY_SCHEMA)
     order = {s: i for i, s in enumerate(SYSTEMS)}
     return df.sort(pl.col("system").replace_strict(order, default=9), maintain_order=True) if df.height else df
@@ -257,12 +321,27 @@ def judge_calibration(rows: pl.DataFrame) -> dict[str, float | int | None]:
     return correlation(judge.to_list(), rows["exec_pass_rate"].to_list())
 
 
-__all__ = ["EvalItem", "Generation", "ExecOutcome", "System", "Downstream", "EvalCache", "evaluate_stage",
-           "summarise", "judge_calibration", "items_key", "ROW_SCHEMA", "SUMMARY_SCHEMA", "SYSTEMS", "EVAL_VERSION"]
+__all__ = [
+    "EvalItem",
+    "Generation",
+    "ExecOutcome",
+    "System",
+    "Downstream",
+    "EvalCache",
+    "evaluate_stage",
+    "summarise",
+    "judge_calibration",
+    "items_key",
+    "ROW_SCHEMA",
+    "SUMMARY_SCHEMA",
+    "SYSTEMS",
+    "EVAL_VERSION",
+]
 
 
-def student_generator(engine, base_gguf: str, adapter: tuple[str, str] | None, *, max_tokens: int,
-                      max_string_chars: int | None) -> Generator:
+def student_generator(
+    engine, base_gguf: str, adapter: tuple[str, str] | None, *, max_tokens: int, max_string_chars: int | None
+) -> Generator:
     """Greedy answers of the student on llama.cpp: the base alone, or with the stage's GGUF adapter
     (``(stage, adapter path)``), decoded in the student's trained format (`prompts.student`)."""
     from distill_assets.prompts.student import decoding
@@ -274,8 +353,13 @@ def student_generator(engine, base_gguf: str, adapter: tuple[str, str] | None, *
         for item in items:
             llm = engine.use(adapter[0]) if adapter is not None else engine.use_base(base_gguf)
             try:
-                c = engine.complete(llm, item.messages, max_tokens=max_tokens, max_string_chars=max_string_chars,
-                                    **decoding(stage, item.schema))
+                c = engine.complete(
+                    llm,
+                    item.messages,
+                    max_tokens=max_tokens,
+                    max_string_chars=max_string_chars,
+                    **decoding(stage, item.schema),
+                )
             except (ValueError, RuntimeError) as exc:  # e.g. a prompt longer than the context: a counted row
                 out.append(Generation(None, error=f"generation: {exc}"[:300]))
                 continue

@@ -54,10 +54,15 @@ def read_base(path: Path) -> BaseInfo:
     if field("general.type", "model") != "model":
         raise ExportError(f"{path}: general.type is {field('general.type')!r}, not a base model")
     n_head = int(field(f"{arch}.attention.head_count"))
-    return BaseInfo(path=Path(path), arch=arch, n_blocks=int(field(f"{arch}.block_count")), n_head=n_head,
-                    n_head_kv=int(field(f"{arch}.attention.head_count_kv", n_head)),
-                    n_embd=int(field(f"{arch}.embedding_length")),
-                    tensors={t.name: tuple(int(x) for x in t.shape) for t in r.tensors})
+    return BaseInfo(
+        path=Path(path),
+        arch=arch,
+        n_blocks=int(field(f"{arch}.block_count")),
+        n_head=n_head,
+        n_head_kv=int(field(f"{arch}.attention.head_count_kv", n_head)),
+        n_embd=int(field(f"{arch}.embedding_length")),
+        tensors={t.name: tuple(int(x) for x in t.shape) for t in r.tensors},
+    )
 
 
 def _permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -93,14 +98,18 @@ def adapter_tensors(adapter_dir: Path, base: BaseInfo) -> tuple[dict[str, np.nda
     for key, arr in sorted(weights.items()):
         m = _LORA.match(key)
         if not m:
-            raise ExportError(f"{adapter_dir}: tensor {key!r} is not a LoRA A/B matrix (modules_to_save is not "
-                              "supported in GGUF adapters)")
+            raise ExportError(
+                f"{adapter_dir}: tensor {key!r} is not a LoRA A/B matrix (modules_to_save is not "
+                "supported in GGUF adapters)"
+            )
         gname = names.get_name(m["module"] + ".weight", try_suffixes=(".weight",))
         if gname is None:
             raise ExportError(f"{adapter_dir}: no GGUF name for module {m['module']!r} ({base.arch})")
         if gname not in base.tensors:
-            raise ExportError(f"{adapter_dir}: {gname} is not in the base model {base.path.name}: "
-                              "the adapter was trained on another architecture or size")
+            raise ExportError(
+                f"{adapter_dir}: {gname} is not in the base model {base.path.name}: "
+                "the adapter was trained on another architecture or size"
+            )
         out[f"{gname}.lora_{m['ab'].lower()}"] = np.asarray(arr, dtype=np.float32)
     # shape checks against the base, in numpy order: A [r, n_in], B [n_out, r]; base ne = [n_in, n_out]
     for name in [n for n in out if n.endswith(".lora_a")]:
@@ -110,8 +119,10 @@ def adapter_tensors(adapter_dir: Path, base: BaseInfo) -> tuple[dict[str, np.nda
             raise ExportError(f"{adapter_dir}: {base_name} has lora_A but no lora_B")
         n_in, n_out = base.tensors[base_name][0], base.tensors[base_name][1]
         if a.shape[1] != n_in or b.shape[0] != n_out or a.shape[0] != b.shape[1]:
-            raise ExportError(f"{adapter_dir}: {base_name}: adapter shapes A{a.shape} B{b.shape} do not fit the base "
-                              f"matrix [{n_in} -> {n_out}]: base/adapter mismatch")
+            raise ExportError(
+                f"{adapter_dir}: {base_name}: adapter shapes A{a.shape} B{b.shape} do not fit the base "
+                f"matrix [{n_in} -> {n_out}]: base/adapter mismatch"
+            )
     if not out:
         raise ExportError(f"{adapter_dir}: no LoRA tensors")
     if base.arch in PERMUTED_QK:  # llama.cpp's row order for q/k: the output side (B) follows it
@@ -145,9 +156,16 @@ def export_gguf_lora(adapter_dir: Path, base_gguf: Path, out_path: Path, *, name
     w.write_tensors_to_file()
     w.close()
     os.replace(tmp, out_path)  # never a half-written adapter under the final name
-    return {"path": str(out_path), "tensors": len(tensors), "rank": int(cfg["r"]), "alpha": float(cfg["lora_alpha"]),
-            "bytes": out_path.stat().st_size, "sha256": file_sha256(out_path), "arch": base.arch,
-            "base_gguf": str(base.path)}
+    return {
+        "path": str(out_path),
+        "tensors": len(tensors),
+        "rank": int(cfg["r"]),
+        "alpha": float(cfg["lora_alpha"]),
+        "bytes": out_path.stat().st_size,
+        "sha256": file_sha256(out_path),
+        "arch": base.arch,
+        "base_gguf": str(base.path),
+    }
 
 
 def file_sha256(path: Path) -> str:

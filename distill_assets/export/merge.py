@@ -49,13 +49,15 @@ def merge_gguf(base_gguf: Path, adapter_gguf: Path, out_path: Path, *, dtype: st
     base = read_base(base_gguf)
     pairs, alpha, arch = read_lora(adapter_gguf)
     if arch != base.arch:
-        raise ExportError(f"{adapter_gguf}: adapter architecture {arch!r} is not the base's {base.arch!r}: "
-                          "base/adapter mismatch")
+        raise ExportError(
+            f"{adapter_gguf}: adapter architecture {arch!r} is not the base's {base.arch!r}: base/adapter mismatch"
+        )
     for name, (a, b) in pairs.items():
         ne = base.tensors.get(name)
         if ne is None or a.shape[1] != ne[0] or b.shape[0] != ne[1]:
-            raise ExportError(f"{adapter_gguf}: {name} A{a.shape} B{b.shape} does not fit the base "
-                              f"({ne}): base/adapter mismatch")
+            raise ExportError(
+                f"{adapter_gguf}: {name} A{a.shape} B{b.shape} does not fit the base ({ne}): base/adapter mismatch"
+            )
     done: list[str] = []
 
     def add_delta(name: str, w: np.ndarray) -> np.ndarray:

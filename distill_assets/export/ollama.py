@@ -27,15 +27,17 @@ def chat_family(base_gguf: Path) -> str:
 def modelfile(stage: str, base_gguf: Path, adapter_gguf: Path, system: str, *, num_ctx: int = 8192) -> str:
     chat_family(base_gguf)
     sys_text = system.replace('"""', "'''")
-    return (f"# distill-assets: stage {stage}\n"
-            f"FROM {Path(base_gguf).resolve()}\n"
-            f"ADAPTER {Path(adapter_gguf).resolve()}\n"
-            f'TEMPLATE """{CHATML_TEMPLATE}"""\n'
-            f'SYSTEM """{sys_text}"""\n'
-            f'PARAMETER stop "<|im_end|>"\n'
-            f'PARAMETER stop "<|im_start|>"\n'
-            "PARAMETER temperature 0\n"
-            f"PARAMETER num_ctx {num_ctx}\n")
+    return (
+        f"# distill-assets: stage {stage}\n"
+        f"FROM {Path(base_gguf).resolve()}\n"
+        f"ADAPTER {Path(adapter_gguf).resolve()}\n"
+        f'TEMPLATE """{CHATML_TEMPLATE}"""\n'
+        f'SYSTEM """{sys_text}"""\n'
+        f'PARAMETER stop "<|im_end|>"\n'
+        f'PARAMETER stop "<|im_start|>"\n'
+        "PARAMETER temperature 0\n"
+        f"PARAMETER num_ctx {num_ctx}\n"
+    )
 
 
 def create_command(stage: str, path: Path) -> str:

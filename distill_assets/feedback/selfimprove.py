@@ -24,9 +24,18 @@ from distill_assets.prompts.student import parse_student_output
 from distill_assets.scoring.validate import minhash
 
 FEEDBACK_SCHEMA = {
-    "run_id": pl.Utf8, "stage": pl.Utf8, "ts": pl.Utf8, "repo": pl.Utf8, "task_text": pl.Utf8,
-    "adapter_sha256": pl.Utf8, "prompt": pl.Utf8, "output": pl.Utf8, "parsed_ok": pl.Boolean,
-    "diff_applied": pl.Boolean, "tests_passed": pl.Boolean, "success": pl.Boolean,
+    "run_id": pl.Utf8,
+    "stage": pl.Utf8,
+    "ts": pl.Utf8,
+    "repo": pl.Utf8,
+    "task_text": pl.Utf8,
+    "adapter_sha256": pl.Utf8,
+    "prompt": pl.Utf8,
+    "output": pl.Utf8,
+    "parsed_ok": pl.Boolean,
+    "diff_applied": pl.Boolean,
+    "tests_passed": pl.Boolean,
+    "success": pl.Boolean,
 }
 POOL_SCHEMA = {**SFT_SCHEMA, "run_id": pl.Utf8, "round": pl.Int64}
 
@@ -38,11 +47,22 @@ def feedback_rows(queries: Iterable[Mapping[str, Any]], outcomes: Iterable[Mappi
     for q in queries:
         o = by_run.get(q["run_id"], {})
         tests = o.get("tests_passed")
-        rows.append({"run_id": q["run_id"], "stage": q["stage"], "ts": str(q.get("ts") or ""), "repo": q.get("repo"),
-                     "task_text": q.get("task_text"), "adapter_sha256": q.get("adapter_sha256"),
-                     "prompt": q.get("prompt"), "output": q.get("output"), "parsed_ok": bool(q.get("parsed_ok")),
-                     "diff_applied": o.get("diff_applied"), "tests_passed": tests,
-                     "success": bool(q.get("parsed_ok")) and bool(o.get("diff_applied")) and tests is True})
+        rows.append(
+            {
+                "run_id": q["run_id"],
+                "stage": q["stage"],
+                "ts": str(q.get("ts") or ""),
+                "repo": q.get("repo"),
+                "task_text": q.get("task_text"),
+                "adapter_sha256": q.get("adapter_sha256"),
+                "prompt": q.get("prompt"),
+                "output": q.get("output"),
+                "parsed_ok": bool(q.get("parsed_ok")),
+                "diff_applied": o.get("diff_applied"),
+                "tests_passed": tests,
+                "success": bool(q.get("parsed_ok")) and bool(o.get("diff_applied")) and tests is True,
+            }
+        )
     return pl.DataFrame(rows, schema=FEEDBACK_SCHEMA) if rows else pl.DataFrame(schema=FEEDBACK_SCHEMA)
 
 
@@ -53,12 +73,24 @@ def student_sft_rows(feedback: pl.DataFrame, stage: str, round_no: int) -> pl.Da
         parsed, err = parse_student_output(stage, r["output"] or "")
         if parsed is None:
             continue
-        completion = (plan_completion(parsed.reasoning, parsed.plan) if stage == "plan_generation"
-                      else parsed.model_dump_json())
-        rows.append({"task_id": f"prod:{r['run_id']}", "stage": stage, "split": "train", "source": "student",
-                     "difficulty": "medium", "prompt": r["prompt"],
-                     "completion": json.dumps([{"role": "assistant", "content": completion}]), "pass_rate": 1.0,
-                     "candidate_key": f"prod:{r['run_id']}:{stage}", "run_id": r["run_id"], "round": round_no})
+        completion = (
+            plan_completion(parsed.reasoning, parsed.plan) if stage == "plan_generation" else parsed.model_dump_json()
+        )
+        rows.append(
+            {
+                "task_id": f"prod:{r['run_id']}",
+                "stage": stage,
+                "split": "train",
+                "source": "student",
+                "difficulty": "medium",
+                "prompt": r["prompt"],
+                "completion": json.dumps([{"role": "assistant", "content": completion}]),
+                "pass_rate": 1.0,
+                "candidate_key": f"prod:{r['run_id']}:{stage}",
+                "run_id": r["run_id"],
+                "round": round_no,
+            }
+        )
     return pl.DataFrame(rows, schema=POOL_SCHEMA) if rows else pl.DataFrame(schema=POOL_SCHEMA)
 
 
@@ -98,29 +130,37 @@ def stage4_gate(feedback: pl.DataFrame, stage5_stable: bool, min_tasks: int, min
     n = runs["run_id"].n_unique() if runs.height else 0
     rate = float(runs["tests_passed"].mean()) if runs.height else None
     if not stage5_stable:
-        return GateStatus(False, "stage 5 is not stable yet (no live code_generation adapter, or its last "
-                          "evaluation was rejected)", n, rate)
+        return GateStatus(
+            False,
+            "stage 5 is not stable yet (no live code_generation adapter, or its last evaluation was rejected)",
+            n,
+            rate,
+        )
     if n < min_tasks:
         return GateStatus(False, f"{n} logged tasks with an outcome; stage 4 needs {min_tasks}", n, rate)
     if rate is None or rate < min_pass_rate:
-        return GateStatus(False, f"baseline plan pass rate {rate if rate is not None else 0:.0%} is under "
-                          f"{min_pass_rate:.0%}", n, rate)
+        return GateStatus(
+            False,
+            f"baseline plan pass rate {rate if rate is not None else 0:.0%} is under {min_pass_rate:.0%}",
+            n,
+            rate,
+        )
     return GateStatus(True, f"{n} tasks with outcomes, baseline plan pass rate {rate:.0%}", n, rate)
 
 
-def diversity(texts: list[str], n: int = 2, num_perm: int = 64, max_pairs: int = 2000,
-              seed: int = 0) -> dict[str, float | int | None]:
+def diversity(
+    texts: list[str], n: int = 2, num_perm: int = 64, max_pairs: int = 2000, seed: int = 0
+) -> dict[str, float | int | None]:
     """``distinct_n``: distinct word n-grams over all n-grams; ``mean_similarity``: mean MinHash Jaccard
     over pairs of texts (sampled past ``max_pairs``); 1 - that is the spread."""
     grams: list[tuple[str, ...]] = []
     for t in texts:
         words = t.split()
-        grams += [tuple(words[i:i + n]) for i in range(max(0, len(words) - n + 1))]
+        grams += [tuple(words[i : i + n]) for i in range(max(0, len(words) - n + 1))]
     distinct = len(set(grams)) / len(grams) if grams else None
     pairs = list(combinations(range(len(texts)), 2))
     if len(pairs) > max_pairs:
         pairs = random.Random(seed).sample(pairs, max_pairs)
     hashes = [minhash(t, num_perm) for t in texts]
     sims = [hashes[i].jaccard(hashes[j]) for i, j in pairs]
-    return {"texts": len(texts), f"distinct_{n}": distinct,
-            "mean_similarity": sum(sims) / len(sims) if sims else None}
+    return {"texts": len(texts), f"distinct_{n}": distinct, "mean_similarity": sum(sims) / len(sims) if sims else None}

@@ -157,9 +157,7 @@ def open_repository(source: RepoSource, cache_dir: Path) -> git.Repo:
             try:
                 repo.git.fetch(url, "+refs/heads/*:refs/heads/*", "--prune", "--force")
             except git.GitCommandError as exc:
-                raise MiningError(
-                    f"repository {source.name!r}: could not update from {url}: {_git_err(exc)}"
-                ) from None
+                raise MiningError(f"repository {source.name!r}: could not update from {url}: {_git_err(exc)}") from None
         else:
             tmp = dest.with_name(dest.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -191,9 +189,10 @@ def _has_commits(repo: git.Repo) -> bool:
     except git.GitCommandError as exc:  # e.g. git refuses a repository another user owns ("dubious ownership")
         text = exc.stderr or str(exc)
         if "dubious ownership" in text:
-            raise MiningError(f"git refuses to read {repo.git_dir}: it belongs to another user (dubious ownership); "
-                              f"to trust it: git config --global --add safe.directory {repo.working_tree_dir or repo.git_dir}"
-                              ) from None
+            raise MiningError(
+                f"git refuses to read {repo.git_dir}: it belongs to another user (dubious ownership); "
+                f"to trust it: git config --global --add safe.directory {repo.working_tree_dir or repo.git_dir}"
+            ) from None
         raise MiningError(f"git cannot read {repo.git_dir}: {_git_err(exc)}") from None
 
 
@@ -214,7 +213,9 @@ def resolve_ref(repo: git.Repo, source: RepoSource) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def _parse_body(body: bytes) -> tuple[list[tuple[str, bytes, bytes | None, bool]], dict[bytes, tuple[int | None, int | None]]]:
+def _parse_body(
+    body: bytes,
+) -> tuple[list[tuple[str, bytes, bytes | None, bool]], dict[bytes, tuple[int | None, int | None]]]:
     """Parse the NUL-separated --raw and --numstat sections of one commit (paths stay bytes)."""
     tokens = body.split(b"\0")
     raw: list[tuple[str, bytes, bytes | None, bool]] = []  # (status, path, old_path, submodule)
@@ -298,8 +299,18 @@ def mine_repository(repo: git.Repo, source: RepoSource, cfg: MiningConfig, *, re
     head = ref or resolve_ref(repo, source)
     classifier = FileClassifier(cfg, source.include, source.exclude)
     args = [
-        head, "-z", "--raw", "--numstat", "-M", "-w", "--ignore-blank-lines",
-        "--no-abbrev", "--no-color", "--no-ext-diff", "--no-textconv", f"--format={_FORMAT}",
+        head,
+        "-z",
+        "--raw",
+        "--numstat",
+        "-M",
+        "-w",
+        "--ignore-blank-lines",
+        "--no-abbrev",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        f"--format={_FORMAT}",
     ]
     if source.max_commits:
         args.append(f"--max-count={source.max_commits}")
@@ -327,13 +338,26 @@ def mine_repository(repo: git.Repo, source: RepoSource, cfg: MiningConfig, *, re
             add, dele = numstat.get(bpath, (0, 0))
             binary = add is None
             files.append(
-                FileChange(path=path, old_path=old, status=status, additions=add, deletions=dele,
-                           binary=binary, category=classifier.category(path, binary, submodule=gitlink))
+                FileChange(
+                    path=path,
+                    old_path=old,
+                    status=status,
+                    additions=add,
+                    deletions=dele,
+                    binary=binary,
+                    category=classifier.category(path, binary, submodule=gitlink),
+                )
             )
         c = MinedCommit(
-            sha=sha.decode(), parents=parents.decode().split(), author=author_text, author_email=email_text,
-            authored_at=datetime.fromisoformat(adate.decode()), committed_at=datetime.fromisoformat(cdate.decode()),
-            subject=text.splitlines()[0] if text else "", message=text, files=files,
+            sha=sha.decode(),
+            parents=parents.decode().split(),
+            author=author_text,
+            author_email=email_text,
+            authored_at=datetime.fromisoformat(adate.decode()),
+            committed_at=datetime.fromisoformat(cdate.decode()),
+            subject=text.splitlines()[0] if text else "",
+            message=text,
+            files=files,
             message_encoding=enc or author_enc,
             detail=f"undecodable path {bad_path!r} (not UTF-8)" if bad_path is not None else None,
         )

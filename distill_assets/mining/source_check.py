@@ -75,7 +75,7 @@ def local_url_path(url: str) -> Path | None:
     distill.yaml resolves relative local URLs against its folder, so a local one is absolute here
     (or a ``file://`` URL); ``host:path`` (scp-like ssh) and ``scheme://`` are remote."""
     if url.startswith("file://"):
-        return Path(url[len("file://"):])
+        return Path(url[len("file://") :])
     if "://" in url:
         return None
     if ":" in url.split("/")[0]:  # git@host:owner/repo.git
@@ -100,7 +100,7 @@ def _ref_problem(source: RepoSource, refs: list[tuple[str, str]], where: str) ->
     if not refs:
         return f"{prefix}: the repository has no commits ({where})"
     names = {name for _, name in refs}
-    branches = sorted(n[len("refs/heads/"):] for n in names if n.startswith("refs/heads/"))
+    branches = sorted(n[len("refs/heads/") :] for n in names if n.startswith("refs/heads/"))
     known = f" (branches: {', '.join(branches[:8])}{', ...' if len(branches) > 8 else ''})" if branches else ""
     ref = source.branch
     if ref is None:
@@ -147,8 +147,15 @@ def _ls_remote(url: str, timeout_s: float) -> tuple[int | None, str, str]:
     (git-remote-https, ssh) would otherwise keep the pipes open after git itself is gone."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
     env.setdefault("GIT_SSH_COMMAND", f"ssh -o BatchMode=yes -o ConnectTimeout={max(1, int(timeout_s))}")
-    proc = subprocess.Popen(["git", "ls-remote", "--", url], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        ["git", "ls-remote", "--", url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout_s)
         return proc.returncode, out, err
@@ -217,8 +224,9 @@ def check_external_source(index: int, source: ExternalSource) -> str | None:
     return f"sources.external[{index}] ({source.kind}): " + "; ".join(reasons)
 
 
-def check_sources(sources: SourcesConfig, cache_dir: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  workers: int = 8) -> list[SourceProblem]:
+def check_sources(
+    sources: SourcesConfig, cache_dir: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int = 8
+) -> list[SourceProblem]:
     """Every problem of ``sources``, in the order of distill.yaml: repositories, then external datasets.
 
     Repositories are checked in parallel (a few remote URLs cost one time-out, not one each)."""

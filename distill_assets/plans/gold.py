@@ -38,8 +38,13 @@ class Counts:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": round(self.precision, 3),
-                "recall": round(self.recall, 3)}
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": round(self.precision, 3),
+            "recall": round(self.recall, 3),
+        }
 
 
 @dataclass
@@ -143,5 +148,8 @@ def reference_plans_for_commits(repo_path: str | Path, shas: Iterable[str], name
     contexts, _ = build_contexts(tasks, ContextConfig())
     refs = build_reference_plans(tasks, contexts, is_test=FileClassifier(mining).is_test)
     by_task = dict(zip(tasks["task_id"], tasks["after_commit"]))
-    return {by_task[r["task_id"]]: Plan.model_validate_json(r["plan_json"])
-            for r in refs.iter_rows(named=True) if r["plan_json"]}
+    return {
+        by_task[r["task_id"]]: Plan.model_validate_json(r["plan_json"])
+        for r in refs.iter_rows(named=True)
+        if r["plan_json"]
+    }

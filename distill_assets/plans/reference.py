@@ -242,7 +242,7 @@ def symbol_changes(plan_path: str, old: _Version, new: _Version, hunks: list[Hun
 
 def _body(v: _Version, name: str) -> list[str]:
     lo, hi = v.start.get(name, 1), v.end.get(name, 0)
-    return [t for t in (_norm(x) for x in v.lines[lo - 1:hi]) if t]
+    return [t for t in (_norm(x) for x in v.lines[lo - 1 : hi]) if t]
 
 
 def _describe(c: _Change, new_path: str | None) -> str:
@@ -252,8 +252,11 @@ def _describe(c: _Change, new_path: str | None) -> str:
     if c.action == "rename":
         return f"Rename {what} to `{c.note}` and keep its behaviour."
     if c.symbol == MODULE:
-        return {"add": "Create this file.", "delete": "Delete this file.",
-                "modify": "Update top-level code (imports, constants or module setup)."}[c.action]
+        return {
+            "add": "Create this file.",
+            "delete": "Delete this file.",
+            "modify": "Update top-level code (imports, constants or module setup).",
+        }[c.action]
     verb = {"add": "Add", "modify": "Change", "delete": "Remove"}[c.action]
     return f"{verb} {what}."
 
@@ -287,23 +290,33 @@ class _Resolver:
         if v.path not in self._imports:
             out = []
             lang = v.language or ""
-            for local, spec, imported in (v.parsed.bindings() if v.parsed else []):
+            for local, spec, imported in v.parsed.bindings() if v.parsed else []:
                 target = self.modules.resolve(lang, spec, v.path)
-                sub = self.modules.submodule(lang, spec, imported, v.path) if imported not in (None, "*", "default") else Target()
+                sub = (
+                    self.modules.submodule(lang, spec, imported, v.path)
+                    if imported not in (None, "*", "default")
+                    else Target()
+                )
                 out.append((local, spec, imported, target, sub))
             self._imports[v.path] = out
         return self._imports[v.path]
 
     def same_package(self, a: _Version, b_file: str) -> bool:
         lang = _PACKAGE_LANGS.get(a.language or "")
-        return bool(lang) and language_for_path(b_file) == a.language and \
-            posixpath.dirname(a.path) == posixpath.dirname(b_file)
+        return (
+            bool(lang)
+            and language_for_path(b_file) == a.language
+            and posixpath.dirname(a.path) == posixpath.dirname(b_file)
+        )
 
     def visible(self, a: _Version, b_file: str) -> bool:
         key = (a.path, b_file)
         if key not in self._visible:
-            self._visible[key] = a.path == b_file or self.same_package(a, b_file) or \
-                any(t.covers(b_file) or s.covers(b_file) for _, _, _, t, s in self.imports(a))
+            self._visible[key] = (
+                a.path == b_file
+                or self.same_package(a, b_file)
+                or any(t.covers(b_file) or s.covers(b_file) for _, _, _, t, s in self.imports(a))
+            )
         return self._visible[key]
 
     def candidates(self, a: _Version, refs: References) -> list[_Change]:
@@ -382,8 +395,10 @@ class _Resolver:
             # of that name, in a class the caller can see
             receivers = {r for r, m in refs.called_members if m == short}
             module_locals = {local for local, _s, imported, _t, _u in self.imports(av) if imported is None}
-            if any(r.partition(".")[0] not in module_locals and not (r[:1].isupper() and r != parent_short)
-                   for r in receivers):
+            if any(
+                r.partition(".")[0] not in module_locals and not (r[:1].isupper() and r != parent_short)
+                for r in receivers
+            ):
                 return 1
         return 0
 
@@ -445,9 +460,14 @@ def difficulty_of(n_code_files: int, depth: int, branching: bool) -> str:
     return "medium"
 
 
-def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | None],
-                         new_files: Mapping[str, str | None], is_test: Callable[[str], bool] = lambda p: False,
-                         tree: Iterable[str] = (), diffs: Mapping[str, FileDiff] | None = None) -> ReferencePlan:
+def build_reference_plan(
+    task: Mapping[str, Any],
+    old_files: Mapping[str, str | None],
+    new_files: Mapping[str, str | None],
+    is_test: Callable[[str], bool] = lambda p: False,
+    tree: Iterable[str] = (),
+    diffs: Mapping[str, FileDiff] | None = None,
+) -> ReferencePlan:
     """``old_files``: base path -> text (None: binary/unreadable); ``new_files``: new path -> text;
     ``tree``: the base file tree (module resolution); ``diffs``: the gold patch by path after the change
     (hunks; without it a line diff of the two texts is used)."""
@@ -465,8 +485,11 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
         plan_path = new_path if status == "A" else old_path
         if plan_path in file_meta:
             continue
-        file_meta[plan_path] = {"new_path": new_path, "test": fc["category"] == "test" or is_test(new_path),
-                                "status": status}
+        file_meta[plan_path] = {
+            "new_path": new_path,
+            "test": fc["category"] == "test" or is_test(new_path),
+            "status": status,
+        }
         old = old_files.get(old_path) if status != "A" else ""
         new = new_files.get(new_path) if status != "D" else ""
         if old is None or new is None:
@@ -530,7 +553,7 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
                 cands.append((-s, 0 if b.action == "add" else 1, 1 if a_test else 0, a.key, b.key))
     cands.sort()
 
-    sym_graph: dict[str, set[str]] = defaultdict(set)   # a -> b (a depends on b)
+    sym_graph: dict[str, set[str]] = defaultdict(set)  # a -> b (a depends on b)
     file_graph: dict[str, set[str]] = defaultdict(set)  # file(a) -> file(b)
     n_edges = n_cross = dropped = weak = 0
     for neg_s, _, _, ka, kb in cands:
@@ -581,6 +604,7 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
         elif _STUB.search(meta["new_path"]):
             role = "type_stub"
         else:
+
             def other_file(r: str) -> bool:
                 return by_key[r].path != p
 
@@ -588,17 +612,31 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
             adapts_only = all(any(other_file(d) for d in c.depends_on) for c in fchanges if c.symbol != MODULE)
             inward = any(other_file(d) for c in fchanges for d in c.depended_by)
             role = "supporting" if outward and adapts_only and not inward else "primary"
-        affected.append(AffectedFile(path=p, role=role, changes=[
-            Change(symbol=c.symbol, action=c.action, description=_describe(c, meta["new_path"]),
-                   depends_on=sorted(c.depends_on), depended_by=sorted(c.depended_by)) for c in fchanges
-        ]))
+        affected.append(
+            AffectedFile(
+                path=p,
+                role=role,
+                changes=[
+                    Change(
+                        symbol=c.symbol,
+                        action=c.action,
+                        description=_describe(c, meta["new_path"]),
+                        depends_on=sorted(c.depends_on),
+                        depended_by=sorted(c.depended_by),
+                    )
+                    for c in fchanges
+                ],
+            )
+        )
 
     desc = (task.get("description") or "").strip()
     summary = desc.splitlines()[0][:200] if desc else f"Change {len(paths)} files"
     chain = " -> ".join(order)
-    rationale = (f"The gold change touches {len(paths)} files with {len(changes)} symbol changes and "
-                 f"{n_edges} dependency edges ({n_cross} across files); files are ordered so that what a "
-                 f"change uses is changed first: {chain}.")
+    rationale = (
+        f"The gold change touches {len(paths)} files with {len(changes)} symbol changes and "
+        f"{n_edges} dependency edges ({n_cross} across files); files are ordered so that what a "
+        f"change uses is changed first: {chain}."
+    )
     plan = Plan(task_summary=summary, affected_files=affected, execution_order=order, rationale=rationale)
 
     code_files = [p for p in paths if not file_meta[p]["test"] and language_for_path(file_meta[p]["new_path"])]
@@ -611,9 +649,15 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
     branching = any(len(v) >= 2 for v in out_deg.values()) or any(len(v) >= 2 for v in in_deg.values())
     depth = _longest_path(paths, file_graph)
     return ReferencePlan(
-        plan=plan, n_edges=n_edges, n_cross_file_edges=n_cross, dropped_edges=dropped, weak_edges=weak,
-        difficulty=difficulty_of(len(code_files), depth, branching), order_depth=depth,
-        n_code_files=len(code_files), module_only=all(c.symbol == MODULE for c in changes),
+        plan=plan,
+        n_edges=n_edges,
+        n_cross_file_edges=n_cross,
+        dropped_edges=dropped,
+        weak_edges=weak,
+        difficulty=difficulty_of(len(code_files), depth, branching),
+        order_depth=depth,
+        n_code_files=len(code_files),
+        module_only=all(c.symbol == MODULE for c in changes),
         undecodable_files=undecodable,
     )
 
@@ -621,17 +665,33 @@ def build_reference_plan(task: Mapping[str, Any], old_files: Mapping[str, str | 
 # --------------------------------------------------------------------------- the table
 
 REFERENCE_SCHEMA = {
-    "task_id": pl.Utf8, "source": pl.Utf8, "status": pl.Utf8, "detail": pl.Utf8, "plan_json": pl.Utf8,
-    "valid": pl.Boolean, "usable": pl.Boolean, "violations": pl.List(pl.Utf8), "n_files": pl.Int64,
-    "n_code_files": pl.Int64, "n_changes": pl.Int64, "n_edges": pl.Int64, "n_cross_file_edges": pl.Int64,
-    "weak_edges": pl.Int64, "dropped_edges": pl.Int64, "order_depth": pl.Int64, "difficulty": pl.Utf8,
-    "module_only": pl.Boolean, "undecodable_files": pl.Int64, "seconds": pl.Float64,
+    "task_id": pl.Utf8,
+    "source": pl.Utf8,
+    "status": pl.Utf8,
+    "detail": pl.Utf8,
+    "plan_json": pl.Utf8,
+    "valid": pl.Boolean,
+    "usable": pl.Boolean,
+    "violations": pl.List(pl.Utf8),
+    "n_files": pl.Int64,
+    "n_code_files": pl.Int64,
+    "n_changes": pl.Int64,
+    "n_edges": pl.Int64,
+    "n_cross_file_edges": pl.Int64,
+    "weak_edges": pl.Int64,
+    "dropped_edges": pl.Int64,
+    "order_depth": pl.Int64,
+    "difficulty": pl.Utf8,
+    "module_only": pl.Boolean,
+    "undecodable_files": pl.Int64,
+    "seconds": pl.Float64,
 }
 REFERENCE_STATUSES = ("ok", "filtered", "skipped", "error")
 
 
-def build_reference_plans(tasks: pl.DataFrame, contexts: pl.DataFrame, is_test=lambda p: False,
-                          progress=None, drop_module_only: bool = False) -> pl.DataFrame:
+def build_reference_plans(
+    tasks: pl.DataFrame, contexts: pl.DataFrame, is_test=lambda p: False, progress=None, drop_module_only: bool = False
+) -> pl.DataFrame:
     """One row per task. Tasks and contexts are joined by id and read one row at a time."""
     ctx_cols = [c for c in ("task_id", "status", "file_tree", "symbols") if c in contexts.columns]
     joined = tasks.join(contexts.select(ctx_cols).rename({"status": "_ctx_status"}), on="task_id", how="left")
@@ -639,8 +699,15 @@ def build_reference_plans(tasks: pl.DataFrame, contexts: pl.DataFrame, is_test=l
     rows: list[dict[str, Any]] = []
     n = joined.height
     for i, row in enumerate(joined.iter_rows(named=True)):
-        ctx = None if row.get("_ctx_status") is None else {
-            "status": row["_ctx_status"], "file_tree": row.get("file_tree") or [], "symbols": row.get("symbols") or []}
+        ctx = (
+            None
+            if row.get("_ctx_status") is None
+            else {
+                "status": row["_ctx_status"],
+                "file_tree": row.get("file_tree") or [],
+                "symbols": row.get("symbols") or [],
+            }
+        )
         rows.append(reference_plan_for_task(row, ctx, is_test=is_test, drop_module_only=drop_module_only))
         if len(rows) >= 256:
             chunks.append(pl.DataFrame(rows, schema=REFERENCE_SCHEMA))
@@ -652,8 +719,9 @@ def build_reference_plans(tasks: pl.DataFrame, contexts: pl.DataFrame, is_test=l
     return pl.concat(chunks, how="vertical")
 
 
-def reference_plan_for_task(task: Mapping[str, Any], context: Mapping[str, Any] | None, is_test=lambda p: False,
-                            drop_module_only: bool = False) -> dict[str, Any]:
+def reference_plan_for_task(
+    task: Mapping[str, Any], context: Mapping[str, Any] | None, is_test=lambda p: False, drop_module_only: bool = False
+) -> dict[str, Any]:
     """One row of ``reference_plans``: the plan, its validation, and why when there is none.
 
     Any failure on this one task is its own ``error`` row naming the task, never the whole table's."""
@@ -663,14 +731,19 @@ def reference_plan_for_task(task: Mapping[str, Any], context: Mapping[str, Any] 
     try:
         _fill_row(row, task, context, is_test, drop_module_only)
     except Exception as exc:  # noqa: BLE001 - one bad task is a counted row, not a failed run
-        row.update(status="error", detail=f"{task['task_id']}: {type(exc).__name__}: {str(exc)[:300]}",
-                   valid=False, usable=False)
+        row.update(
+            status="error",
+            detail=f"{task['task_id']}: {type(exc).__name__}: {str(exc)[:300]}",
+            valid=False,
+            usable=False,
+        )
     row["seconds"] = round(time.perf_counter() - t0, 4)
     return row
 
 
-def _fill_row(row: dict[str, Any], task: Mapping[str, Any], context: Mapping[str, Any] | None, is_test,
-              drop_module_only: bool) -> None:
+def _fill_row(
+    row: dict[str, Any], task: Mapping[str, Any], context: Mapping[str, Any] | None, is_test, drop_module_only: bool
+) -> None:
     from distill_assets.plans.validator import PlanContext, validate_plan
     from distill_assets.tasks.snapshot import SnapshotError, after_snapshot, base_snapshot, is_probably_binary
 
@@ -713,14 +786,23 @@ def _fill_row(row: dict[str, Any], task: Mapping[str, Any], context: Mapping[str
     if drop_module_only and ref_plan.module_only:
         status, detail = "filtered", "module_only: every change is a whole-file <module> change"
     row.update(
-        status=status, detail=detail, plan_json=ref_plan.plan.to_json(), valid=report.valid,
+        status=status,
+        detail=detail,
+        plan_json=ref_plan.plan.to_json(),
+        valid=report.valid,
         usable=report.valid and status == "ok",
-        violations=[str(v) for v in report.violations], n_files=len(ref_plan.plan.affected_files),
+        violations=[str(v) for v in report.violations],
+        n_files=len(ref_plan.plan.affected_files),
         n_code_files=ref_plan.n_code_files,
-        n_changes=sum(len(f.changes) for f in ref_plan.plan.affected_files), n_edges=ref_plan.n_edges,
-        n_cross_file_edges=ref_plan.n_cross_file_edges, weak_edges=ref_plan.weak_edges,
-        dropped_edges=ref_plan.dropped_edges, order_depth=ref_plan.order_depth, difficulty=ref_plan.difficulty,
-        module_only=ref_plan.module_only, undecodable_files=ref_plan.undecodable_files,
+        n_changes=sum(len(f.changes) for f in ref_plan.plan.affected_files),
+        n_edges=ref_plan.n_edges,
+        n_cross_file_edges=ref_plan.n_cross_file_edges,
+        weak_edges=ref_plan.weak_edges,
+        dropped_edges=ref_plan.dropped_edges,
+        order_depth=ref_plan.order_depth,
+        difficulty=ref_plan.difficulty,
+        module_only=ref_plan.module_only,
+        undecodable_files=ref_plan.undecodable_files,
     )
 
 
@@ -729,13 +811,13 @@ class PlansSummary:
     """What the UI shows of a reference_plans table and what its blocking check judges."""
 
     statuses: dict[str, int]
-    built: int            # plans that exist (ok or filtered)
-    invalid: int          # built plans the validator rejects (kept, never used)
-    usable: int           # valid plans of kept tasks: what training and evaluation use
+    built: int  # plans that exist (ok or filtered)
+    invalid: int  # built plans the validator rejects (kept, never used)
+    usable: int  # valid plans of kept tasks: what training and evaluation use
     difficulty: dict[str, int]
-    violations: dict[str, int]              # violation code -> count
+    violations: dict[str, int]  # violation code -> count
     violation_examples: dict[str, list[str]]  # code -> up to 3 "task: message"
-    reasons: dict[str, int]                  # skipped / filtered / error details, counted
+    reasons: dict[str, int]  # skipped / filtered / error details, counted
 
     @property
     def invalid_rate(self) -> float:
@@ -767,7 +849,12 @@ def summarize_reference_plans(df: pl.DataFrame) -> PlansSummary:
             key = d
         reasons[f"{status}: {key}"[:140]] += 1
     return PlansSummary(
-        statuses=statuses, built=built_df.height, invalid=int((~built_df["valid"]).sum()) if built_df.height else 0,
-        usable=usable_df.height, difficulty=difficulty, violations=dict(violations),
-        violation_examples=dict(examples), reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        statuses=statuses,
+        built=built_df.height,
+        invalid=int((~built_df["valid"]).sum()) if built_df.height else 0,
+        usable=usable_df.height,
+        difficulty=difficulty,
+        violations=dict(violations),
+        violation_examples=dict(examples),
+        reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
     )

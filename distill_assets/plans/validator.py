@@ -21,21 +21,21 @@ from pydantic import ValidationError
 from distill_assets.plans.schema import MODULE, Plan, split_ref
 
 VIOLATION_CODES = (
-    "parse_error",          # not JSON, or not the plan schema
-    "unknown_file",         # path not in the base tree, and not every change is an add
-    "duplicate_file",       # the same path listed twice in affected_files
-    "duplicate_change",     # the same symbol twice in one file
-    "unknown_symbol",       # modify/delete/rename of a symbol the file does not have
+    "parse_error",  # not JSON, or not the plan schema
+    "unknown_file",  # path not in the base tree, and not every change is an add
+    "duplicate_file",  # the same path listed twice in affected_files
+    "duplicate_change",  # the same symbol twice in one file
+    "unknown_symbol",  # modify/delete/rename of a symbol the file does not have
     "add_existing_symbol",  # add of a symbol that already exists in the file
-    "bad_edge",             # an edge that is not 'path:symbol'
-    "dangling_edge",        # an edge to a change that is not in the plan
-    "edge_not_mutual",      # A depends_on B without B depended_by A (or the reverse)
-    "cycle",                # the dependency graph has a cycle (self-edges included)
-    "order_missing_file",   # an affected file missing from execution_order
-    "order_unknown_file",   # execution_order names a file that is not affected
-    "order_duplicate_file", # execution_order lists a file twice
+    "bad_edge",  # an edge that is not 'path:symbol'
+    "dangling_edge",  # an edge to a change that is not in the plan
+    "edge_not_mutual",  # A depends_on B without B depended_by A (or the reverse)
+    "cycle",  # the dependency graph has a cycle (self-edges included)
+    "order_missing_file",  # an affected file missing from execution_order
+    "order_unknown_file",  # execution_order names a file that is not affected
+    "order_duplicate_file",  # execution_order lists a file twice
     "order_violates_edge",  # a file comes before a file it depends on
-    "code_in_plan",         # source code or a diff inside the plan's text
+    "code_in_plan",  # source code or a diff inside the plan's text
 )
 
 
@@ -86,7 +86,10 @@ _CODE_PATTERNS = [
     re.compile(r"```"),
     re.compile(r"^(diff --git|@@ -\d|\+\+\+ |--- a/)", re.M),
     re.compile(r"^\s*(def|class|async def)\s+\w+\s*[\(:]", re.M),
-    re.compile(r"^\s*(function\s+\w+\s*\(|func\s+(\([^)]*\)\s*)?\w+\s*\(|fn\s+\w+\s*[<(]|(public|private|protected)\s+\w+.*\(.*\)\s*\{)", re.M),
+    re.compile(
+        r"^\s*(function\s+\w+\s*\(|func\s+(\([^)]*\)\s*)?\w+\s*\(|fn\s+\w+\s*[<(]|(public|private|protected)\s+\w+.*\(.*\)\s*\{)",
+        re.M,
+    ),
     re.compile(r"^\s*(import\s+[\w.]+|from\s+[\w.]+\s+import\s+\w+|const\s+\w+\s*=\s*require\()", re.M),
 ]
 
@@ -136,7 +139,7 @@ def find_cycle(nodes: Iterable[str], edges: Mapping[str, Iterable[str]]) -> list
                 path.pop()
                 continue
             if color.get(nxt, WHITE) == GREY:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if color.get(nxt, WHITE) == WHITE:
                 color[nxt] = GREY
                 stack.append((nxt, iter(edges.get(nxt, ()))))
@@ -168,9 +171,15 @@ def validate_plan(raw: Plan | str | Mapping, ctx: PlanContext) -> ValidationRepo
             seen_syms.add(c.symbol)
             if c.action in ("modify", "delete", "rename") and in_tree:
                 if c.symbol != MODULE and c.symbol not in known:
-                    out.append(Violation("unknown_symbol", f"{c.action} of {c.symbol!r}, which {f.path} does not define", where))
+                    out.append(
+                        Violation(
+                            "unknown_symbol", f"{c.action} of {c.symbol!r}, which {f.path} does not define", where
+                        )
+                    )
             if c.action == "add" and in_tree and c.symbol != MODULE and c.symbol in known:
-                out.append(Violation("add_existing_symbol", f"add of {c.symbol!r}, which {f.path} already defines", where))
+                out.append(
+                    Violation("add_existing_symbol", f"add of {c.symbol!r}, which {f.path} already defines", where)
+                )
             for text in (c.description,):
                 if looks_like_code(text):
                     out.append(Violation("code_in_plan", "a change description contains code", where))
@@ -180,7 +189,7 @@ def validate_plan(raw: Plan | str | Mapping, ctx: PlanContext) -> ValidationRepo
 
     # ---- edges: well-formed, pointing into the plan, mutual
     refs = plan.refs()
-    deps: dict[str, set[str]] = defaultdict(set)      # A -> B : A depends on B
+    deps: dict[str, set[str]] = defaultdict(set)  # A -> B : A depends on B
     for r, (path, c) in refs.items():
         for kind, targets in (("depends_on", c.depends_on), ("depended_by", c.depended_by)):
             for t in targets:
@@ -194,11 +203,19 @@ def validate_plan(raw: Plan | str | Mapping, ctx: PlanContext) -> ValidationRepo
                 if kind == "depends_on":
                     deps[r].add(t)
                     if r not in other.depended_by:
-                        out.append(Violation("edge_not_mutual", f"{r} depends_on {t} but {t} does not list it in depended_by", r))
+                        out.append(
+                            Violation(
+                                "edge_not_mutual", f"{r} depends_on {t} but {t} does not list it in depended_by", r
+                            )
+                        )
                 else:
                     deps[t].add(r)
                     if r not in other.depends_on:
-                        out.append(Violation("edge_not_mutual", f"{r} is depended_by {t} but {t} does not list it in depends_on", r))
+                        out.append(
+                            Violation(
+                                "edge_not_mutual", f"{r} is depended_by {t} but {t} does not list it in depends_on", r
+                            )
+                        )
 
     cycle = find_cycle(refs.keys(), deps)
     if cycle:

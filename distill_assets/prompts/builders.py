@@ -36,15 +36,15 @@ SYSTEM = {
     ),
     "plan_generation": (
         "You plan repository-level code changes. First reason about how the change propagates through "
-        "imports and calls, then give the plan. Answer with one JSON object: {\"reasoning\": ..., \"plan\": "
-        "{\"task_summary\": ..., \"affected_files\": [{\"path\": ..., \"role\": \"primary|supporting|type_stub\", "
-        "\"changes\": [{\"symbol\": ..., \"action\": \"modify|add|delete|rename\", \"description\": ..., "
-        "\"depends_on\": [\"path:symbol\"], \"depended_by\": [\"path:symbol\"]}]}], \"execution_order\": [paths], "
-        "\"rationale\": ...}}. Edges are mutual: if A depends_on B then B lists A in depended_by. The "
+        'imports and calls, then give the plan. Answer with one JSON object: {"reasoning": ..., "plan": '
+        '{"task_summary": ..., "affected_files": [{"path": ..., "role": "primary|supporting|type_stub", '
+        '"changes": [{"symbol": ..., "action": "modify|add|delete|rename", "description": ..., '
+        '"depends_on": ["path:symbol"], "depended_by": ["path:symbol"]}]}], "execution_order": [paths], '
+        '"rationale": ...}}. Edges are mutual: if A depends_on B then B lists A in depended_by. The '
         "execution order lists each affected file once, dependencies first. Write no code in the plan."
     ),
     "code_generation": (
-        "You implement a change plan. Answer with one JSON object {\"diff\": ...} whose value is a unified "
+        'You implement a change plan. Answer with one JSON object {"diff": ...} whose value is a unified '
         "diff (git format: diff --git a/PATH b/PATH, ---/+++ headers, @@ hunks with exact context lines) "
         "that applies with `git apply` to the files shown."
     ),
@@ -72,8 +72,9 @@ def _numbered(text: str) -> str:
     return "".join(f"{i:>4} {line}\n" for i, line in enumerate(text.splitlines(), 1))
 
 
-def _files_section(files: list[tuple[str, str | None]], budget_tokens: int, chars_per_token: float,
-                   numbered: bool = False) -> tuple[str, int, int]:
+def _files_section(
+    files: list[tuple[str, str | None]], budget_tokens: int, chars_per_token: float, numbered: bool = False
+) -> tuple[str, int, int]:
     """Files as fenced blocks within a budget: (text, shown, truncated)."""
     out, shown, truncated = [], 0, 0
     remaining = budget_tokens
@@ -106,8 +107,12 @@ def _symbol_entry(s: Mapping[str, Any]) -> str:
 
 def _name_parts(name: str) -> set[str]:
     """Lower-case words of an identifier (snake_case, CamelCase, dotted), three letters or more."""
-    return {w.lower() for piece in re.split(r"[._]+", name)
-            for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", piece) if len(w) >= 3}
+    return {
+        w.lower()
+        for piece in re.split(r"[._]+", name)
+        for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", piece)
+        if len(w) >= 3
+    }
 
 
 def symbol_rank(task_text: str):
@@ -120,14 +125,19 @@ def symbol_rank(task_text: str):
     task_parts = {p for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", task_text) for p in _name_parts(w)}
 
     def rank(s: Mapping[str, Any]) -> tuple:
-        return (s["name"].rsplit(".", 1)[-1].lower() not in words, -len(_name_parts(s["name"]) & task_parts),
-                "." in s["name"], s["start_line"])
+        return (
+            s["name"].rsplit(".", 1)[-1].lower() not in words,
+            -len(_name_parts(s["name"]) & task_parts),
+            "." in s["name"],
+            s["start_line"],
+        )
 
     return rank
 
 
-def _symbols_section(symbols: list[Mapping[str, Any]], paths: list[str], budget_tokens: int,
-                     chars_per_token: float, task_text: str = "") -> tuple[str, int, dict[str, list[str]]]:
+def _symbols_section(
+    symbols: list[Mapping[str, Any]], paths: list[str], budget_tokens: int, chars_per_token: float, task_text: str = ""
+) -> tuple[str, int, dict[str, list[str]]]:
     """The candidates' symbol index within a budget: (text, symbols left out, path -> the names shown). A
     real module can hold hundreds of symbols; when the index does not fit, the files share the budget
     round-robin, within a file ranked by ``symbol_rank``, each file's kept symbols listed in source order
@@ -174,8 +184,15 @@ def _tree_section(tree: list[str], limit: int = 200) -> str:
     return "\n".join(tree[:limit]) + more
 
 
-def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any], *, budget_tokens: int,
-                 chars_per_token: float, reference_plan: str | None = None) -> StagePrompt:
+def build_prompt(
+    stage: str,
+    task: Mapping[str, Any],
+    context: Mapping[str, Any],
+    *,
+    budget_tokens: int,
+    chars_per_token: float,
+    reference_plan: str | None = None,
+) -> StagePrompt:
     """The prompt for one task at one stage. ``reference_plan`` (JSON) is the plan stage 5 implements."""
     if stage not in SYSTEM:
         raise KeyError(f"unknown stage {stage!r}")
@@ -207,16 +224,18 @@ def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any]
         # the tree takes at most ~1/6 of the room, the symbol index 1/2 (stage 3) or 1/3 (stage 4), the files the rest
         tree_txt = _tree_section(tree, limit=max(15, min(60, room // 48)))
         share = 2 if stage == "symbol_selection" else 3
-        sym_txt, cut, sym_names = _symbols_section(symbols, cand_paths, max(room // share, 100), chars_per_token,
-                                                   desc)
+        sym_txt, cut, sym_names = _symbols_section(symbols, cand_paths, max(room // share, 100), chars_per_token, desc)
         if cut:
             notes.append(f"symbol index: {cut} of {sum(s['path'] in cand_paths for s in symbols)} symbols left out")
         room_files = max(room - estimate_tokens(sym_txt + tree_txt, chars_per_token) - 100, 0)
-        files_text, shown, truncated = _files_section([(c["path"], c["content"]) for c in cands], room_files,
-                                                      chars_per_token, numbered=True)
-        body = (f"{header}\nFiles in the repository:\n{tree_txt}\n\n"
-                f"Symbol index of the candidate files (name first-last line):\n{sym_txt}\n\n"
-                f"Candidate files (line-numbered):\n{files_text}")
+        files_text, shown, truncated = _files_section(
+            [(c["path"], c["content"]) for c in cands], room_files, chars_per_token, numbered=True
+        )
+        body = (
+            f"{header}\nFiles in the repository:\n{tree_txt}\n\n"
+            f"Symbol index of the candidate files (name first-last line):\n{sym_txt}\n\n"
+            f"Candidate files (line-numbered):\n{files_text}"
+        )
     else:  # code_generation
         plan_txt = reference_plan or "{}"
         try:
@@ -236,5 +255,13 @@ def build_prompt(stage: str, task: Mapping[str, Any], context: Mapping[str, Any]
     schema = task_schema(stage, cand_paths, tree, sym_names)
     messages = [{"role": "system", "content": SYSTEM[stage]}, {"role": "user", "content": body}]
     tokens = sum(estimate_tokens(m["content"], chars_per_token) for m in messages)
-    return StagePrompt(task_id=task["task_id"], stage=stage, messages=messages, schema=schema,
-                       prompt_tokens=tokens, files_shown=shown, files_truncated=truncated, notes=notes)
+    return StagePrompt(
+        task_id=task["task_id"],
+        stage=stage,
+        messages=messages,
+        schema=schema,
+        prompt_tokens=tokens,
+        files_shown=shown,
+        files_truncated=truncated,
+        notes=notes,
+    )

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distill_assets.plans.schema import MODULE, Plan
 
-ChangeKind = Literal["feature", "bugfix", "refactor", "rename", "api_change", "performance", "tests", "docs",
-                     "build", "other"]
+ChangeKind = Literal[
+    "feature", "bugfix", "refactor", "rename", "api_change", "performance", "tests", "docs", "build", "other"
+]
 Scope = Literal["single_file", "multi_file", "cross_module", "cross_language"]
 
 
@@ -97,14 +98,24 @@ def _symbol_choice(candidates: list[str], symbols: dict[str, list[str]]) -> dict
     """A stage-3 selection: an existing symbol is one of its own file's, as the prompt shows them (a name
     cannot be invented or paired with the wrong file); a new one ("add") is any name in a candidate file.
     Past MAX_ENUM // 10 indexed files (grammar size) the selection is one flat object."""
+
     def choice(paths: list[str], names: dict[str, Any], actions: list[str]) -> dict[str, Any]:
-        return _obj({"path": _str_or_enum(paths), "symbol": names,
-                     "action": {"type": "string", "enum": actions}, "reason": {"type": "string"}})
+        return _obj(
+            {
+                "path": _str_or_enum(paths),
+                "symbol": names,
+                "action": {"type": "string", "enum": actions},
+                "reason": {"type": "string"},
+            }
+        )
 
     indexed = [p for p in candidates if symbols.get(p)]
     if not candidates or len(indexed) > MAX_ENUM // 10:
-        return choice(candidates, _str_or_enum([s for p in candidates for s in symbols.get(p, [])] + [MODULE]),
-                      ["modify", "add", "delete", "rename"])
+        return choice(
+            candidates,
+            _str_or_enum([s for p in candidates for s in symbols.get(p, [])] + [MODULE]),
+            ["modify", "add", "delete", "rename"],
+        )
     existing = ["modify", "delete", "rename"]
     branches = [choice([p], _str_or_enum(symbols[p] + [MODULE]), existing) for p in indexed]
     if bare := [p for p in candidates if p not in indexed]:
@@ -118,43 +129,76 @@ def task_schema(stage: str, candidates: list[str], tree: list[str], symbols: dic
     cand_symbols = [s for p in candidates for s in symbols.get(p, [])]
     paths = candidates + [p for p in tree if p not in candidates]
     if stage == "task_analysis":
-        return _obj({
-            "intent": {"type": "string"},
-            "change_kind": {"type": "string", "enum": list(ChangeKind.__args__)},
-            "scope": {"type": "string", "enum": list(Scope.__args__)},
-            "risks": _strs(5),
-            "planner_questions": _strs(5),
-        })
+        return _obj(
+            {
+                "intent": {"type": "string"},
+                "change_kind": {"type": "string", "enum": list(ChangeKind.__args__)},
+                "scope": {"type": "string", "enum": list(Scope.__args__)},
+                "risks": _strs(5),
+                "planner_questions": _strs(5),
+            }
+        )
     if stage == "relevance":
         n = max(len(candidates), 1)
-        return _obj({"files": {"type": "array", "minItems": n, "maxItems": n, "items": _obj({
-            "path": _str_or_enum(candidates), "relevant": {"type": "boolean"}, "reason": {"type": "string"},
-        })}})
+        return _obj(
+            {
+                "files": {
+                    "type": "array",
+                    "minItems": n,
+                    "maxItems": n,
+                    "items": _obj(
+                        {
+                            "path": _str_or_enum(candidates),
+                            "relevant": {"type": "boolean"},
+                            "reason": {"type": "string"},
+                        }
+                    ),
+                }
+            }
+        )
     if stage == "symbol_selection":
-        return _obj({"symbols": {"type": "array", "maxItems": MAX_SYMBOLS, "items": _symbol_choice(candidates, symbols)}})
+        return _obj(
+            {"symbols": {"type": "array", "maxItems": MAX_SYMBOLS, "items": _symbol_choice(candidates, symbols)}}
+        )
     if stage == "plan_generation":
         edge = _strs(5)
-        existing = _obj({
-            "symbol": _str_or_enum(cand_symbols + [MODULE]),
-            "action": {"type": "string", "enum": ["modify", "delete", "rename"]},
-            "description": {"type": "string"}, "depends_on": edge, "depended_by": edge,
-        })
-        added = _obj({
-            "symbol": {"type": "string"}, "action": {"type": "string", "enum": ["add"]},
-            "description": {"type": "string"}, "depends_on": edge, "depended_by": edge,
-        })
-        afile = _obj({
-            "path": {"type": "string"} if len(paths) > MAX_ENUM else _str_or_enum(paths),
-            "role": {"type": "string", "enum": ["primary", "supporting", "type_stub"]},
-            "changes": {"type": "array", "minItems": 1, "maxItems": 6, "items": {"anyOf": [existing, added]}},
-        })
-        plan = _obj({
-            "task_summary": {"type": "string"},
-            "affected_files": {"type": "array", "minItems": 1, "maxItems": 8, "items": afile},
-            "execution_order": {"type": "array", "maxItems": 8,
-                                "items": {"type": "string"} if len(paths) > MAX_ENUM else _str_or_enum(paths)},
-            "rationale": {"type": "string"},
-        })
+        existing = _obj(
+            {
+                "symbol": _str_or_enum(cand_symbols + [MODULE]),
+                "action": {"type": "string", "enum": ["modify", "delete", "rename"]},
+                "description": {"type": "string"},
+                "depends_on": edge,
+                "depended_by": edge,
+            }
+        )
+        added = _obj(
+            {
+                "symbol": {"type": "string"},
+                "action": {"type": "string", "enum": ["add"]},
+                "description": {"type": "string"},
+                "depends_on": edge,
+                "depended_by": edge,
+            }
+        )
+        afile = _obj(
+            {
+                "path": {"type": "string"} if len(paths) > MAX_ENUM else _str_or_enum(paths),
+                "role": {"type": "string", "enum": ["primary", "supporting", "type_stub"]},
+                "changes": {"type": "array", "minItems": 1, "maxItems": 6, "items": {"anyOf": [existing, added]}},
+            }
+        )
+        plan = _obj(
+            {
+                "task_summary": {"type": "string"},
+                "affected_files": {"type": "array", "minItems": 1, "maxItems": 8, "items": afile},
+                "execution_order": {
+                    "type": "array",
+                    "maxItems": 8,
+                    "items": {"type": "string"} if len(paths) > MAX_ENUM else _str_or_enum(paths),
+                },
+                "rationale": {"type": "string"},
+            }
+        )
         return _obj({"reasoning": {"type": "string"}, "plan": plan})
     if stage == "code_generation":
         return _obj({"diff": {"type": "string", "minLength": 1}})

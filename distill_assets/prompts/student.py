@@ -34,8 +34,10 @@ def tagged_plan_grammar(task_schema: dict, max_reasoning_chars: int = 400) -> st
     gbnf = json_schema_to_gbnf(json.dumps(plan_schema))
     gbnf = re.sub(r"^root ::=", "plan-root ::=", gbnf, flags=re.M)
     n = max(1, int(max_reasoning_chars))
-    head = (f'root ::= "{REASONING_TAG} " reasoning-text "\\n{PLAN_TAG} " plan-root\n'
-            f'reasoning-text ::= [^\\n\\[\\]"]{{1,{n}}}\n')
+    head = (
+        f'root ::= "{REASONING_TAG} " reasoning-text "\\n{PLAN_TAG} " plan-root\n'
+        f'reasoning-text ::= [^\\n\\[\\]"]{{1,{n}}}\n'
+    )
     return head + gbnf
 
 

@@ -38,8 +38,9 @@ class StringCap:
         self.start: int | None = None
         key = (getattr(llm, "model_path", None) or id(llm), llm.n_vocab())
         if key not in _QUOTE_IDS:  # one pass over the vocabulary per model (~0.1 s), not per call
-            _QUOTE_IDS[key] = np.array([i for i in range(key[1]) if llm.detokenize([i]).lstrip().startswith(b'"')],
-                                       dtype=np.int64)
+            _QUOTE_IDS[key] = np.array(
+                [i for i in range(key[1]) if llm.detokenize([i]).lstrip().startswith(b'"')], dtype=np.int64
+            )
         self.quote_ids = _QUOTE_IDS[key]
 
     def _open_string(self, text: str) -> tuple[int, str | None] | None:
@@ -66,7 +67,7 @@ class StringCap:
 
         if self.start is None:
             self.start = len(input_ids)
-        text = self.llm.detokenize(list(input_ids[self.start:])).decode("utf-8", "replace")
+        text = self.llm.detokenize(list(input_ids[self.start :])).decode("utf-8", "replace")
         state = self._open_string(text)
         if state and state[0] >= self.limit and state[1] not in self.free_keys:
             capped = np.full_like(scores, -np.inf)
@@ -85,8 +86,7 @@ def _gguf_field(path: Path, key: str):
 class StageEngine:
     """``bases``: base GGUF path -> Llama; ``adapters``: stage -> (base path, adapter handle, sha256)."""
 
-    def __init__(self, *, n_ctx: int = 8192, n_threads: int | None = None, seed: int = 0,
-                 repeat_penalty: float = 1.15):
+    def __init__(self, *, n_ctx: int = 8192, n_threads: int | None = None, seed: int = 0, repeat_penalty: float = 1.15):
         self.n_ctx, self.n_threads, self.seed, self.repeat_penalty = n_ctx, n_threads, seed, repeat_penalty
         self.bases: dict[str, object] = {}
         self.adapters: dict[str, tuple[str, object, str]] = {}
@@ -99,8 +99,9 @@ class StageEngine:
         if base_gguf not in self.bases:
             if not Path(base_gguf).exists():
                 raise RouterError(f"base model {base_gguf} does not exist")
-            self.bases[base_gguf] = Llama(model_path=base_gguf, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                          seed=self.seed, verbose=False)
+            self.bases[base_gguf] = Llama(
+                model_path=base_gguf, n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed, verbose=False
+            )
             self.active[base_gguf] = None
         return self.bases[base_gguf]
 
@@ -109,8 +110,10 @@ class StageEngine:
 
         if not Path(adapter_gguf).exists():
             raise RouterError(f"stage {stage}: adapter {adapter_gguf} does not exist (materialize gguf_adapters)")
-        a_arch, b_arch = _gguf_field(Path(adapter_gguf), "general.architecture"), _gguf_field(Path(base_gguf),
-                                                                                              "general.architecture")
+        a_arch, b_arch = (
+            _gguf_field(Path(adapter_gguf), "general.architecture"),
+            _gguf_field(Path(base_gguf), "general.architecture"),
+        )
         if _gguf_field(Path(adapter_gguf), "general.type") != "adapter":
             raise RouterError(f"stage {stage}: {adapter_gguf} is not a GGUF adapter")
         if a_arch != b_arch:
@@ -118,8 +121,10 @@ class StageEngine:
         llm = self._base(base_gguf)
         handle = llama_cpp.llama_adapter_lora_init(llm._model.model, str(adapter_gguf).encode())
         if not handle:
-            raise RouterError(f"stage {stage}: llama.cpp rejected adapter {Path(adapter_gguf).name} on base "
-                              f"{Path(base_gguf).name} (tensor names or shapes differ: base/adapter mismatch)")
+            raise RouterError(
+                f"stage {stage}: llama.cpp rejected adapter {Path(adapter_gguf).name} on base "
+                f"{Path(base_gguf).name} (tensor names or shapes differ: base/adapter mismatch)"
+            )
         self.adapters[stage] = (base_gguf, handle, sha256)
 
     def use(self, stage: str):
@@ -151,8 +156,15 @@ class StageEngine:
             self.active[base_gguf] = None
         return llm
 
-    def complete(self, llm, messages: list[dict], schema: dict | None = None, max_tokens: int = 512,
-                 max_string_chars: int | None = None, grammar: str | None = None) -> Completion:
+    def complete(
+        self,
+        llm,
+        messages: list[dict],
+        schema: dict | None = None,
+        max_tokens: int = 512,
+        max_string_chars: int | None = None,
+        grammar: str | None = None,
+    ) -> Completion:
         """Greedy chat completion under a JSON schema, or under a GBNF ``grammar`` (stage 4's tagged
         format, `prompts.student`)."""
         from llama_cpp import LlamaGrammar, LogitsProcessorList
@@ -164,11 +176,16 @@ class StageEngine:
         if max_string_chars:
             kwargs["logits_processor"] = LogitsProcessorList([StringCap(llm, max_string_chars)])
         # greedy, with a mild repeat penalty: a small model under a grammar otherwise loops inside a string
-        out = llm.create_chat_completion(messages=messages, temperature=0.0, max_tokens=max_tokens,
-                                         repeat_penalty=self.repeat_penalty, **kwargs)
+        out = llm.create_chat_completion(
+            messages=messages, temperature=0.0, max_tokens=max_tokens, repeat_penalty=self.repeat_penalty, **kwargs
+        )
         usage = out.get("usage") or {}
-        return Completion(out["choices"][0]["message"]["content"] or "", int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0), (time.perf_counter() - t0) * 1000)
+        return Completion(
+            out["choices"][0]["message"]["content"] or "",
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+            (time.perf_counter() - t0) * 1000,
+        )
 
     def close(self) -> None:
         import llama_cpp

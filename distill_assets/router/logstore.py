@@ -14,7 +14,8 @@ import sqlalchemy as sa
 METADATA = sa.MetaData()
 
 QUERIES = sa.Table(
-    "routed_queries", METADATA,
+    "routed_queries",
+    METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
@@ -35,7 +36,8 @@ QUERIES = sa.Table(
 )
 
 OUTCOMES = sa.Table(
-    "task_outcomes", METADATA,
+    "task_outcomes",
+    METADATA,
     sa.Column("run_id", sa.String(64), primary_key=True),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
     sa.Column("repo", sa.Text, nullable=False),
@@ -63,7 +65,7 @@ class LogStore:
     def __init__(self, url: str):
         self.url = url
         if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         METADATA.create_all(self.engine)
 
@@ -83,15 +85,20 @@ class LogStore:
             if done:
                 if row.get("detail") and done.detail:  # a later report adds to the detail, never drops it
                     row["detail"] = json.dumps({**_as_dict(done.detail), **_as_dict(row["detail"])})
-                conn.execute(OUTCOMES.update().where(OUTCOMES.c.run_id == run_id)
-                             .values(**{k: v for k, v in row.items() if v is not None}))
+                conn.execute(
+                    OUTCOMES.update()
+                    .where(OUTCOMES.c.run_id == run_id)
+                    .values(**{k: v for k, v in row.items() if v is not None})
+                )
             else:
                 conn.execute(OUTCOMES.insert().values(run_id=run_id, **row))
 
     def has_run(self, run_id: str) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(OUTCOMES.c.run_id).where(OUTCOMES.c.run_id == run_id)).first() is not None \
+            return (
+                conn.execute(sa.select(OUTCOMES.c.run_id).where(OUTCOMES.c.run_id == run_id)).first() is not None
                 or conn.execute(sa.select(QUERIES.c.id).where(QUERIES.c.run_id == run_id).limit(1)).first() is not None
+            )
 
     def queries(self, run_id: str | None = None) -> list[dict]:
         q = sa.select(QUERIES).order_by(QUERIES.c.id)

@@ -27,8 +27,35 @@ from distill_assets.symbols import language_for_path
 from distill_assets.tasks.snapshot import GitSnapshot
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
-_STOP = {"the", "and", "for", "with", "that", "this", "from", "into", "when", "add", "make", "use", "should",
-         "all", "new", "are", "not", "can", "its", "has", "have", "was", "will", "each", "also", "them", "then"}
+_STOP = {
+    "the",
+    "and",
+    "for",
+    "with",
+    "that",
+    "this",
+    "from",
+    "into",
+    "when",
+    "add",
+    "make",
+    "use",
+    "should",
+    "all",
+    "new",
+    "are",
+    "not",
+    "can",
+    "its",
+    "has",
+    "have",
+    "was",
+    "will",
+    "each",
+    "also",
+    "them",
+    "then",
+}
 
 
 @dataclass
@@ -105,10 +132,17 @@ def run_repo_tests(repo: Path, head: str, diff: str, commands: "list[str] | Test
     return execute(str(repo), head, diff, commands, backend, limits)
 
 
-def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: DistillConfig, *,
-               engine: StageEngine | None = None, log: LogStore | None = None,
-               progress: Callable[[str, str], None] | None = None,
-               test_commands: "list[str] | TestPlan | None" = None) -> RouteResult:
+def route_task(
+    repo: Path,
+    text: str,
+    adapters: dict[str, StageAdapter],
+    cfg: DistillConfig,
+    *,
+    engine: StageEngine | None = None,
+    log: LogStore | None = None,
+    progress: Callable[[str, str], None] | None = None,
+    test_commands: "list[str] | TestPlan | None" = None,
+) -> RouteResult:
     """Stages 1 -> 5 for ``text`` on ``repo``; stage 4's reasoning is stripped before stage 5; the diff is
     checked with ``git apply --check`` and, when ``test_commands`` are given and it applies, the repository's
     tests run on it in the sandbox. ``adapters`` must name all five stages."""
@@ -128,32 +162,61 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
         result = RouteResult(run_id=run_id)
         snap = GitSnapshot(str(repo), head)
         picked = retrieve(snap, text, cfg.router.max_candidates)
-        task = {"task_id": f"adhoc:{hashlib.sha256((head + text).encode()).hexdigest()[:12]}", "repo": repo.name,
-                "description": text, "repo_path": str(repo), "base_commit": head, "changed_files": [],
-                "file_changes": [{"path": p, "old_path": None, "status": "M", "category": "source"} for p in picked]}
+        task = {
+            "task_id": f"adhoc:{hashlib.sha256((head + text).encode()).hexdigest()[:12]}",
+            "repo": repo.name,
+            "description": text,
+            "repo_path": str(repo),
+            "base_commit": head,
+            "changed_files": [],
+            "file_changes": [{"path": p, "old_path": None, "status": "M", "category": "source"} for p in picked],
+        }
         ctx_cfg = cfg.context.model_copy(update={"max_distractors": 0})
         context = build_context(task, ctx_cfg, SymbolCache())
         result.candidates = [c["path"] for c in context["candidates"]]
 
         def run_stage(stage: str, ctx: dict, plan_json: str | None = None):
-            prompt = build_prompt(stage, task, ctx, budget_tokens=cfg.router.prompt_token_budget,
-                                  chars_per_token=cfg.context.chars_per_token, reference_plan=plan_json)
+            prompt = build_prompt(
+                stage,
+                task,
+                ctx,
+                budget_tokens=cfg.router.prompt_token_budget,
+                chars_per_token=cfg.context.chars_per_token,
+                reference_plan=plan_json,
+            )
             say(stage, "running")
             a = adapters[stage]
             llm = engine.use(stage) if a.adapter_gguf else engine.use_base(a.base_gguf)
             schema = prompt.schema
-            comp = engine.complete(llm, prompt.messages, max_tokens=cfg.router.max_output_tokens,
-                                   max_string_chars=cfg.router.max_string_chars, **decoding(stage, schema))
+            comp = engine.complete(
+                llm,
+                prompt.messages,
+                max_tokens=cfg.router.max_output_tokens,
+                max_string_chars=cfg.router.max_string_chars,
+                **decoding(stage, schema),
+            )
             parsed, err = parse_student_output(stage, comp.text)
             result.outputs[stage], result.latency_ms[stage] = parsed, comp.latency_ms
             if err:
                 result.errors[stage] = err
             if log is not None:
-                log.record_query(run_id=run_id, repo=str(repo), base_commit=head, task_text=text, stage=stage,
-                                 adapter_sha256=a.sha256 or "base", base_gguf=a.base_gguf, prompt=prompt.messages,
-                                 schema=schema, output=comp.text, parsed_ok=parsed is not None,
-                                 parse_error=err, latency_ms=comp.latency_ms, tokens_in=comp.tokens_in,
-                                 tokens_out=comp.tokens_out)
+                log.record_query(
+                    run_id=run_id,
+                    repo=str(repo),
+                    base_commit=head,
+                    task_text=text,
+                    stage=stage,
+                    adapter_sha256=a.sha256 or "base",
+                    base_gguf=a.base_gguf,
+                    prompt=prompt.messages,
+                    schema=schema,
+                    output=comp.text,
+                    parsed_ok=parsed is not None,
+                    parse_error=err,
+                    latency_ms=comp.latency_ms,
+                    tokens_in=comp.tokens_in,
+                    tokens_out=comp.tokens_out,
+                )
             say(stage, f"{'ok' if parsed is not None else 'unparsed'} in {comp.latency_ms / 1000:.1f}s")
             return parsed
 
@@ -177,17 +240,35 @@ def route_task(repo: Path, text: str, adapters: dict[str, StageAdapter], cfg: Di
         if result.diff_applied and test_commands:
             say("tests", "running")
             result.tests = run_repo_tests(repo, head, result.diff, test_commands, cfg)
-            say("tests", f"{result.tests.status} ({result.tests.pass_rate:.0%} of {len(result.tests.selected)} "
-                         f"tests) in {result.tests.duration_s:.1f}s")
+            say(
+                "tests",
+                f"{result.tests.status} ({result.tests.pass_rate:.0%} of {len(result.tests.selected)} "
+                f"tests) in {result.tests.duration_s:.1f}s",
+            )
         if log is not None:
             tests = result.tests
-            log.record_outcome(run_id, repo=str(repo), task_text=text,
-                               plan_valid=(not result.plan_violations) if result.plan_json else False,
-                               diff_applied=result.diff_applied, tests_passed=result.tests_passed,
-                               detail=json.dumps({"errors": result.errors, "apply_error": result.apply_error[:2000],
-                                                  "tests": None if tests is None else
-                                                  {"status": tests.status, "pass_rate": tests.pass_rate,
-                                                   "n_tests": len(tests.selected), "log": tests.log[-4000:]}}))
+            log.record_outcome(
+                run_id,
+                repo=str(repo),
+                task_text=text,
+                plan_valid=(not result.plan_violations) if result.plan_json else False,
+                diff_applied=result.diff_applied,
+                tests_passed=result.tests_passed,
+                detail=json.dumps(
+                    {
+                        "errors": result.errors,
+                        "apply_error": result.apply_error[:2000],
+                        "tests": None
+                        if tests is None
+                        else {
+                            "status": tests.status,
+                            "pass_rate": tests.pass_rate,
+                            "n_tests": len(tests.selected),
+                            "log": tests.log[-4000:],
+                        },
+                    }
+                ),
+            )
         return result
     finally:
         if own_engine:
@@ -218,6 +299,7 @@ def adapters_from_tables(tables: Path, live: Path | None = None) -> dict[str, St
         if df.height and df["status"][0] == "exported":
             r = df.row(0, named=True)
             judged = registry is not None and registry.judged(stage)
-            out[stage] = StageAdapter(stage, r["base_gguf"], None if judged else r["gguf_path"],
-                                      "" if judged else r["sha256"])
+            out[stage] = StageAdapter(
+                stage, r["base_gguf"], None if judged else r["gguf_path"], "" if judged else r["sha256"]
+            )
     return out

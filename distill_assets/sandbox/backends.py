@@ -26,9 +26,28 @@ BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.U
 # what a test needs of the host: programs and libraries, and the few files of /etc that they read. Nothing else
 # of the host is visible (not /root, /home, /work, /srv, the project's checkout or its .env files).
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
-        "alternatives", "mime.types", "hosts", "host.conf", "os-release", "ssl", "ca-certificates", "debian_version",
-        "protocols", "services", "npmrc", "gitconfig")
+_ETC = (
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "alternatives",
+    "mime.types",
+    "hosts",
+    "host.conf",
+    "os-release",
+    "ssl",
+    "ca-certificates",
+    "debian_version",
+    "protocols",
+    "services",
+    "npmrc",
+    "gitconfig",
+)
 
 
 def system_binds() -> list[str]:
@@ -73,7 +92,7 @@ class Execution:
 
 def decode_output(b: bytes | None, limit: int = 200_000) -> str:
     text = (b or b"").decode("utf-8", "replace")
-    return text if len(text) <= limit else text[:limit // 2] + "\n... (cut) ...\n" + text[-limit // 2:]
+    return text if len(text) <= limit else text[: limit // 2] + "\n... (cut) ...\n" + text[-limit // 2 :]
 
 
 class BwrapBackend:
@@ -89,8 +108,9 @@ class BwrapBackend:
     def __init__(self):
         self.bwrap = shutil.which("bwrap")
         if not self.bwrap:
-            raise SandboxUnavailable("bubblewrap (bwrap) is not installed: `make setup` installs it "
-                                     "(apt-get install bubblewrap)")
+            raise SandboxUnavailable(
+                "bubblewrap (bwrap) is not installed: `make setup` installs it (apt-get install bubblewrap)"
+            )
         self.setpriv = shutil.which("setpriv") if os.geteuid() == 0 else None
         if os.geteuid() == 0 and not self.setpriv:
             raise SandboxUnavailable("running as root needs `setpriv` (util-linux) to drop to an unprivileged user")
@@ -102,29 +122,69 @@ class BwrapBackend:
                 for f in files:
                     os.lchown(os.path.join(root, f), NOBODY, NOBODY)
 
-    def argv(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
-             env: Mapping[str, str] | None = None) -> list[str]:
+    def argv(
+        self,
+        workspace: Path,
+        command: str,
+        limits: Limits,
+        mounts: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
         inner = [self.bwrap, *system_binds(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         for m in mounts:  # a test environment (venv, node_modules, an interpreter) at its own path, read-only
             inner += ["--ro-bind", m, m]
-        inner += ["--bind", str(workspace), WORKDIR, "--chdir", WORKDIR, "--unshare-all", "--die-with-parent",
-                  "--new-session", "--cap-drop", "ALL", "--clearenv"]
+        inner += [
+            "--bind",
+            str(workspace),
+            WORKDIR,
+            "--chdir",
+            WORKDIR,
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--clearenv",
+        ]
         for k, v in {**BASE_ENV, **(env or {})}.items():
             inner += ["--setenv", k, v]
         inner += ["--", "/bin/sh", "-c", command]
-        rl = ["prlimit", f"--nproc={limits.max_processes}", f"--as={limits.memory_mb * 1024 * 1024}",
-              f"--fsize={limits.max_file_mb * 1024 * 1024}", "--core=0", "--"]
+        rl = [
+            "prlimit",
+            f"--nproc={limits.max_processes}",
+            f"--as={limits.memory_mb * 1024 * 1024}",
+            f"--fsize={limits.max_file_mb * 1024 * 1024}",
+            "--core=0",
+            "--",
+        ]
         if self.setpriv:
-            return [self.setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
-                    *rl, *inner]
+            return [
+                self.setpriv,
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                *rl,
+                *inner,
+            ]
         return [*rl, *inner]
 
-    def run(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
-            env: Mapping[str, str] | None = None) -> Execution:
+    def run(
+        self,
+        workspace: Path,
+        command: str,
+        limits: Limits,
+        mounts: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Execution:
         self.prepare(workspace)
         t0 = time.perf_counter()
-        proc = subprocess.Popen(self.argv(workspace, command, limits, mounts, env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            self.argv(workspace, command, limits, mounts, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(timeout=limits.timeout_s)
             timed_out = False
@@ -133,8 +193,13 @@ class BwrapBackend:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             timed_out = True
-        return Execution(None if timed_out else proc.returncode, decode_output(out), decode_output(err),
-                         time.perf_counter() - t0, timed_out)
+        return Execution(
+            None if timed_out else proc.returncode,
+            decode_output(out),
+            decode_output(err),
+            time.perf_counter() - t0,
+            timed_out,
+        )
 
 
 class DockerBackend:
@@ -150,14 +215,23 @@ class DockerBackend:
         probe = subprocess.run([self.docker, "image", "inspect", image], capture_output=True)
         if probe.returncode != 0:
             msg = probe.stderr.decode(errors="replace").strip().splitlines()
-            raise SandboxUnavailable(f"docker image {image!r} is not available ({msg[-1] if msg else 'no daemon'}); "
-                                     "build it with docker/sandbox/build-base.sh")
+            raise SandboxUnavailable(
+                f"docker image {image!r} is not available ({msg[-1] if msg else 'no daemon'}); "
+                "build it with docker/sandbox/build-base.sh"
+            )
 
     def prepare(self, workspace: Path) -> None:
         BwrapBackend.prepare(self, workspace)  # same ownership hand-over to uid 65534
 
-    def argv(self, name: str, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
-             env: Mapping[str, str] | None = None) -> list[str]:
+    def argv(
+        self,
+        name: str,
+        workspace: Path,
+        command: str,
+        limits: Limits,
+        mounts: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
         extra: list[str] = []
         for d in sorted({root_parent(m) for m in mounts} - {None}):  # /root/...: a traversable empty parent
             extra += ["--tmpfs", f"{d}:rw,nosuid,mode=755,size=1m"]
@@ -165,20 +239,59 @@ class DockerBackend:
             extra += ["-v", f"{m}:{m}:ro"]
         for k, v in {**BASE_ENV, **(env or {})}.items():
             extra += ["-e", f"{k}={v}"]
-        return [self.docker, "run", "--rm", "--name", name, "--network", "none", "--read-only",
-                "--tmpfs", "/tmp:rw,nosuid,size=256m", "--user", f"{NOBODY}:{NOBODY}",
-                "--memory", f"{limits.memory_mb}m", "--memory-swap", f"{limits.memory_mb}m",
-                "--pids-limit", str(limits.max_processes), "--cap-drop", "ALL",
-                "--security-opt", "no-new-privileges", "--ulimit", f"fsize={limits.max_file_mb * 1024 * 1024}",
-                *extra, "-v", f"{workspace}:{WORKDIR}", "-w", WORKDIR, self.image, "/bin/sh", "-c", command]
+        return [
+            self.docker,
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,nosuid,size=256m",
+            "--user",
+            f"{NOBODY}:{NOBODY}",
+            "--memory",
+            f"{limits.memory_mb}m",
+            "--memory-swap",
+            f"{limits.memory_mb}m",
+            "--pids-limit",
+            str(limits.max_processes),
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--ulimit",
+            f"fsize={limits.max_file_mb * 1024 * 1024}",
+            *extra,
+            "-v",
+            f"{workspace}:{WORKDIR}",
+            "-w",
+            WORKDIR,
+            self.image,
+            "/bin/sh",
+            "-c",
+            command,
+        ]
 
-    def run(self, workspace: Path, command: str, limits: Limits, mounts: Sequence[str] = (),
-            env: Mapping[str, str] | None = None) -> Execution:
+    def run(
+        self,
+        workspace: Path,
+        command: str,
+        limits: Limits,
+        mounts: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Execution:
         self.prepare(workspace)
         name = f"distill-sbx-{uuid.uuid4().hex[:12]}"
         t0 = time.perf_counter()
-        proc = subprocess.Popen(self.argv(name, workspace, command, limits, mounts, env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            self.argv(name, workspace, command, limits, mounts, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(timeout=limits.timeout_s)
             timed_out = False
@@ -188,8 +301,13 @@ class DockerBackend:
             timed_out = True
         finally:
             subprocess.run([self.docker, "rm", "-f", name], capture_output=True)
-        return Execution(None if timed_out else proc.returncode, decode_output(out), decode_output(err),
-                         time.perf_counter() - t0, timed_out)
+        return Execution(
+            None if timed_out else proc.returncode,
+            decode_output(out),
+            decode_output(err),
+            time.perf_counter() - t0,
+            timed_out,
+        )
 
 
 def root_parent(mount: str) -> str | None:

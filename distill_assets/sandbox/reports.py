@@ -21,7 +21,7 @@ SCRIPT = "<script>"
 def _rel(path: str, root: str = WORKDIR) -> str:
     path = path.replace("\\", "/")
     if path.startswith(root + "/"):
-        return path[len(root) + 1:]
+        return path[len(root) + 1 :]
     return path.lstrip("./") if path.startswith("./") else path
 
 
@@ -44,7 +44,7 @@ def parse_junit_pytest(text: str, root: str = WORKDIR) -> dict[str, str]:
             file = classname.replace(".", "/") + ".py"
         file = _rel(file, root)
         module = file[:-3].replace("/", ".") if file.endswith(".py") else ""
-        cls = classname[len(module) + 1:] if module and classname.startswith(module + ".") else ""
+        cls = classname[len(module) + 1 :] if module and classname.startswith(module + ".") else ""
         if not cls and classname and not classname.startswith(module):
             cls = classname.rsplit(".", 1)[-1] if classname.count(".") else ""
         test_id = "::".join(x for x in (file, cls.replace(".", "::"), name) if x)

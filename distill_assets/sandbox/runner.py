@@ -55,9 +55,14 @@ def partition_patch(patch: str, test_files: Iterable[str]) -> tuple[str, str]:
 
 # ------------------------------------------------------------------ structured reports
 
-_PARSERS = {"junit_pytest": reports.parse_junit_pytest, "jest_json": reports.parse_jest_json,
-            "mocha_json": reports.parse_mocha_json, "go_json": reports.parse_go_json,
-            "unittest_json": reports.parse_unittest_json, "exit_markers": reports.parse_exit_markers}
+_PARSERS = {
+    "junit_pytest": reports.parse_junit_pytest,
+    "jest_json": reports.parse_jest_json,
+    "mocha_json": reports.parse_mocha_json,
+    "go_json": reports.parse_go_json,
+    "unittest_json": reports.parse_unittest_json,
+    "exit_markers": reports.parse_exit_markers,
+}
 
 
 def read_reports(plan: TestPlan, work: Path, stdouts: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -105,8 +110,9 @@ def apply_patch(workdir: Path, patch: str) -> tuple[bool, str]:
         return True, ""
     text = patch if patch.endswith("\n") else patch + "\n"
     for args in (["apply", "--check"], ["apply"]):
-        proc = subprocess.run(["git", *args, "--whitespace=nowarn", "-"], cwd=workdir, input=text.encode(),
-                              capture_output=True)
+        proc = subprocess.run(
+            ["git", *args, "--whitespace=nowarn", "-"], cwd=workdir, input=text.encode(), capture_output=True
+        )
         if proc.returncode != 0:
             return False, proc.stderr.decode(errors="replace").strip()[:2000]
     return True, ""
@@ -133,8 +139,17 @@ class RunResult:
         return cls(**json.loads(text))
 
 
-def execute(repo_path: str, base_commit: str, diff: str, plan: TestPlan | list[str], backend: BwrapBackend | DockerBackend,
-            limits: Limits, *, test_patch: str = "", selected: list[str] | None = None) -> RunResult:
+def execute(
+    repo_path: str,
+    base_commit: str,
+    diff: str,
+    plan: TestPlan | list[str],
+    backend: BwrapBackend | DockerBackend,
+    limits: Limits,
+    *,
+    test_patch: str = "",
+    selected: list[str] | None = None,
+) -> RunResult:
     """Run the plan's commands on base + test_patch + diff and read the per-test outcomes from its reports.
     ``plan``: a TestPlan, or plain commands (``plan_for_commands``). ``selected``: the tests the pass rate counts
     (default: every test seen). Status: passed | tests_failed | no_tests (the runner ran and found nothing) |
@@ -162,8 +177,10 @@ def execute(repo_path: str, base_commit: str, diff: str, plan: TestPlan | list[s
             ex = backend.run(work, cmd, limits, mounts=plan.mounts, env=plan.env)
             total += ex.duration_s
             stdouts.append(ex.stdout)
-            logs.append(f"$ {cmd}\n[exit {ex.returncode}{' timeout' if ex.timed_out else ''} "
-                        f"{ex.duration_s:.2f}s]\n{ex.stdout[-4000:]}{ex.stderr[-4000:]}")
+            logs.append(
+                f"$ {cmd}\n[exit {ex.returncode}{' timeout' if ex.timed_out else ''} "
+                f"{ex.duration_s:.2f}s]\n{ex.stdout[-4000:]}{ex.stderr[-4000:]}"
+            )
             if ex.timed_out:
                 status = "timeout"
                 break
@@ -201,8 +218,14 @@ class TestSelection:
         return sorted(set(self.fail_to_pass) | set(self.pass_to_pass))
 
     def to_json(self) -> str:
-        return json.dumps({"fail_to_pass": self.fail_to_pass, "pass_to_pass": self.pass_to_pass,
-                           "before": asdict(self.before), "after": asdict(self.after)})
+        return json.dumps(
+            {
+                "fail_to_pass": self.fail_to_pass,
+                "pass_to_pass": self.pass_to_pass,
+                "before": asdict(self.before),
+                "after": asdict(self.after),
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "TestSelection":
@@ -210,15 +233,26 @@ class TestSelection:
         return cls(d["fail_to_pass"], d["pass_to_pass"], RunResult(**d["before"]), RunResult(**d["after"]))
 
 
-def select_tests(repo_path: str, base_commit: str, gold_patch: str, test_files: list[str],
-                 plan: TestPlan | list[str], backend, limits: Limits, cache_dir: Path | None = None) -> TestSelection:
+def select_tests(
+    repo_path: str,
+    base_commit: str,
+    gold_patch: str,
+    test_files: list[str],
+    plan: TestPlan | list[str],
+    backend,
+    limits: Limits,
+    cache_dir: Path | None = None,
+) -> TestSelection:
     """fail->pass and pass->pass tests of a task, from one run without and one with the gold code. Cached by the
     task's content, the plan (commands, environment, mounts: a rebuilt environment is a new key) and backend."""
     if not isinstance(plan, TestPlan):
         plan = plan_for_commands(list(plan))
     code, tests = partition_patch(gold_patch, test_files)
-    key = hashlib.sha256(json.dumps([RUNNER_VERSION, repo_path, base_commit, gold_patch, sorted(test_files),
-                                     plan.key(), backend.name]).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            [RUNNER_VERSION, repo_path, base_commit, gold_patch, sorted(test_files), plan.key(), backend.name]
+        ).encode()
+    ).hexdigest()
     cached = cache_dir / f"{key}.json" if cache_dir else None
     if cached and cached.exists():
         return TestSelection.from_json(cached.read_text())
@@ -233,5 +267,3 @@ def select_tests(repo_path: str, base_commit: str, gold_patch: str, test_files: 
         tmp.write_text(sel.to_json())
         tmp.replace(cached)
     return sel
-
-

@@ -4,6 +4,7 @@ Copied into the sandbox's workspace and run by the environment's interpreter (no
 library, Python 3.6+). Test ids are file-qualified (``tests/test_x.py::Case::test_y``); a module that cannot be
 imported (unittest's ``_FailedTest``) is ``<file>::<collection>`` with outcome ``error``.
 """
+
 import json
 import os
 import sys

@@ -10,8 +10,14 @@ import polars as pl
 from distill_assets.plans.schema import Plan
 
 AGREEMENT_SCHEMA = {
-    "task_id": pl.Utf8, "source_a": pl.Utf8, "source_b": pl.Utf8, "file_jaccard": pl.Float64,
-    "symbol_jaccard": pl.Float64, "order_tau": pl.Float64, "agreement": pl.Float64, "label": pl.Utf8,
+    "task_id": pl.Utf8,
+    "source_a": pl.Utf8,
+    "source_b": pl.Utf8,
+    "file_jaccard": pl.Float64,
+    "symbol_jaccard": pl.Float64,
+    "order_tau": pl.Float64,
+    "agreement": pl.Float64,
+    "label": pl.Utf8,
     "hard_example": pl.Boolean,
 }
 
@@ -46,8 +52,11 @@ def plan_sets(plan: Plan) -> tuple[set[str], set[str]]:
 def compare(a: Plan, b: Plan) -> dict[str, float | None]:
     fa, sa = plan_sets(a)
     fb, sb = plan_sets(b)
-    return {"file_jaccard": jaccard(fa, fb), "symbol_jaccard": jaccard(sa, sb),
-            "order_tau": kendall_tau(a.execution_order, b.execution_order)}
+    return {
+        "file_jaccard": jaccard(fa, fb),
+        "symbol_jaccard": jaccard(sa, sb),
+        "order_tau": kendall_tau(a.execution_order, b.execution_order),
+    }
 
 
 def agreement_score(m: Mapping[str, float | None]) -> float:
@@ -69,6 +78,15 @@ def agreement_table(plans: Mapping[str, Mapping[str, Plan]], agree: float, disag
             m = compare(by_source[sa], by_source[sb])
             score = agreement_score(m)
             label = label_for(score, agree, disagree)
-            rows.append({"task_id": task_id, "source_a": sa, "source_b": sb, **m, "agreement": round(score, 4),
-                         "label": label, "hard_example": label == "disagree"})
+            rows.append(
+                {
+                    "task_id": task_id,
+                    "source_a": sa,
+                    "source_b": sb,
+                    **m,
+                    "agreement": round(score, 4),
+                    "label": label,
+                    "hard_example": label == "disagree",
+                }
+            )
     return pl.DataFrame(rows, schema=AGREEMENT_SCHEMA) if rows else pl.DataFrame(schema=AGREEMENT_SCHEMA)

@@ -22,16 +22,39 @@ from distill_assets.sandbox.plans import TestPlan, plan_for_commands
 from distill_assets.teachers.client import TeacherRequest
 
 SELECTION_SCHEMA = {
-    "task_id": pl.Utf8, "repo": pl.Utf8, "status": pl.Utf8, "detail": pl.Utf8, "fail_to_pass": pl.List(pl.Utf8),
-    "pass_to_pass": pl.List(pl.Utf8), "before_status": pl.Utf8, "after_status": pl.Utf8, "gold_pass_rate": pl.Float64,
-    "backend": pl.Utf8, "env_key": pl.Utf8, "runner": pl.Utf8, "plan_json": pl.Utf8, "seconds": pl.Float64,
+    "task_id": pl.Utf8,
+    "repo": pl.Utf8,
+    "status": pl.Utf8,
+    "detail": pl.Utf8,
+    "fail_to_pass": pl.List(pl.Utf8),
+    "pass_to_pass": pl.List(pl.Utf8),
+    "before_status": pl.Utf8,
+    "after_status": pl.Utf8,
+    "gold_pass_rate": pl.Float64,
+    "backend": pl.Utf8,
+    "env_key": pl.Utf8,
+    "runner": pl.Utf8,
+    "plan_json": pl.Utf8,
+    "seconds": pl.Float64,
 }
 
 EXECUTION_SCHEMA = {
-    "task_id": pl.Utf8, "plan_source": pl.Utf8, "plan_key": pl.Utf8, "plan_hash": pl.Utf8, "coder": pl.Utf8,
-    "coder_model": pl.Utf8, "sample_index": pl.Int64, "code_key": pl.Utf8, "diff": pl.Utf8, "code_error": pl.Utf8,
-    "status": pl.Utf8, "pass_rate": pl.Float64, "n_selected": pl.Int64, "duration_s": pl.Float64,
-    "sandbox_cached": pl.Boolean, "scored_by": pl.Utf8,
+    "task_id": pl.Utf8,
+    "plan_source": pl.Utf8,
+    "plan_key": pl.Utf8,
+    "plan_hash": pl.Utf8,
+    "coder": pl.Utf8,
+    "coder_model": pl.Utf8,
+    "sample_index": pl.Int64,
+    "code_key": pl.Utf8,
+    "diff": pl.Utf8,
+    "code_error": pl.Utf8,
+    "status": pl.Utf8,
+    "pass_rate": pl.Float64,
+    "n_selected": pl.Int64,
+    "duration_s": pl.Float64,
+    "sandbox_cached": pl.Boolean,
+    "scored_by": pl.Utf8,
 }
 
 
@@ -42,65 +65,137 @@ def plan_hash(plan_json: str) -> str:
 @dataclass
 class PlanToRun:
     task_id: str
-    source: str      # the plan's teacher, or "reference"
-    key: str         # the candidate's request key, or "reference:<task>"
-    plan_json: str   # the Plan (not the reasoning wrapper)
+    source: str  # the plan's teacher, or "reference"
+    key: str  # the candidate's request key, or "reference:<task>"
+    plan_json: str  # the Plan (not the reasoning wrapper)
 
 
 @dataclass
 class ExecutionPlan:
-    plans: list[PlanToRun]   # every plan of the source whose task has a context
+    plans: list[PlanToRun]  # every plan of the source whose task has a context
     scored: list[PlanToRun]  # those whose task has selected tests: scored by running them
-    coded: list[PlanToRun]   # those the coder writes code for
+    coded: list[PlanToRun]  # those the coder writes code for
 
 
-def execution_plan(by_source: Mapping[str, Mapping[str, list]], source: str, tasks: Mapping[str, Mapping],
-                   contexts: Mapping[str, Mapping], selections: Mapping[str, Mapping], max_plans_per_task: int,
-                   coder_max_tasks: int | None) -> ExecutionPlan:
+def execution_plan(
+    by_source: Mapping[str, Mapping[str, list]],
+    source: str,
+    tasks: Mapping[str, Mapping],
+    contexts: Mapping[str, Mapping],
+    selections: Mapping[str, Mapping],
+    max_plans_per_task: int,
+    coder_max_tasks: int | None,
+) -> ExecutionPlan:
     """Which plans of ``source`` run: at most ``max_plans_per_task`` per task; tests only where the task's
     selection is "selected" (the rest are scored by overlap only); a capped (small, local) coder writes code
     for its first ``coder_max_tasks`` tasks, train split first."""
-    plans = [PlanToRun(task_id, source, key, plan_json)
-             for task_id, by_src in by_source.items() if task_id in tasks and task_id in contexts
-             for key, plan_json, _ in by_src.get(source, [])[:max_plans_per_task]]
+    plans = [
+        PlanToRun(task_id, source, key, plan_json)
+        for task_id, by_src in by_source.items()
+        if task_id in tasks and task_id in contexts
+        for key, plan_json, _ in by_src.get(source, [])[:max_plans_per_task]
+    ]
     scored = [p for p in plans if (selections.get(p.task_id) or {}).get("status") == "selected"]
     coded = scored
     if coder_max_tasks:
         rank = {"train": 0, "val": 1, "test": 2}
-        first = set(sorted({p.task_id for p in scored}, key=lambda t: (rank.get(tasks[t]["split"], 3), t))[:coder_max_tasks])
+        first = set(
+            sorted({p.task_id for p in scored}, key=lambda t: (rank.get(tasks[t]["split"], 3), t))[:coder_max_tasks]
+        )
         coded = [p for p in scored if p.task_id in first]
     return ExecutionPlan(plans, scored, coded)
 
 
-def execution_row(p: PlanToRun, coder: str | None, model: str | None, sample_index: int, code_key: str | None,
-                  diff: str | None, code_error: str | None, result: RunResult | None, cached: bool) -> dict[str, Any]:
+def execution_row(
+    p: PlanToRun,
+    coder: str | None,
+    model: str | None,
+    sample_index: int,
+    code_key: str | None,
+    diff: str | None,
+    code_error: str | None,
+    result: RunResult | None,
+    cached: bool,
+) -> dict[str, Any]:
     """One plan_executions row: a diff run in the sandbox (``result``), or no diff ("no_diff", pass rate 0)."""
-    return {"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key, "plan_hash": plan_hash(p.plan_json),
-            "coder": coder, "coder_model": model, "sample_index": sample_index, "code_key": code_key, "diff": diff,
-            "code_error": code_error, "status": result.status if result else "no_diff",
-            "pass_rate": result.pass_rate if result else 0.0, "n_selected": len(result.selected) if result else 0,
-            "duration_s": result.duration_s if result else 0.0, "sandbox_cached": cached, "scored_by": "tests"}
+    return {
+        "task_id": p.task_id,
+        "plan_source": p.source,
+        "plan_key": p.key,
+        "plan_hash": plan_hash(p.plan_json),
+        "coder": coder,
+        "coder_model": model,
+        "sample_index": sample_index,
+        "code_key": code_key,
+        "diff": diff,
+        "code_error": code_error,
+        "status": result.status if result else "no_diff",
+        "pass_rate": result.pass_rate if result else 0.0,
+        "n_selected": len(result.selected) if result else 0,
+        "duration_s": result.duration_s if result else 0.0,
+        "sandbox_cached": cached,
+        "scored_by": "tests",
+    }
 
 
 def overlap_only_row(p: PlanToRun) -> dict[str, Any]:
     """A plan whose task has no selected tests: nothing runs; it is scored by agreement only."""
-    return {"task_id": p.task_id, "plan_source": p.source, "plan_key": p.key, "plan_hash": plan_hash(p.plan_json),
-            "coder": None, "coder_model": None, "sample_index": 0, "code_key": None, "diff": None, "code_error": None,
-            "status": "no_tests", "pass_rate": None, "n_selected": 0, "duration_s": 0.0, "sandbox_cached": False,
-            "scored_by": "overlap_only"}
+    return {
+        "task_id": p.task_id,
+        "plan_source": p.source,
+        "plan_key": p.key,
+        "plan_hash": plan_hash(p.plan_json),
+        "coder": None,
+        "coder_model": None,
+        "sample_index": 0,
+        "code_key": None,
+        "diff": None,
+        "code_error": None,
+        "status": "no_tests",
+        "pass_rate": None,
+        "n_selected": 0,
+        "duration_s": 0.0,
+        "sandbox_cached": False,
+        "scored_by": "overlap_only",
+    }
 
 
-def coder_requests(plans: list[PlanToRun], tasks: Mapping[str, Mapping], contexts: Mapping[str, Mapping],
-                   budget_tokens: int, chars_per_token: float, samples: int, temperature: float,
-                   max_tokens: int) -> list[tuple[PlanToRun, TeacherRequest]]:
+def coder_requests(
+    plans: list[PlanToRun],
+    tasks: Mapping[str, Mapping],
+    contexts: Mapping[str, Mapping],
+    budget_tokens: int,
+    chars_per_token: float,
+    samples: int,
+    temperature: float,
+    max_tokens: int,
+) -> list[tuple[PlanToRun, TeacherRequest]]:
     out = []
     for p in plans:
-        prompt = build_prompt("code_generation", tasks[p.task_id], contexts[p.task_id], budget_tokens=budget_tokens,
-                              chars_per_token=chars_per_token, reference_plan=p.plan_json)
+        prompt = build_prompt(
+            "code_generation",
+            tasks[p.task_id],
+            contexts[p.task_id],
+            budget_tokens=budget_tokens,
+            chars_per_token=chars_per_token,
+            reference_plan=p.plan_json,
+        )
         for i in range(samples):
-            out.append((p, TeacherRequest(task_id=p.task_id, stage="code_generation", prompt_hash=prompt.prompt_hash,
-                                          sample_index=i, messages=prompt.messages, schema=prompt.schema,
-                                          temperature=temperature, max_tokens=max_tokens)))
+            out.append(
+                (
+                    p,
+                    TeacherRequest(
+                        task_id=p.task_id,
+                        stage="code_generation",
+                        prompt_hash=prompt.prompt_hash,
+                        sample_index=i,
+                        messages=prompt.messages,
+                        schema=prompt.schema,
+                        temperature=temperature,
+                        max_tokens=max_tokens,
+                    ),
+                )
+            )
     return out
 
 
@@ -133,9 +228,17 @@ def selection_plan(selection: Mapping[str, Any] | None, commands: list[str]) -> 
     return plan_for_commands(commands)
 
 
-def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None, diff: str, commands: list[str],
-                   backend_name: str, image: str | None, limits: Limits, cache: SandboxCache,
-                   backends: Callable[[str, str | None], Any] = get_backend) -> tuple[RunResult, bool]:
+def run_in_sandbox(
+    task: Mapping[str, Any],
+    selection: Mapping[str, Any] | None,
+    diff: str,
+    commands: list[str],
+    backend_name: str,
+    image: str | None,
+    limits: Limits,
+    cache: SandboxCache,
+    backends: Callable[[str, str | None], Any] = get_backend,
+) -> tuple[RunResult, bool]:
     """(result, from cache). Tasks without selected tests are not run: status 'no_tests'. The run uses the same
     plan (runner, environment) as the task's test selection; ``backends`` makes the backend by name (the
     Dagster layer passes one that also knows dagster_docker)."""
@@ -149,8 +252,9 @@ def run_in_sandbox(task: Mapping[str, Any], selection: Mapping[str, Any] | None,
     if hit is not None:
         return hit, True
     backend = backends(backend_name, image)
-    res = execute(task["repo_path"], task["base_commit"], diff, plan, backend, limits, test_patch=test_part,
-                  selected=selected)
+    res = execute(
+        task["repo_path"], task["base_commit"], diff, plan, backend, limits, test_patch=test_part, selected=selected
+    )
     cache.put(key, res)
     return res, False
 
@@ -160,5 +264,14 @@ def parse_diff(raw_text: str | None) -> tuple[str | None, str | None]:
     return (parsed.diff, None) if parsed is not None else (None, err)
 
 
-__all__ = ["PlanToRun", "SandboxCache", "coder_requests", "run_in_sandbox", "parse_diff", "plan_hash",
-           "SELECTION_SCHEMA", "EXECUTION_SCHEMA", "SandboxUnavailable"]
+__all__ = [
+    "PlanToRun",
+    "SandboxCache",
+    "coder_requests",
+    "run_in_sandbox",
+    "parse_diff",
+    "plan_hash",
+    "SELECTION_SCHEMA",
+    "EXECUTION_SCHEMA",
+    "SandboxUnavailable",
+]

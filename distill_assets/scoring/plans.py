@@ -14,12 +14,21 @@ import polars as pl
 from distill_assets.datasets.build import completion_text, reference_plan_completion
 from distill_assets.prompts.schemas import PlanOutput
 
-SCORE_SCHEMA = {"task_id": pl.Utf8, "source": pl.Utf8, "plan_key": pl.Utf8, "valid": pl.Boolean,
-                "pass_rate": pl.Float64, "executions": pl.Int64, "agreement": pl.Float64, "score": pl.Float64}
+SCORE_SCHEMA = {
+    "task_id": pl.Utf8,
+    "source": pl.Utf8,
+    "plan_key": pl.Utf8,
+    "valid": pl.Boolean,
+    "pass_rate": pl.Float64,
+    "executions": pl.Int64,
+    "agreement": pl.Float64,
+    "score": pl.Float64,
+}
 
 
-def plans_by_source(validated: pl.DataFrame | None, reference_plans: pl.DataFrame,
-                    parsed_only: bool = False) -> dict[str, dict[str, list[tuple[str, str, str]]]]:
+def plans_by_source(
+    validated: pl.DataFrame | None, reference_plans: pl.DataFrame, parsed_only: bool = False
+) -> dict[str, dict[str, list[tuple[str, str, str]]]]:
     """task -> {source: [(candidate key, plan json, training completion)]}: kept teacher plans (or, with
     ``parsed_only``, every plan that parsed, kept ones first) and valid reference plans."""
     out: dict = defaultdict(lambda: defaultdict(list))
@@ -28,11 +37,13 @@ def plans_by_source(validated: pl.DataFrame | None, reference_plans: pl.DataFram
         rows = validated.filter((pl.col("stage") == "plan_generation") & keep)
         for r in rows.sort(["kept", "sample_index"], descending=[True, False]).iter_rows(named=True):
             po = PlanOutput.model_validate_json(r["parsed_json"])
-            out[r["task_id"]][r["source"]].append((r["request_key"], po.plan.model_dump_json(),
-                                                   completion_text("plan_generation", r["parsed_json"])))
+            out[r["task_id"]][r["source"]].append(
+                (r["request_key"], po.plan.model_dump_json(), completion_text("plan_generation", r["parsed_json"]))
+            )
     for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
-        out[r["task_id"]]["reference"].append((f"reference:{r['task_id']}", r["plan_json"],
-                                               reference_plan_completion(r["plan_json"])))
+        out[r["task_id"]]["reference"].append(
+            (f"reference:{r['task_id']}", r["plan_json"], reference_plan_completion(r["plan_json"]))
+        )
     return out
 
 
@@ -57,16 +68,27 @@ def score_plans(by_source: dict, executions: pl.DataFrame | None, agreement: pl.
                 ag = agree.get((task_id, src))
                 mean_agree = sum(ag) / len(ag) if ag else None
                 score = (rate or 0.0) * 100 + (mean_agree or 0.0) * 10 + 1.0
-                rows.append({"task_id": task_id, "source": src, "plan_key": key, "valid": True, "pass_rate": rate,
-                             "executions": len(pr or []), "agreement": mean_agree, "score": round(score, 4)})
+                rows.append(
+                    {
+                        "task_id": task_id,
+                        "source": src,
+                        "plan_key": key,
+                        "valid": True,
+                        "pass_rate": rate,
+                        "executions": len(pr or []),
+                        "agreement": mean_agree,
+                        "score": round(score, 4),
+                    }
+                )
     df = pl.DataFrame(rows, schema=SCORE_SCHEMA) if rows else pl.DataFrame(schema=SCORE_SCHEMA)
     if df.height:
         df = df.with_columns(pl.col("score").rank("ordinal", descending=True).over("task_id").alias("rank"))
     return df
 
 
-def plan_dpo_candidates(by_source: dict, rates: dict[str, float | None],
-                        include_reference: bool) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def plan_dpo_candidates(
+    by_source: dict, rates: dict[str, float | None], include_reference: bool
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Stage-4 candidates per task. The reference plan counts as passing (its code is the gold patch)
     when the task's teacher plans were scored by tests; it is never the rejected side."""
     scored: dict = defaultdict(list)
@@ -79,13 +101,21 @@ def plan_dpo_candidates(by_source: dict, rates: dict[str, float | None],
                 rate = rates.get(key)
                 if src == "reference" and rate is None and tested:
                     rate = 1.0
-                scored[(task_id, task_id)].append({"completion": completion, "source": src, "pass_rate": rate,
-                                                   "valid": True, "can_reject": src != "reference"})
+                scored[(task_id, task_id)].append(
+                    {
+                        "completion": completion,
+                        "source": src,
+                        "pass_rate": rate,
+                        "valid": True,
+                        "can_reject": src != "reference",
+                    }
+                )
     return scored
 
 
-def code_dpo_candidates(executions: pl.DataFrame | None,
-                        include_reference: bool) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def code_dpo_candidates(
+    executions: pl.DataFrame | None, include_reference: bool
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Stage-5 candidates: the coder's diffs for each reference plan (the stage-5 prompt) and the gold
     code. A diff that does not apply is a real failing outcome (pass rate 0), so a fair rejected side;
     an answer without a diff is not a candidate."""
@@ -97,7 +127,13 @@ def code_dpo_candidates(executions: pl.DataFrame | None,
         gold = r["coder"] == "gold"
         if gold and not include_reference:
             continue
-        scored[(r["task_id"], r["task_id"])].append({
-            "completion": json.dumps({"diff": r["diff"] or ""}), "source": "reference" if gold else r["coder"],
-            "pass_rate": r["pass_rate"], "valid": r["diff"] is not None, "can_reject": not gold})
+        scored[(r["task_id"], r["task_id"])].append(
+            {
+                "completion": json.dumps({"diff": r["diff"] or ""}),
+                "source": "reference" if gold else r["coder"],
+                "pass_rate": r["pass_rate"],
+                "valid": r["diff"] is not None,
+                "can_reject": not gold,
+            }
+        )
     return scored

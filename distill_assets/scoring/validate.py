@@ -68,10 +68,18 @@ def diff_applies(task: Mapping[str, Any], diff: str) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory() as tmp:
         if task.get("repo_path") and task.get("base_commit"):
             env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            subprocess.run(["git", "-C", task["repo_path"], "read-tree", task["base_commit"]], env=env, check=True,
-                           capture_output=True)
-            proc = subprocess.run(["git", "-C", task["repo_path"], "apply", "--cached", "--check", "-"], env=env,
-                                  input=text.encode(), capture_output=True)
+            subprocess.run(
+                ["git", "-C", task["repo_path"], "read-tree", task["base_commit"]],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            proc = subprocess.run(
+                ["git", "-C", task["repo_path"], "apply", "--cached", "--check", "-"],
+                env=env,
+                input=text.encode(),
+                capture_output=True,
+            )
         else:
             for f in task.get("inline_files") or []:
                 if f["old_contents"]:
@@ -92,7 +100,7 @@ def canonical(parsed_json: str) -> str:
 def minhash(text: str, num_perm: int = 64) -> MinHash:
     m = MinHash(num_perm=num_perm)
     toks = _TOKEN.findall(text.lower())
-    for shingle in {" ".join(toks[i:i + 3]) for i in range(max(len(toks) - 2, 1))}:
+    for shingle in {" ".join(toks[i : i + 3]) for i in range(max(len(toks) - 2, 1))}:
         m.update(shingle.encode())
     return m
 
@@ -122,8 +130,9 @@ def dedup_flags(items: list[tuple[tuple[str, str], str]], threshold: float) -> l
 VALIDATED_EXTRA = {"kept": pl.Boolean, "drop_reason": pl.Utf8, "check_reasons": pl.List(pl.Utf8)}
 
 
-def validate_candidates(candidates: pl.DataFrame, tasks: Mapping[str, Mapping], contexts: Mapping[str, Mapping],
-                        near_threshold: float) -> pl.DataFrame:
+def validate_candidates(
+    candidates: pl.DataFrame, tasks: Mapping[str, Mapping], contexts: Mapping[str, Mapping], near_threshold: float
+) -> pl.DataFrame:
     """Every candidate row with kept / drop_reason (call_error, parse_error, invalid, duplicate, ...)."""
     if candidates.height == 0:
         return candidates.with_columns(*(pl.lit(None, dtype=t).alias(c) for c, t in VALIDATED_EXTRA.items()))
@@ -151,6 +160,8 @@ def validate_candidates(candidates: pl.DataFrame, tasks: Mapping[str, Mapping], 
     for (i, _, _), flag in zip(valid_items, dedup_flags([(g, p) for _, g, p in valid_items], near_threshold)):
         reason[i] = flag
     kept = [r is None for r in reason]
-    return candidates.with_columns(pl.Series("kept", kept, dtype=pl.Boolean),
-                                   pl.Series("drop_reason", reason, dtype=pl.Utf8),
-                                   pl.Series("check_reasons", checks, dtype=pl.List(pl.Utf8)))
+    return candidates.with_columns(
+        pl.Series("kept", kept, dtype=pl.Boolean),
+        pl.Series("drop_reason", reason, dtype=pl.Utf8),
+        pl.Series("check_reasons", checks, dtype=pl.List(pl.Utf8)),
+    )

@@ -198,10 +198,14 @@ class ParsedFile:
 
     def symbols(self) -> list[Symbol]:
         if self._symbols is None:
-            self._symbols = [] if self._tree is None else [
-                Symbol(self.path, name, kind, start, end, self.language)
-                for name, kind, start, end, _sb, _eb in _extract(self.language, self._tree.root_node)
-            ]
+            self._symbols = (
+                []
+                if self._tree is None
+                else [
+                    Symbol(self.path, name, kind, start, end, self.language)
+                    for name, kind, start, end, _sb, _eb in _extract(self.language, self._tree.root_node)
+                ]
+            )
         return self._symbols
 
     def references(self, start_line: int, end_line: int) -> References:

@@ -143,9 +143,13 @@ def _classify_js_assignment(node: Node) -> _Decl | None:
     if value is None or left is None or value.type not in _JS_FUNCTION_VALUES or left.type != "member_expression":
         return None
     stmt = node.parent
-    if stmt is None or stmt.type != "expression_statement" or stmt.parent is None or \
-            stmt.parent.type not in ("program", "statement_block") or \
-            (stmt.parent.type == "statement_block" and not _js_wrapper_block(stmt.parent)):
+    if (
+        stmt is None
+        or stmt.type != "expression_statement"
+        or stmt.parent is None
+        or stmt.parent.type not in ("program", "statement_block")
+        or (stmt.parent.type == "statement_block" and not _js_wrapper_block(stmt.parent))
+    ):
         return None
     parts = node_text(left).replace(" ", "").split(".")
     if not all(p.isidentifier() or p.startswith("#") for p in parts):
@@ -170,8 +174,14 @@ def _js_wrapper_block(block: Node) -> bool:
     p = fn.parent
     while p is not None and p.type == "parenthesized_expression":
         p = p.parent
-    return p is not None and p.type == "call_expression" and p.parent is not None and \
-        p.parent.type == "expression_statement" and p.parent.parent is not None and p.parent.parent.type == "program"
+    return (
+        p is not None
+        and p.type == "call_expression"
+        and p.parent is not None
+        and p.parent.type == "expression_statement"
+        and p.parent.parent is not None
+        and p.parent.parent.type == "program"
+    )
 
 
 _JS_QUERY = """

@@ -22,7 +22,7 @@ _JS_EXTS = (".js", ".ts", ".tsx", ".jsx", ".mjs", ".cjs", ".mts", ".cts", ".d.ts
 @dataclass(frozen=True)
 class Target:
     files: frozenset[str] = frozenset()
-    trees: frozenset[str] = frozenset()    # every file under these folders ("" is the whole repository)
+    trees: frozenset[str] = frozenset()  # every file under these folders ("" is the whole repository)
     folders: frozenset[str] = frozenset()  # files directly in these folders (Go packages)
 
     def __bool__(self) -> bool:

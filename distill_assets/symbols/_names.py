@@ -218,7 +218,7 @@ def _go_import(node: Node, out: set[str]) -> None:
     path_node = node.child_by_field_name("path")
     if path_node is None:
         return
-    path = node_text(path_node).strip("\"`")
+    path = node_text(path_node).strip('"`')
     if not path:
         return
     out.add(path)

@@ -43,74 +43,178 @@ MEMBER: dict[str, dict[str, tuple[str, str]]] = {
     "typescript": {**_JS_MEMBER, "nested_type_identifier": ("module", "name")},
     "tsx": {**_JS_MEMBER, "nested_type_identifier": ("module", "name")},
     "go": {"selector_expression": ("operand", "field"), "qualified_type": ("package", "name")},
-    "rust": {"field_expression": ("value", "field"), "scoped_identifier": ("path", "name"),
-             "scoped_type_identifier": ("path", "name")},
+    "rust": {
+        "field_expression": ("value", "field"),
+        "scoped_identifier": ("path", "name"),
+        "scoped_type_identifier": ("path", "name"),
+    },
     "java": {"method_invocation": ("object", "name"), "field_access": ("object", "field")},
 }
 
 # (parent type, field) where an identifier is BOUND by the span (None: any direct child)
 _PY_BIND = {
-    ("parameters", None), ("lambda_parameters", None), ("default_parameter", "name"),
-    ("typed_default_parameter", "name"), ("typed_parameter", None), ("list_splat_pattern", None),
-    ("dictionary_splat_pattern", None), ("assignment", "left"), ("augmented_assignment", "left"),
-    ("pattern_list", None), ("tuple_pattern", None), ("list_pattern", None), ("for_statement", "left"),
-    ("for_in_clause", "left"), ("as_pattern_target", None), ("named_expression", "name"),
-    ("global_statement", None), ("nonlocal_statement", None),
+    ("parameters", None),
+    ("lambda_parameters", None),
+    ("default_parameter", "name"),
+    ("typed_default_parameter", "name"),
+    ("typed_parameter", None),
+    ("list_splat_pattern", None),
+    ("dictionary_splat_pattern", None),
+    ("assignment", "left"),
+    ("augmented_assignment", "left"),
+    ("pattern_list", None),
+    ("tuple_pattern", None),
+    ("list_pattern", None),
+    ("for_statement", "left"),
+    ("for_in_clause", "left"),
+    ("as_pattern_target", None),
+    ("named_expression", "name"),
+    ("global_statement", None),
+    ("nonlocal_statement", None),
 }
 _JS_BIND = {
-    ("formal_parameters", None), ("required_parameter", "pattern"), ("optional_parameter", "pattern"),
-    ("assignment_pattern", "left"), ("arrow_function", "parameter"), ("array_pattern", None),
-    ("pair_pattern", "value"), ("rest_pattern", None), ("object_assignment_pattern", "left"),
-    ("catch_clause", "parameter"), ("for_in_statement", "left"), ("variable_declarator", "name"),
+    ("formal_parameters", None),
+    ("required_parameter", "pattern"),
+    ("optional_parameter", "pattern"),
+    ("assignment_pattern", "left"),
+    ("arrow_function", "parameter"),
+    ("array_pattern", None),
+    ("pair_pattern", "value"),
+    ("rest_pattern", None),
+    ("object_assignment_pattern", "left"),
+    ("catch_clause", "parameter"),
+    ("for_in_statement", "left"),
+    ("variable_declarator", "name"),
 }
 BIND: dict[str, set[tuple[str, str | None]]] = {
     "python": _PY_BIND,
     "javascript": _JS_BIND,
     "typescript": _JS_BIND,
     "tsx": _JS_BIND,
-    "go": {("parameter_declaration", "name"), ("variadic_parameter_declaration", "name"), ("var_spec", "name"),
-           ("const_spec", "name"), ("type_parameter_declaration", "name")},
-    "rust": {("parameter", "pattern"), ("let_declaration", "pattern"), ("closure_parameters", None),
-             ("for_expression", "pattern"), ("tuple_pattern", None), ("mut_pattern", None),
-             ("reference_pattern", None), ("captured_pattern", None), ("tuple_struct_pattern", None)},
-    "java": {("formal_parameter", "name"), ("variable_declarator", "name"), ("catch_formal_parameter", "name"),
-             ("enhanced_for_statement", "name"), ("inferred_parameters", None), ("lambda_expression", "parameters"),
-             ("spread_parameter", None)},
+    "go": {
+        ("parameter_declaration", "name"),
+        ("variadic_parameter_declaration", "name"),
+        ("var_spec", "name"),
+        ("const_spec", "name"),
+        ("type_parameter_declaration", "name"),
+    },
+    "rust": {
+        ("parameter", "pattern"),
+        ("let_declaration", "pattern"),
+        ("closure_parameters", None),
+        ("for_expression", "pattern"),
+        ("tuple_pattern", None),
+        ("mut_pattern", None),
+        ("reference_pattern", None),
+        ("captured_pattern", None),
+        ("tuple_struct_pattern", None),
+    },
+    "java": {
+        ("formal_parameter", "name"),
+        ("variable_declarator", "name"),
+        ("catch_formal_parameter", "name"),
+        ("enhanced_for_statement", "name"),
+        ("inferred_parameters", None),
+        ("lambda_expression", "parameters"),
+        ("spread_parameter", None),
+    },
 }
 
 # (parent type, field): names that are neither uses nor local bindings (definitions' own names, keys, labels)
 _JS_SKIP = {
-    ("function_declaration", "name"), ("generator_function_declaration", "name"), ("class_declaration", "name"),
-    ("abstract_class_declaration", "name"), ("class", "name"), ("function_expression", "name"),
-    ("method_definition", "name"), ("import_specifier", None), ("import_clause", None), ("namespace_import", None),
-    ("export_specifier", None), ("namespace_export", None), ("pair", "key"), ("labeled_statement", "label"),
-    ("break_statement", "label"), ("continue_statement", "label"), ("interface_declaration", "name"),
-    ("type_alias_declaration", "name"), ("enum_declaration", "name"), ("property_signature", "name"),
-    ("method_signature", "name"), ("abstract_method_signature", "name"), ("public_field_definition", "name"),
-    ("field_definition", "property"), ("import_require_clause", None), ("function_signature", "name"),
-    ("internal_module", "name"), ("module", "name"), ("type_parameter", "name"), ("enum_assignment", "name"),
+    ("function_declaration", "name"),
+    ("generator_function_declaration", "name"),
+    ("class_declaration", "name"),
+    ("abstract_class_declaration", "name"),
+    ("class", "name"),
+    ("function_expression", "name"),
+    ("method_definition", "name"),
+    ("import_specifier", None),
+    ("import_clause", None),
+    ("namespace_import", None),
+    ("export_specifier", None),
+    ("namespace_export", None),
+    ("pair", "key"),
+    ("labeled_statement", "label"),
+    ("break_statement", "label"),
+    ("continue_statement", "label"),
+    ("interface_declaration", "name"),
+    ("type_alias_declaration", "name"),
+    ("enum_declaration", "name"),
+    ("property_signature", "name"),
+    ("method_signature", "name"),
+    ("abstract_method_signature", "name"),
+    ("public_field_definition", "name"),
+    ("field_definition", "property"),
+    ("import_require_clause", None),
+    ("function_signature", "name"),
+    ("internal_module", "name"),
+    ("module", "name"),
+    ("type_parameter", "name"),
+    ("enum_assignment", "name"),
     ("enum_body", None),
 }
 SKIP: dict[str, set[tuple[str, str | None]]] = {
-    "python": {("function_definition", "name"), ("class_definition", "name"), ("keyword_argument", "name"),
-               ("dotted_name", None), ("aliased_import", None), ("import_from_statement", None),
-               ("type_alias_statement", "left")},
+    "python": {
+        ("function_definition", "name"),
+        ("class_definition", "name"),
+        ("keyword_argument", "name"),
+        ("dotted_name", None),
+        ("aliased_import", None),
+        ("import_from_statement", None),
+        ("type_alias_statement", "left"),
+    },
     "javascript": _JS_SKIP,
     "typescript": _JS_SKIP,
     "tsx": _JS_SKIP,
-    "go": {("function_declaration", "name"), ("method_declaration", "name"), ("type_spec", "name"),
-           ("type_alias", "name"), ("field_declaration", "name"), ("method_elem", "name"), ("method_spec", "name"),
-           ("labeled_statement", "label"), ("import_spec", None), ("package_clause", None)},
-    "rust": {("function_item", "name"), ("function_signature_item", "name"), ("struct_item", "name"),
-             ("enum_item", "name"), ("trait_item", "name"), ("type_item", "name"), ("mod_item", "name"),
-             ("union_item", "name"), ("field_declaration", "name"), ("enum_variant", "name"),
-             ("field_initializer", "field"), ("macro_definition", "name"), ("const_item", "name"),
-             ("static_item", "name"), ("use_as_clause", None), ("use_list", None), ("scoped_use_list", None),
-             ("use_declaration", None), ("extern_crate_declaration", None), ("lifetime", None)},
-    "java": {("class_declaration", "name"), ("method_declaration", "name"), ("constructor_declaration", "name"),
-             ("interface_declaration", "name"), ("enum_declaration", "name"), ("record_declaration", "name"),
-             ("annotation_type_declaration", "name"), ("enum_constant", "name"), ("import_declaration", None),
-             ("package_declaration", None), ("labeled_statement", None), ("type_parameter", None)},
+    "go": {
+        ("function_declaration", "name"),
+        ("method_declaration", "name"),
+        ("type_spec", "name"),
+        ("type_alias", "name"),
+        ("field_declaration", "name"),
+        ("method_elem", "name"),
+        ("method_spec", "name"),
+        ("labeled_statement", "label"),
+        ("import_spec", None),
+        ("package_clause", None),
+    },
+    "rust": {
+        ("function_item", "name"),
+        ("function_signature_item", "name"),
+        ("struct_item", "name"),
+        ("enum_item", "name"),
+        ("trait_item", "name"),
+        ("type_item", "name"),
+        ("mod_item", "name"),
+        ("union_item", "name"),
+        ("field_declaration", "name"),
+        ("enum_variant", "name"),
+        ("field_initializer", "field"),
+        ("macro_definition", "name"),
+        ("const_item", "name"),
+        ("static_item", "name"),
+        ("use_as_clause", None),
+        ("use_list", None),
+        ("scoped_use_list", None),
+        ("use_declaration", None),
+        ("extern_crate_declaration", None),
+        ("lifetime", None),
+    },
+    "java": {
+        ("class_declaration", "name"),
+        ("method_declaration", "name"),
+        ("constructor_declaration", "name"),
+        ("interface_declaration", "name"),
+        ("enum_declaration", "name"),
+        ("record_declaration", "name"),
+        ("annotation_type_declaration", "name"),
+        ("enum_constant", "name"),
+        ("import_declaration", None),
+        ("package_declaration", None),
+        ("labeled_statement", None),
+        ("type_parameter", None),
+    },
 }
 
 # node kinds whose whole subtree is never a use (the import machinery has its own reader)
@@ -124,8 +228,15 @@ _IMPORT_ANCESTORS = {
     "java": ("import_declaration", "package_declaration"),
 }
 
-_SELF_WORDS = {"python": {"self", "cls"}, "javascript": {"this"}, "typescript": {"this"}, "tsx": {"this"},
-               "go": set(), "rust": {"self", "Self"}, "java": {"this"}}
+_SELF_WORDS = {
+    "python": {"self", "cls"},
+    "javascript": {"this"},
+    "typescript": {"this"},
+    "tsx": {"this"},
+    "go": set(),
+    "rust": {"self", "Self"},
+    "java": {"this"},
+}
 # members that only make sense as members (never a bare name)
 _MEMBER_ONLY = {"property_identifier", "private_property_identifier", "field_identifier"}
 
@@ -174,8 +285,15 @@ def receiver_text(node: Node | None) -> str:
         if fn is not None and node_text(fn) == "super":
             return "super"
         return ""
-    if t in ("attribute", "member_expression", "selector_expression", "field_access", "scoped_identifier",
-             "field_expression", "nested_type_identifier"):
+    if t in (
+        "attribute",
+        "member_expression",
+        "selector_expression",
+        "field_access",
+        "scoped_identifier",
+        "field_expression",
+        "nested_type_identifier",
+    ):
         for lang_fields in MEMBER.values():
             if t in lang_fields:
                 obj_f, mem_f = lang_fields[t]
@@ -248,12 +366,20 @@ def references(language: str, root: Node, start_line: int, end_line: int) -> Ref
         bound = (pt, fld) in bind or (pt, None) in bind
         if language == "go" and pt == "expression_list":
             gp = parent.parent
-            if gp is not None and gp.type in ("short_var_declaration", "range_clause") and _field_of(parent, gp) == "left":
+            if (
+                gp is not None
+                and gp.type in ("short_var_declaration", "range_clause")
+                and _field_of(parent, gp) == "left"
+            ):
                 bound = True
         if language == "go" and pt == "parameter_declaration":
             gp = parent.parent
-            if gp is not None and gp.parent is not None and gp.parent.type == "method_declaration" \
-                    and _field_of(gp, gp.parent) == "receiver":
+            if (
+                gp is not None
+                and gp.parent is not None
+                and gp.parent.type == "method_declaration"
+                and _field_of(gp, gp.parent) == "receiver"
+            ):
                 out.self_names.add(text)
         if bound:
             out.bound.add(text)
@@ -368,7 +494,11 @@ def _js_bindings(language: str, root: Node, out: list[Binding]) -> None:
             continue
         spec = _js_str(first)
         parent, member = node.parent, None
-        while parent is not None and parent.type in ("await_expression", "parenthesized_expression", "member_expression"):
+        while parent is not None and parent.type in (
+            "await_expression",
+            "parenthesized_expression",
+            "member_expression",
+        ):
             if parent.type == "member_expression":
                 prop = parent.child_by_field_name("property")
                 member = node_text(prop) if prop is not None else None
@@ -391,7 +521,7 @@ def _go_bindings(root: Node, out: list[Binding]) -> None:
         path_node = node.child_by_field_name("path")
         if path_node is None:
             continue
-        path = node_text(path_node).strip("\"`")
+        path = node_text(path_node).strip('"`')
         name = node.child_by_field_name("name")
         if name is not None:
             text = node_text(name)

@@ -18,26 +18,60 @@ from distill_assets.mining.miner import NOISE_CATEGORIES, FileClassifier, Mining
 from distill_assets.mining.text import without_surrogates
 from distill_assets.tasks.external import EXTERNAL_SCHEMA, INLINE_FILE, stable_hash
 
-FILE_CHANGE = pl.Struct({
-    "path": pl.Utf8, "old_path": pl.Utf8, "status": pl.Utf8, "additions": pl.Int64,
-    "deletions": pl.Int64, "binary": pl.Boolean, "category": pl.Utf8,
-})
+FILE_CHANGE = pl.Struct(
+    {
+        "path": pl.Utf8,
+        "old_path": pl.Utf8,
+        "status": pl.Utf8,
+        "additions": pl.Int64,
+        "deletions": pl.Int64,
+        "binary": pl.Boolean,
+        "category": pl.Utf8,
+    }
+)
 
 MINED_SCHEMA = {
-    "repo": pl.Utf8, "repo_path": pl.Utf8, "sha": pl.Utf8, "parent": pl.Utf8, "parents": pl.List(pl.Utf8),
-    "author": pl.Utf8, "author_email": pl.Utf8, "authored_at": pl.Datetime("us", "UTC"),
-    "committed_at": pl.Datetime("us", "UTC"), "subject": pl.Utf8, "message": pl.Utf8,
-    "files": pl.List(FILE_CHANGE), "kept": pl.Boolean, "drop_reason": pl.Utf8,
-    "message_encoding": pl.Utf8, "detail": pl.Utf8, "meaningful_files": pl.Int64, "changed_lines": pl.Int64, "test_files": pl.Int64,
+    "repo": pl.Utf8,
+    "repo_path": pl.Utf8,
+    "sha": pl.Utf8,
+    "parent": pl.Utf8,
+    "parents": pl.List(pl.Utf8),
+    "author": pl.Utf8,
+    "author_email": pl.Utf8,
+    "authored_at": pl.Datetime("us", "UTC"),
+    "committed_at": pl.Datetime("us", "UTC"),
+    "subject": pl.Utf8,
+    "message": pl.Utf8,
+    "files": pl.List(FILE_CHANGE),
+    "kept": pl.Boolean,
+    "drop_reason": pl.Utf8,
+    "message_encoding": pl.Utf8,
+    "detail": pl.Utf8,
+    "meaningful_files": pl.Int64,
+    "changed_lines": pl.Int64,
+    "test_files": pl.Int64,
 }
 
 CHANGE_TASK_SCHEMA = {
-    "task_id": pl.Utf8, "source": pl.Utf8, "repo": pl.Utf8, "repo_path": pl.Utf8,
-    "base_commit": pl.Utf8, "after_commit": pl.Utf8, "created_at": pl.Datetime("us", "UTC"),
-    "description": pl.Utf8, "gold_patch": pl.Utf8, "test_patch": pl.Utf8,
-    "file_changes": pl.List(FILE_CHANGE), "changed_files": pl.List(pl.Utf8), "plan_files": pl.List(pl.Utf8),
-    "test_files": pl.List(pl.Utf8), "has_tests": pl.Boolean, "fail_to_pass": pl.List(pl.Utf8),
-    "pass_to_pass": pl.List(pl.Utf8), "inline_files": pl.List(INLINE_FILE), "split": pl.Utf8,
+    "task_id": pl.Utf8,
+    "source": pl.Utf8,
+    "repo": pl.Utf8,
+    "repo_path": pl.Utf8,
+    "base_commit": pl.Utf8,
+    "after_commit": pl.Utf8,
+    "created_at": pl.Datetime("us", "UTC"),
+    "description": pl.Utf8,
+    "gold_patch": pl.Utf8,
+    "test_patch": pl.Utf8,
+    "file_changes": pl.List(FILE_CHANGE),
+    "changed_files": pl.List(pl.Utf8),
+    "plan_files": pl.List(pl.Utf8),
+    "test_files": pl.List(pl.Utf8),
+    "has_tests": pl.Boolean,
+    "fail_to_pass": pl.List(pl.Utf8),
+    "pass_to_pass": pl.List(pl.Utf8),
+    "inline_files": pl.List(INLINE_FILE),
+    "split": pl.Utf8,
     "undecodable_files": pl.List(pl.Utf8),
 }
 
@@ -57,8 +91,18 @@ def _git_log_patches(repo_path: str, shas: list[str], attributes: str | None = N
     cmd = ["git", "-C", repo_path]
     if attributes is not None:
         cmd += ["-c", f"core.attributesFile={attributes}"]
-    cmd += ["log", "--no-walk=unsorted", "--stdin", "-p", "-M", "--binary", "--full-index", "--no-color",
-            "--no-ext-diff", "--format=%x1e%H"]
+    cmd += [
+        "log",
+        "--no-walk=unsorted",
+        "--stdin",
+        "-p",
+        "-M",
+        "--binary",
+        "--full-index",
+        "--no-color",
+        "--no-ext-diff",
+        "--format=%x1e%H",
+    ]
     proc = subprocess.run(cmd, input="\n".join(shas).encode() + b"\n", capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"git log -p failed in {repo_path}: {proc.stderr.decode(errors='replace').strip()}")
@@ -79,11 +123,11 @@ def _section_path(section: bytes) -> str:
             return unquote_path(line[4:].rstrip("\t").rstrip()).removeprefix("b/")
         if line.startswith("rename to ") or line.startswith("copy to "):
             return unquote_path(line.split(" to ", 1)[1])
-    header = text.split("\n", 1)[0][len("diff --git "):]
+    header = text.split("\n", 1)[0][len("diff --git ") :]
     if header.endswith('"'):
-        return unquote_path(header[header.rfind(' "') + 1:]).removeprefix("b/")
+        return unquote_path(header[header.rfind(' "') + 1 :]).removeprefix("b/")
     n = (len(header) - 1) // 2  # "a/X b/X"
-    return header[n + 1:].removeprefix("b/")
+    return header[n + 1 :].removeprefix("b/")
 
 
 def _gitattributes_line(path: str) -> str:
@@ -181,13 +225,24 @@ def split_leaks(df: pl.DataFrame) -> list[str]:
             for b in SPLITS:
                 if order[a] < order[b] and latest_by[a] is not None and earliest_by[b] is not None:
                     if latest_by[a] > earliest_by[b]:
-                        problems.append(f"{source}:{repo}: a {a} task ({latest_by[a]}) is newer than a {b} task ({earliest_by[b]})")
+                        problems.append(
+                            f"{source}:{repo}: a {a} task ({latest_by[a]}) is newer than a {b} task ({earliest_by[b]})"
+                        )
     return problems
 
 
 def _changes_from_patch(patch: str) -> list[dict[str, Any]]:
-    return [{"path": fd.path, "old_path": fd.old_path, "status": fd.status, "additions": fd.additions,
-             "deletions": fd.deletions, "binary": fd.binary} for fd in parse_patch(patch)]
+    return [
+        {
+            "path": fd.path,
+            "old_path": fd.old_path,
+            "status": fd.status,
+            "additions": fd.additions,
+            "deletions": fd.deletions,
+            "binary": fd.binary,
+        }
+        for fd in parse_patch(patch)
+    ]
 
 
 def _file_columns(row: dict[str, Any], changes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -231,10 +286,20 @@ def _repo_tasks(repo: str, repo_path: str, g: pl.DataFrame) -> list[dict[str, An
             if f["path"] in binary_paths:
                 f.update(binary=True, category="binary", additions=None, deletions=None)
         row = {
-            "task_id": f"git:{repo}:{c['sha'][:12]}", "source": "git", "repo": repo, "repo_path": repo_path,
-            "base_commit": c["parent"], "after_commit": c["sha"], "created_at": c["committed_at"],
-            "description": c["message"], "gold_patch": patch, "test_patch": "",
-            "fail_to_pass": [], "pass_to_pass": [], "inline_files": [], "undecodable_files": binary_paths,
+            "task_id": f"git:{repo}:{c['sha'][:12]}",
+            "source": "git",
+            "repo": repo,
+            "repo_path": repo_path,
+            "base_commit": c["parent"],
+            "after_commit": c["sha"],
+            "created_at": c["committed_at"],
+            "description": c["message"],
+            "gold_patch": patch,
+            "test_patch": "",
+            "fail_to_pass": [],
+            "pass_to_pass": [],
+            "inline_files": [],
+            "undecodable_files": binary_paths,
         }
         rows.append(_file_columns(row, files))  # the miner already categorised the files
     return rows
@@ -248,13 +313,23 @@ def tasks_from_external(external: pl.DataFrame, mining: MiningConfig) -> list[di
         if r["source"] == "commitpackft":
             changes = []
             for f in r["inline_files"] or []:
-                status = "A" if not f["old_contents"] else "D" if not f["new_contents"] else "R" if f["old_path"] else "M"
+                status = (
+                    "A" if not f["old_contents"] else "D" if not f["new_contents"] else "R" if f["old_path"] else "M"
+                )
                 old_lines, new_lines = (f["old_contents"] or "").splitlines(), (f["new_contents"] or "").splitlines()
                 sm = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
                 adds = sum(j2 - j1 for tag, i1, i2, j1, j2 in sm.get_opcodes() if tag in ("insert", "replace"))
                 dels = sum(i2 - i1 for tag, i1, i2, j1, j2 in sm.get_opcodes() if tag in ("delete", "replace"))
-                changes.append({"path": f["path"], "old_path": f["old_path"], "status": status,
-                                "additions": adds, "deletions": dels, "binary": False})
+                changes.append(
+                    {
+                        "path": f["path"],
+                        "old_path": f["old_path"],
+                        "status": status,
+                        "additions": adds,
+                        "deletions": dels,
+                        "binary": False,
+                    }
+                )
         else:
             changes = _changes_from_patch(r["gold_patch"] or "") + _changes_from_patch(r["test_patch"] or "")
         rows.append(_finish(row, changes, classifier))
@@ -272,8 +347,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def build_change_tasks(mined: Iterable[pl.DataFrame], external: pl.DataFrame | None, mining: MiningConfig,
-                       split: SplitConfig, errors: list[str] | None = None) -> pl.DataFrame:
+def build_change_tasks(
+    mined: Iterable[pl.DataFrame],
+    external: pl.DataFrame | None,
+    mining: MiningConfig,
+    split: SplitConfig,
+    errors: list[str] | None = None,
+) -> pl.DataFrame:
     """All tasks in one table. ``errors`` (optional) collects one line per repository that failed; without
     it a failure is raised."""
     rows: list[dict[str, Any]] = []
@@ -289,5 +369,3 @@ def build_change_tasks(mined: Iterable[pl.DataFrame], external: pl.DataFrame | N
         r.setdefault("undecodable_files", [])
     df = pl.DataFrame([{k: _clean(r.get(k)) for k in CHANGE_TASK_SCHEMA} for r in rows], schema=CHANGE_TASK_SCHEMA)
     return df.sort(["source", "repo", "created_at", "task_id"], nulls_last=True)
-
-

@@ -61,8 +61,11 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         raise ExternalSourceError(f"external source not found: {path}")
     if path.is_dir():
-        if not ((path / "dataset_info.json").exists() or (path / "state.json").exists()
-                or (path / "dataset_dict.json").exists()):
+        if not (
+            (path / "dataset_info.json").exists()
+            or (path / "state.json").exists()
+            or (path / "dataset_dict.json").exists()
+        ):
             raise ExternalSourceError(f"{path} is a folder but not a `datasets.save_to_disk` copy")
         import datasets  # heavy import, only when used
 
@@ -141,8 +144,11 @@ def unified_patch(path: str, old: str, new: str, old_path: str | None = None) ->
     elif not new:
         header += "deleted file mode 100644\n"
     body = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True),
-        fromfile=f"a/{a}" if old else "/dev/null", tofile=f"b/{path}" if new else "/dev/null", n=3,
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=f"a/{a}" if old else "/dev/null",
+        tofile=f"b/{path}" if new else "/dev/null",
+        n=3,
     )
     out = []
     for line in body:
@@ -173,25 +179,26 @@ def read_swebench(src: ExternalSource) -> ExternalReadResult:
         desc = rec["problem_statement"].strip()
         if rec.get("hints_text"):
             desc += "\n\nHints:\n" + str(rec["hints_text"]).strip()
-        res.rows.append({
-            "task_id": f"swebench:{rec['instance_id']}",
-            "source": "swebench",
-            "repo": rec["repo"],
-            "repo_path": str(checkout) if checkout else None,
-            "base_commit": rec["base_commit"],
-            "after_commit": None,
-            "created_at": created,
-            "description": desc,
-            "gold_patch": rec["patch"],
-            "test_patch": rec.get("test_patch") or "",
-            "changed_files": files_in_patch(rec["patch"]) + [
-                p for p in files_in_patch(rec.get("test_patch") or "") if p not in files_in_patch(rec["patch"])
-            ],
-            "fail_to_pass": f2p,
-            "pass_to_pass": p2p,
-            "inline_files": [],
-            "language": "python",
-        })
+        res.rows.append(
+            {
+                "task_id": f"swebench:{rec['instance_id']}",
+                "source": "swebench",
+                "repo": rec["repo"],
+                "repo_path": str(checkout) if checkout else None,
+                "base_commit": rec["base_commit"],
+                "after_commit": None,
+                "created_at": created,
+                "description": desc,
+                "gold_patch": rec["patch"],
+                "test_patch": rec.get("test_patch") or "",
+                "changed_files": files_in_patch(rec["patch"])
+                + [p for p in files_in_patch(rec.get("test_patch") or "") if p not in files_in_patch(rec["patch"])],
+                "fail_to_pass": f2p,
+                "pass_to_pass": p2p,
+                "inline_files": [],
+                "language": "python",
+            }
+        )
     return res
 
 
@@ -205,7 +212,9 @@ def read_commitpackft(src: ExternalSource) -> ExternalReadResult:
         if "__error__" in rec:
             res.rejected["unreadable_row"] += 1
             continue
-        missing = [f for f in COMMITPACKFT_REQUIRED if rec.get(f) is None or (f in ("commit", "new_file") and not rec.get(f))]
+        missing = [
+            f for f in COMMITPACKFT_REQUIRED if rec.get(f) is None or (f in ("commit", "new_file") and not rec.get(f))
+        ]
         if missing:
             res.rejected[f"missing_{missing[0]}"] += 1
             continue
@@ -227,29 +236,37 @@ def read_commitpackft(src: ExternalSource) -> ExternalReadResult:
                 continue
             seen.add(r["new_file"])
             old_path = r["old_file"] if r["old_file"] != r["new_file"] else None
-            inline.append({"path": r["new_file"], "old_path": old_path,
-                           "old_contents": r["old_contents"], "new_contents": r["new_contents"]})
+            inline.append(
+                {
+                    "path": r["new_file"],
+                    "old_path": old_path,
+                    "old_contents": r["old_contents"],
+                    "new_contents": r["new_contents"],
+                }
+            )
             patches.append(unified_patch(r["new_file"], r["old_contents"], r["new_contents"], old_path))
         first = recs[0]
         repo = str(first.get("repos") or "unknown").split(",")[0].strip() or "unknown"
         message = (first.get("message") or first.get("subject") or "").strip()
-        res.rows.append({
-            "task_id": f"commitpackft:{commit[:16]}",
-            "source": "commitpackft",
-            "repo": repo,
-            "repo_path": None,
-            "base_commit": None,
-            "after_commit": commit,
-            "created_at": None,
-            "description": message,
-            "gold_patch": "".join(patches),
-            "test_patch": "",
-            "changed_files": [f["path"] for f in inline],
-            "fail_to_pass": [],
-            "pass_to_pass": [],
-            "inline_files": inline,
-            "language": str(first.get("lang") or "").lower() or None,
-        })
+        res.rows.append(
+            {
+                "task_id": f"commitpackft:{commit[:16]}",
+                "source": "commitpackft",
+                "repo": repo,
+                "repo_path": None,
+                "base_commit": None,
+                "after_commit": commit,
+                "created_at": None,
+                "description": message,
+                "gold_patch": "".join(patches),
+                "test_patch": "",
+                "changed_files": [f["path"] for f in inline],
+                "fail_to_pass": [],
+                "pass_to_pass": [],
+                "inline_files": inline,
+                "language": str(first.get("lang") or "").lower() or None,
+            }
+        )
     return res
 
 
@@ -263,13 +280,21 @@ def read_external_sources(sources: list[ExternalSource]) -> tuple[pl.DataFrame, 
     for i, src in enumerate(sources):
         res = READERS[src.kind](src)
         label = f"{src.kind}:{Path(src.path).name}"
-        stats[label] = {"read": res.read, "kept": len(res.rows), **{f"rejected_{k}": v for k, v in res.rejected.items()}}
+        stats[label] = {
+            "read": res.read,
+            "kept": len(res.rows),
+            **{f"rejected_{k}": v for k, v in res.rejected.items()},
+        }
         rows.extend(res.rows)
     # The same instance listed twice (two files) is one task.
     unique: dict[str, dict[str, Any]] = {}
     for r in rows:
         unique.setdefault(r["task_id"], r)
-    df = pl.DataFrame(list(unique.values()), schema=EXTERNAL_SCHEMA, orient="row") if unique else pl.DataFrame(schema=EXTERNAL_SCHEMA)
+    df = (
+        pl.DataFrame(list(unique.values()), schema=EXTERNAL_SCHEMA, orient="row")
+        if unique
+        else pl.DataFrame(schema=EXTERNAL_SCHEMA)
+    )
     return df, stats
 
 

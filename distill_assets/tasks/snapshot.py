@@ -30,12 +30,15 @@ class GitSnapshot:
 
     def _git(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> bytes:
         proc = subprocess.run(
-            ["git", "-C", self.repo_path, *args], input=input, capture_output=True,
+            ["git", "-C", self.repo_path, *args],
+            input=input,
+            capture_output=True,
             env={**os.environ, **(env or {})},
         )
         if proc.returncode != 0:
-            raise SnapshotError(f"git {' '.join(args[:2])} failed in {self.repo_path}: "
-                                f"{proc.stderr.decode(errors='replace').strip()}")
+            raise SnapshotError(
+                f"git {' '.join(args[:2])} failed in {self.repo_path}: {proc.stderr.decode(errors='replace').strip()}"
+            )
         return proc.stdout
 
     def tree(self) -> dict[str, str]:
@@ -95,7 +98,7 @@ class GitSnapshot:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 continue  # a path that is not UTF-8 is not in tree() either
-            out.add(line[len(prefix):] if line.startswith(prefix) else line)
+            out.add(line[len(prefix) :] if line.startswith(prefix) else line)
         return out
 
     def key(self) -> str:
@@ -134,7 +137,11 @@ class InlineSnapshot:
         return {p for p, c in self.files.items() if any(pat.search(c) for pat in pats)}
 
     def read(self, paths: Iterable[str], max_bytes: int | None = None) -> dict[str, bytes]:
-        return {p: self.files[p] for p in paths if p in self.files and (max_bytes is None or len(self.files[p]) <= max_bytes)}
+        return {
+            p: self.files[p]
+            for p in paths
+            if p in self.files and (max_bytes is None or len(self.files[p]) <= max_bytes)
+        }
 
 
 def is_probably_binary(data: bytes) -> bool:
@@ -167,5 +174,3 @@ def after_snapshot(task: Mapping[str, Any]) -> Snapshot | None:
         patch = (task.get("gold_patch") or "") + (task.get("test_patch") or "")
         return GitSnapshot.after_patch(task["repo_path"], task["base_commit"], patch)
     return None
-
-

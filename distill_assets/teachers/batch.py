@@ -11,8 +11,14 @@ import asyncio
 import json
 from typing import Callable
 
-from distill_assets.teachers.client import (TeacherAnswer, TeacherClient, TeacherRequest, answer_from_completion,
-                                            cache_record, request_params)
+from distill_assets.teachers.client import (
+    TeacherAnswer,
+    TeacherClient,
+    TeacherRequest,
+    answer_from_completion,
+    cache_record,
+    request_params,
+)
 
 DONE = {"completed", "failed", "expired", "cancelled"}
 
@@ -58,8 +64,9 @@ async def _collect(client: TeacherClient, batch, by_key: dict[str, TeacherReques
     client.cache.finish_batch(batch.id, batch.status)
 
 
-async def run_batch(client: TeacherClient, requests: list[TeacherRequest],
-                    progress: Callable[[int, int], None] | None = None) -> list[TeacherAnswer]:
+async def run_batch(
+    client: TeacherClient, requests: list[TeacherRequest], progress: Callable[[int, int], None] | None = None
+) -> list[TeacherAnswer]:
     try:
         keyed = [(client.key_for(r), r) for r in requests]
         by_key = {k: r for k, r in keyed}
@@ -73,11 +80,17 @@ async def run_batch(client: TeacherClient, requests: list[TeacherRequest],
                 todo = {k for k in todo if client.cache.get(k) is None}
         # 2. one new batch for what is left
         if todo:
-            lines = "".join(json.dumps({"custom_id": k, "method": "POST", "url": "/v1/chat/completions",
-                                        "body": _body(client, by_key[k])}) + "\n" for k in sorted(todo))
+            lines = "".join(
+                json.dumps(
+                    {"custom_id": k, "method": "POST", "url": "/v1/chat/completions", "body": _body(client, by_key[k])}
+                )
+                + "\n"
+                for k in sorted(todo)
+            )
             f = await client.client.files.create(file=("requests.jsonl", lines.encode()), purpose="batch")
-            batch = await client.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
-                                                       completion_window="24h")
+            batch = await client.client.batches.create(
+                input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
             client.cache.add_batch(batch.id, client.teacher.name, sorted(todo))
             batch = await _poll(client, batch.id, client.teacher.batch_poll_s)
             await _collect(client, batch, by_key, errors)

@@ -18,8 +18,17 @@ from typing import Any
 
 
 def request_key(base_url: str, model: str, messages: list[dict], params: dict[str, Any], sample_index: int) -> str:
-    blob = json.dumps({"endpoint": base_url.rstrip("/"), "model": model, "messages": messages, "params": params,
-                       "sample": sample_index}, sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {
+            "endpoint": base_url.rstrip("/"),
+            "model": model,
+            "messages": messages,
+            "params": params,
+            "sample": sample_index,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -31,10 +40,14 @@ class ResponseCache:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, teacher TEXT, model TEXT, "
-                         "created REAL, response TEXT)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, teacher TEXT, "
-                         "keys TEXT, status TEXT, created REAL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, teacher TEXT, model TEXT, "
+            "created REAL, response TEXT)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, teacher TEXT, "
+            "keys TEXT, status TEXT, created REAL)"
+        )
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -43,8 +56,10 @@ class ResponseCache:
 
     def put(self, key: str, teacher: str, model: str, response: dict[str, Any]) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                             (key, teacher, model, time.time(), json.dumps(response)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                (key, teacher, model, time.time(), json.dumps(response)),
+            )
 
     def count(self, teacher: str | None = None) -> int:
         with self._lock:
@@ -55,13 +70,16 @@ class ResponseCache:
     # ---- batch jobs
     def add_batch(self, batch_id: str, teacher: str, keys: list[str]) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
-                             (batch_id, teacher, json.dumps(keys), "submitted", time.time()))
+            self._db.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
+                (batch_id, teacher, json.dumps(keys), "submitted", time.time()),
+            )
 
     def pending_batches(self, teacher: str) -> list[tuple[str, list[str]]]:
         with self._lock:
-            rows = self._db.execute("SELECT batch_id, keys FROM batches WHERE teacher = ? AND status = 'submitted'",
-                                    (teacher,)).fetchall()
+            rows = self._db.execute(
+                "SELECT batch_id, keys FROM batches WHERE teacher = ? AND status = 'submitted'", (teacher,)
+            ).fetchall()
         return [(b, json.loads(k)) for b, k in rows]
 
     def finish_batch(self, batch_id: str, status: str) -> None:

@@ -90,8 +90,17 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
-                        asyncio.TimeoutError, json.JSONDecodeError, MalformedResponse)):
+    if isinstance(
+        exc,
+        (
+            openai.APITimeoutError,
+            openai.APIConnectionError,
+            openai.APIResponseValidationError,
+            asyncio.TimeoutError,
+            json.JSONDecodeError,
+            MalformedResponse,
+        ),
+    ):
         return True  # includes a truncated or garbled response body
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
@@ -111,11 +120,16 @@ def _wait(max_wait: float) -> Callable[[RetryCallState], float]:
 
 def request_params(teacher: Teacher, req: TeacherRequest) -> dict[str, Any]:
     """The request body beyond model and messages (all of it goes into the cache key)."""
-    params: dict[str, Any] = {"temperature": req.temperature, "max_tokens": req.max_tokens,
-                              "seed": int(req.prompt_hash[:8], 16) % 2_000_000_000 + req.sample_index}
+    params: dict[str, Any] = {
+        "temperature": req.temperature,
+        "max_tokens": req.max_tokens,
+        "seed": int(req.prompt_hash[:8], 16) % 2_000_000_000 + req.sample_index,
+    }
     if req.schema is not None and teacher.structured_output == "json_schema":
-        params["response_format"] = {"type": "json_schema",
-                                     "json_schema": {"name": f"{req.stage}_answer", "schema": req.schema, "strict": True}}
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": f"{req.stage}_answer", "schema": req.schema, "strict": True},
+        }
     elif req.schema is not None and teacher.structured_output == "json_object":
         params["response_format"] = {"type": "json_object", "schema": req.schema}
     extra: dict[str, Any] = {}
@@ -135,19 +149,22 @@ def endpoint_id(teacher: Teacher, base_url: str | None) -> str:
 
 
 def cache_key(teacher: Teacher, base_url: str | None, req: TeacherRequest) -> str:
-    return request_key(endpoint_id(teacher, base_url), teacher.model, req.messages, request_params(teacher, req),
-                       req.sample_index)
+    return request_key(
+        endpoint_id(teacher, base_url), teacher.model, req.messages, request_params(teacher, req), req.sample_index
+    )
 
 
 class TeacherClient:
-    def __init__(self, teacher: Teacher, base_url: str, api_key: str | None, cache: ResponseCache,
-                 max_wait_s: float = 60.0):
+    def __init__(
+        self, teacher: Teacher, base_url: str, api_key: str | None, cache: ResponseCache, max_wait_s: float = 60.0
+    ):
         self.teacher = teacher
         self.base_url = base_url.rstrip("/")
         self.endpoint = endpoint_id(teacher, base_url)
         self._secret = api_key or ""
-        self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key or "no-key", max_retries=0,
-                                         timeout=teacher.timeout_s)
+        self.client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key or "no-key", max_retries=0, timeout=teacher.timeout_s
+        )
         self.cache = cache
         self.max_wait_s = max_wait_s
         self.stats: Counter = Counter()
@@ -169,12 +186,15 @@ class TeacherClient:
         return text.replace(self._secret, "***") if self._secret else text
 
     def permanent(self, exc: openai.APIStatusError) -> TeacherPermanentError:
-        what = {401: "the API key was rejected (check the env var "
-                     f"{self.teacher.api_key_env or '-'})", 403: "access denied",
-                404: f"model {self.teacher.model!r} or endpoint not found"}.get(exc.status_code, "request rejected")
+        what = {
+            401: f"the API key was rejected (check the env var {self.teacher.api_key_env or '-'})",
+            403: "access denied",
+            404: f"model {self.teacher.model!r} or endpoint not found",
+        }.get(exc.status_code, "request rejected")
         msg = self._redact(str(getattr(exc, "message", exc)))[:300]
-        return TeacherPermanentError(f"teacher {self.teacher.name!r} at {self.base_url}: HTTP {exc.status_code}: "
-                                     f"{what} ({msg})")
+        return TeacherPermanentError(
+            f"teacher {self.teacher.name!r} at {self.base_url}: HTTP {exc.status_code}: {what} ({msg})"
+        )
 
     async def _call_once(self, req: TeacherRequest, params: dict[str, Any]) -> TeacherAnswer:
         sem, limiter = self._bounds()
@@ -183,8 +203,7 @@ class TeacherClient:
                 await limiter.acquire()
             self.stats["calls"] += 1
             t0 = time.perf_counter()
-            resp = await self.client.chat.completions.create(model=self.teacher.model, messages=req.messages,
-                                                             **params)
+            resp = await self.client.chat.completions.create(model=self.teacher.model, messages=req.messages, **params)
             latency = time.perf_counter() - t0
         if not getattr(resp, "choices", None):
             raise MalformedResponse("response without choices")
@@ -201,8 +220,10 @@ class TeacherClient:
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_retryable), stop=stop_after_attempt(self.teacher.max_retries + 1),
-                wait=_wait(self.max_wait_s), reraise=True,
+                retry=retry_if_exception(is_retryable),
+                stop=stop_after_attempt(self.teacher.max_retries + 1),
+                wait=_wait(self.max_wait_s),
+                reraise=True,
             ):
                 with attempt:
                     attempts += 1
@@ -223,8 +244,12 @@ class TeacherClient:
 
     def _failed(self, req: TeacherRequest, key: str, attempts: int, exc: BaseException) -> TeacherAnswer:
         self.stats["failed"] += 1
-        return TeacherAnswer(request=req, key=key, attempts=attempts,
-                             error=self._redact(f"gave up after {attempts} attempts: {type(exc).__name__}: {exc}")[:500])
+        return TeacherAnswer(
+            request=req,
+            key=key,
+            attempts=attempts,
+            error=self._redact(f"gave up after {attempts} attempts: {type(exc).__name__}: {exc}")[:500],
+        )
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -237,11 +262,24 @@ def answer_from_completion(req: TeacherRequest, body: dict[str, Any], latency: f
     content, think = split_reasoning(content)
     reasoning = msg.get("reasoning_content") or msg.get("reasoning") or think
     usage = body.get("usage") or {}
-    return TeacherAnswer(request=req, key="", content=content, reasoning=reasoning,
-                         finish_reason=choice.get("finish_reason"), tokens_in=int(usage.get("prompt_tokens") or 0),
-                         tokens_out=int(usage.get("completion_tokens") or 0), latency_s=latency)
+    return TeacherAnswer(
+        request=req,
+        key="",
+        content=content,
+        reasoning=reasoning,
+        finish_reason=choice.get("finish_reason"),
+        tokens_in=int(usage.get("prompt_tokens") or 0),
+        tokens_out=int(usage.get("completion_tokens") or 0),
+        latency_s=latency,
+    )
 
 
 def cache_record(ans: TeacherAnswer) -> dict[str, Any]:
-    return {"content": ans.content, "reasoning": ans.reasoning, "finish_reason": ans.finish_reason,
-            "tokens_in": ans.tokens_in, "tokens_out": ans.tokens_out, "latency_s": ans.latency_s}
+    return {
+        "content": ans.content,
+        "reasoning": ans.reasoning,
+        "finish_reason": ans.finish_reason,
+        "tokens_in": ans.tokens_in,
+        "tokens_out": ans.tokens_out,
+        "latency_s": ans.latency_s,
+    }

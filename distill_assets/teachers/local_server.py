@@ -30,8 +30,9 @@ def free_port() -> int:
 class LocalLlamaServer:
     """``with LocalLlamaServer(model) as base_url: ...`` - the server lives for the block."""
 
-    def __init__(self, model_path: str | Path, n_ctx: int = 8192, n_threads: int | None = None,
-                 startup_timeout_s: float = 180.0):
+    def __init__(
+        self, model_path: str | Path, n_ctx: int = 8192, n_threads: int | None = None, startup_timeout_s: float = 180.0
+    ):
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(os.cpu_count() or 1, 1)
@@ -51,9 +52,24 @@ class LocalLlamaServer:
         fd, log = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
         self.log_path = Path(log)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads)],
-            stdout=fd, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(self.model_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                str(self.n_ctx),
+                "--n_threads",
+                str(self.n_threads),
+            ],
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         os.close(fd)
         deadline = time.time() + self.startup_timeout_s

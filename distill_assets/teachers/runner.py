@@ -14,11 +14,26 @@ from distill_assets.teachers.cache import ResponseCache
 from distill_assets.teachers.client import TeacherAnswer, TeacherClient, TeacherRequest, cache_key
 
 CANDIDATE_SCHEMA = {
-    "task_id": pl.Utf8, "stage": pl.Utf8, "teacher": pl.Utf8, "model": pl.Utf8, "source": pl.Utf8,
-    "prompt_hash": pl.Utf8, "request_key": pl.Utf8, "sample_index": pl.Int64, "raw_text": pl.Utf8,
-    "reasoning": pl.Utf8, "parsed_json": pl.Utf8, "parse_error": pl.Utf8, "call_error": pl.Utf8,
-    "finish_reason": pl.Utf8, "tokens_in": pl.Int64, "tokens_out": pl.Int64, "cost_usd": pl.Float64,
-    "latency_s": pl.Float64, "cache_hit": pl.Boolean, "attempts": pl.Int64,
+    "task_id": pl.Utf8,
+    "stage": pl.Utf8,
+    "teacher": pl.Utf8,
+    "model": pl.Utf8,
+    "source": pl.Utf8,
+    "prompt_hash": pl.Utf8,
+    "request_key": pl.Utf8,
+    "sample_index": pl.Int64,
+    "raw_text": pl.Utf8,
+    "reasoning": pl.Utf8,
+    "parsed_json": pl.Utf8,
+    "parse_error": pl.Utf8,
+    "call_error": pl.Utf8,
+    "finish_reason": pl.Utf8,
+    "tokens_in": pl.Int64,
+    "tokens_out": pl.Int64,
+    "cost_usd": pl.Float64,
+    "latency_s": pl.Float64,
+    "cache_hit": pl.Boolean,
+    "attempts": pl.Int64,
 }
 
 
@@ -41,9 +56,18 @@ def build_requests(prompts: pl.DataFrame, stage: StageConfig, teacher: Teacher) 
         messages = json.loads(r["messages_json"])
         schema = json.loads(r["schema_json"]) if r["schema_json"] else None
         for i in range(n):
-            reqs.append(TeacherRequest(task_id=r["task_id"], stage=stage.key.value, prompt_hash=r["prompt_hash"],
-                                       sample_index=i, messages=messages, schema=schema,
-                                       temperature=stage.temperature, max_tokens=max_tokens))
+            reqs.append(
+                TeacherRequest(
+                    task_id=r["task_id"],
+                    stage=stage.key.value,
+                    prompt_hash=r["prompt_hash"],
+                    sample_index=i,
+                    messages=messages,
+                    schema=schema,
+                    temperature=stage.temperature,
+                    max_tokens=max_tokens,
+                )
+            )
     return reqs
 
 
@@ -64,8 +88,9 @@ def cost_usd(teacher: Teacher, tokens_in: int, tokens_out: int) -> float:
     return tokens_in * teacher.price_input_per_mtok / 1e6 + tokens_out * teacher.price_output_per_mtok / 1e6
 
 
-async def _gather(client: TeacherClient, requests: list[TeacherRequest],
-                  progress: Callable[[int, int], None] | None) -> list[TeacherAnswer]:
+async def _gather(
+    client: TeacherClient, requests: list[TeacherRequest], progress: Callable[[int, int], None] | None
+) -> list[TeacherAnswer]:
     done = 0
 
     async def one(req: TeacherRequest) -> TeacherAnswer:
@@ -82,9 +107,14 @@ async def _gather(client: TeacherClient, requests: list[TeacherRequest],
         await client.aclose()
 
 
-def run_teacher(teacher: Teacher, base_url: str, api_key: str | None, cache: ResponseCache,
-                requests: list[TeacherRequest], progress: Callable[[int, int], None] | None = None
-                ) -> tuple[list[TeacherAnswer], dict[str, int]]:
+def run_teacher(
+    teacher: Teacher,
+    base_url: str,
+    api_key: str | None,
+    cache: ResponseCache,
+    requests: list[TeacherRequest],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[TeacherAnswer], dict[str, int]]:
     """All answers (cached ones included) and call statistics. Permanent errors propagate."""
     client = TeacherClient(teacher, base_url, api_key, cache)
     if teacher.batch:
@@ -105,14 +135,28 @@ def candidates_table(answers: Iterable[TeacherAnswer], teacher: Teacher) -> pl.D
             parsed, perr = parse_output(r.stage, a.content or "")
             if perr and a.finish_reason == "length":
                 perr = f"truncated at max_tokens; {perr}"
-        rows.append({
-            "task_id": r.task_id, "stage": r.stage, "teacher": teacher.name, "model": teacher.model,
-            "source": teacher.name, "prompt_hash": r.prompt_hash, "request_key": a.key, "sample_index": r.sample_index,
-            "raw_text": a.content, "reasoning": a.reasoning,
-            "parsed_json": parsed.model_dump_json() if parsed is not None else None,
-            "parse_error": perr, "call_error": a.error, "finish_reason": a.finish_reason,
-            "tokens_in": a.tokens_in, "tokens_out": a.tokens_out,
-            "cost_usd": cost_usd(teacher, a.tokens_in, a.tokens_out), "latency_s": a.latency_s,
-            "cache_hit": a.cache_hit, "attempts": a.attempts,
-        })
+        rows.append(
+            {
+                "task_id": r.task_id,
+                "stage": r.stage,
+                "teacher": teacher.name,
+                "model": teacher.model,
+                "source": teacher.name,
+                "prompt_hash": r.prompt_hash,
+                "request_key": a.key,
+                "sample_index": r.sample_index,
+                "raw_text": a.content,
+                "reasoning": a.reasoning,
+                "parsed_json": parsed.model_dump_json() if parsed is not None else None,
+                "parse_error": perr,
+                "call_error": a.error,
+                "finish_reason": a.finish_reason,
+                "tokens_in": a.tokens_in,
+                "tokens_out": a.tokens_out,
+                "cost_usd": cost_usd(teacher, a.tokens_in, a.tokens_out),
+                "latency_s": a.latency_s,
+                "cache_hit": a.cache_hit,
+                "attempts": a.attempts,
+            }
+        )
     return pl.DataFrame(rows, schema=CANDIDATE_SCHEMA) if rows else pl.DataFrame(schema=CANDIDATE_SCHEMA)

@@ -40,15 +40,20 @@ class TokenisedSFT:
     plan_tokens: int = 0
 
     def as_dict(self) -> dict:
-        return {"input_ids": self.input_ids, "labels": self.labels, "loss_weights": self.loss_weights,
-                "difficulty": self.difficulty}
+        return {
+            "input_ids": self.input_ids,
+            "labels": self.labels,
+            "loss_weights": self.loss_weights,
+            "difficulty": self.difficulty,
+        }
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
-def tokenise_sft(rows: list[dict], tokenizer, *, reasoning_weight: float, plan_weight: float,
-                 max_length: int) -> TokenisedSFT:
+def tokenise_sft(
+    rows: list[dict], tokenizer, *, reasoning_weight: float, plan_weight: float, max_length: int
+) -> TokenisedSFT:
     """SFT rows (TRL conversational prompt/completion) -> input_ids, labels (-100 on the prompt) and the
     per-token loss weights. A row longer than ``max_length`` is dropped and counted, never truncated: a
     plan cut in half would teach broken JSON."""
@@ -59,8 +64,7 @@ def tokenise_sft(rows: list[dict], tokenizer, *, reasoning_weight: float, plan_w
         except (ValueError, KeyError, TypeError):
             out.dropped["malformed"] += 1
             continue
-        ex = weighted_example(tokenizer, prompt, completion, reasoning_weight=reasoning_weight,
-                              plan_weight=plan_weight)
+        ex = weighted_example(tokenizer, prompt, completion, reasoning_weight=reasoning_weight, plan_weight=plan_weight)
         if len(ex.input_ids) > max_length:
             out.dropped["longer_than_max_length"] += 1
             continue
@@ -78,8 +82,10 @@ def tokenise_sft(rows: list[dict], tokenizer, *, reasoning_weight: float, plan_w
 
 def preference_rows(rows: list[dict]) -> list[dict]:
     """DPO pairs -> TRL's conversational preference format (prompt messages, chosen/rejected answers)."""
-    return [{"prompt": _messages(r["prompt"]), "chosen": _messages(r["chosen"]),
-             "rejected": _messages(r["rejected"])} for r in rows]
+    return [
+        {"prompt": _messages(r["prompt"]), "chosen": _messages(r["chosen"]), "rejected": _messages(r["rejected"])}
+        for r in rows
+    ]
 
 
 def prompt_rows(rows: list[dict]) -> list[dict]:
@@ -142,7 +148,7 @@ class SpanWeightCollator:
             left = getattr(self.base, "padding_side", "right") == "left"
             for b, w in enumerate(weights):
                 if left:
-                    t[b, ids.shape[1] - len(w):] = torch.tensor(w)
+                    t[b, ids.shape[1] - len(w) :] = torch.tensor(w)
                 else:
                     t[b, : len(w)] = torch.tensor(w)
         batch["loss_weights"] = t

@@ -62,19 +62,42 @@ def plan_phases(hp: dict, n_pairs: int) -> tuple[list[str], dict[str, str]]:
 NOT_IN_WEIGHTS = frozenset({"keep_checkpoints"})
 
 
-def prepare_run(root: Path, stage: str, base_model: str | Path, hp: dict, sft_train: list[dict],
-                sft_val: list[dict], dpo_train: list[dict], kd_teacher_path: str | None = None) -> tuple[Path, dict]:
+def prepare_run(
+    root: Path,
+    stage: str,
+    base_model: str | Path,
+    hp: dict,
+    sft_train: list[dict],
+    sft_val: list[dict],
+    dpo_train: list[dict],
+    kd_teacher_path: str | None = None,
+) -> tuple[Path, dict]:
     """Write the run folder (data + spec) under ``root/stage/<key>``; returns (run_dir, spec)."""
     phases, skipped = plan_phases(hp, len(dpo_train))
     data_hash = _digest({"sft_train": sft_train, "sft_val": sft_val, "dpo_train": dpo_train if "dpo" in phases else []})
     weights_hp = {k: v for k, v in hp.items() if k not in NOT_IN_WEIGHTS}
     config_hash = _digest({"hp": weights_hp, "phases": phases, "trainer": TRAINER_VERSION})[:16]
-    key = _digest({"data": data_hash, "config": config_hash, "base": base_identity(base_model),
-                   "kd_teacher": base_identity(kd_teacher_path) if kd_teacher_path else None})[:20]
+    key = _digest(
+        {
+            "data": data_hash,
+            "config": config_hash,
+            "base": base_identity(base_model),
+            "kd_teacher": base_identity(kd_teacher_path) if kd_teacher_path else None,
+        }
+    )[:20]
     run_dir = Path(root) / stage / key
-    spec = {"stage": stage, "base_model": str(base_model), "hp": hp, "phases": phases, "skipped_phases": skipped,
-            "kd_teacher_path": kd_teacher_path, "data_hash": data_hash[:16], "config_hash": config_hash,
-            "run_key": key, "trainer_version": TRAINER_VERSION}
+    spec = {
+        "stage": stage,
+        "base_model": str(base_model),
+        "hp": hp,
+        "phases": phases,
+        "skipped_phases": skipped,
+        "kd_teacher_path": kd_teacher_path,
+        "data_hash": data_hash[:16],
+        "config_hash": config_hash,
+        "run_key": key,
+        "trainer_version": TRAINER_VERSION,
+    }
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "spec.json").exists():  # data and spec are fixed by the key: written once
         write_jsonl(run_dir / "data" / "sft_train.jsonl", sft_train)
@@ -118,15 +141,35 @@ def training_command(run_dir: Path, num_processes: int | str = "auto") -> list[s
     n = visible_gpus() if num_processes == "auto" else int(num_processes)
     spec = str(Path(run_dir) / "spec.json")
     if n > 1:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-                "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
-                "-m", "distill_assets.training.run", spec]
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(n),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "bf16",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "distill_assets.training.run",
+            spec,
+        ]
     return [sys.executable, "-m", "distill_assets.training.run", spec]
 
 
-def launch(run_dir: Path, *, num_processes: int | str = "auto", timeout_s: float = 48 * 3600,
-           on_progress: Callable[[dict], None] | None = None, on_line: Callable[[str], None] | None = None,
-           env: dict[str, str] | None = None) -> dict:
+def launch(
+    run_dir: Path,
+    *,
+    num_processes: int | str = "auto",
+    timeout_s: float = 48 * 3600,
+    on_progress: Callable[[dict], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
     """Run the training process to completion in its own process group; returns ``result.json``.
     A crash or an out-of-memory kill of the child raises :class:`TrainingFailed` here and takes nothing
     else down; the checkpoints written so far make the next launch resume."""
@@ -137,8 +180,15 @@ def launch(run_dir: Path, *, num_processes: int | str = "auto", timeout_s: float
         proc_env["CUDA_VISIBLE_DEVICES"] = "0"  # one process: one GPU (Trainer would fall back to DataParallel)
     with open(Path(run_dir) / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=proc_env,
-                                start_new_session=True, cwd=str(run_dir))
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=proc_env,
+            start_new_session=True,
+            cwd=str(run_dir),
+        )
         timed_out = threading.Event()
 
         def on_timeout() -> None:
@@ -155,7 +205,7 @@ def launch(run_dir: Path, *, num_processes: int | str = "auto", timeout_s: float
                 tail.append(line)
                 if line.startswith(PROGRESS_PREFIX):
                     if on_progress:
-                        on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+                        on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
                 elif on_line:
                     on_line(line)
             rc = proc.wait()
@@ -166,8 +216,13 @@ def launch(run_dir: Path, *, num_processes: int | str = "auto", timeout_s: float
             timer.cancel()
     result = load_result(run_dir)
     if rc != 0 or result is None:
-        why = (f"timed out after {timeout_s:.0f} s" if timed_out.is_set()
-               else "out of memory or killed" if rc in (-9, 137) else f"exit status {rc}")
+        why = (
+            f"timed out after {timeout_s:.0f} s"
+            if timed_out.is_set()
+            else "out of memory or killed"
+            if rc in (-9, 137)
+            else f"exit status {rc}"
+        )
         raise TrainingFailed(f"training process failed ({why}); last lines:\n" + "\n".join(list(tail)[-25:]))
     return result
 

@@ -42,15 +42,29 @@ def _common_args(hp: dict, out: Path, *, lr: float, epochs: float, n_rows: int) 
 
     cuda = torch.cuda.is_available()
     args = dict(
-        output_dir=str(out), learning_rate=lr, num_train_epochs=epochs,
-        per_device_train_batch_size=hp["batch_size"], gradient_accumulation_steps=hp["grad_accum"],
-        lr_scheduler_type="cosine", warmup_steps=float(hp.get("warmup_ratio", 0.03)), weight_decay=0.0,
-        logging_steps=1, save_strategy="steps", save_steps=hp.get("save_steps", 50),
+        output_dir=str(out),
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=hp["batch_size"],
+        gradient_accumulation_steps=hp["grad_accum"],
+        lr_scheduler_type="cosine",
+        warmup_steps=float(hp.get("warmup_ratio", 0.03)),
+        weight_decay=0.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=hp.get("save_steps", 50),
         save_total_limit=hp.get("keep_checkpoints", 2),
-        seed=hp.get("seed", 42), data_seed=hp.get("seed", 42), report_to=[], bf16=cuda, fp16=False,
+        seed=hp.get("seed", 42),
+        data_seed=hp.get("seed", 42),
+        report_to=[],
+        bf16=cuda,
+        fp16=False,
         gradient_checkpointing=False,  # applied per layer by apply_checkpointing
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
-        use_cpu=not cuda, ddp_find_unused_parameters=False if cuda else None,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        ddp_find_unused_parameters=False if cuda else None,
     )
     if hp.get("max_steps"):
         args["max_steps"] = int(hp["max_steps"])
@@ -73,10 +87,17 @@ def _finish_phase(trainer, out: Path, started: float, extra: dict) -> dict:
     losses = [r["loss"] for r in hist if "loss" in r]
     train = next((r for r in reversed(hist) if "train_runtime" in r), {})
     tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
-    info = {"steps": trainer.state.global_step, "losses": losses, "log_history": hist,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "train_runtime_s": train.get("train_runtime"), "wall_s": round(time.time() - started, 2),
-            "tokens": tokens, **extra}
+    info = {
+        "steps": trainer.state.global_step,
+        "losses": losses,
+        "log_history": hist,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_runtime_s": train.get("train_runtime"),
+        "wall_s": round(time.time() - started, 2),
+        "tokens": tokens,
+        **extra,
+    }
     rt = train.get("train_runtime") or 0
     info["tokens_per_s"] = round(tokens / rt, 1) if tokens and rt else None
     if _rank0():
@@ -91,50 +112,98 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
     from trl import SFTConfig
 
     from distill_assets.training.data import read_jsonl, tokenise_sft
-    from distill_assets.training.trainer import (ProgressCallback, WeightedSFTTrainer, apply_checkpointing,
-                                                 apply_liger, compile_layers, disable_lora_input_cast, load_base,
-                                                 trainable_counts)
+    from distill_assets.training.trainer import (
+        ProgressCallback,
+        WeightedSFTTrainer,
+        apply_checkpointing,
+        apply_liger,
+        compile_layers,
+        disable_lora_input_cast,
+        load_base,
+        trainable_counts,
+    )
 
     hp, out = spec["hp"], run_dir / "sft"
     rows = read_jsonl(run_dir / "data" / "sft_train.jsonl")
     if hp.get("max_train_rows"):
         rows = rows[: hp["max_train_rows"]]
-    tok = tokenise_sft(rows, tokenizer, reasoning_weight=hp["reasoning_weight"], plan_weight=hp["plan_weight"],
-                       max_length=hp["max_length"])
+    tok = tokenise_sft(
+        rows,
+        tokenizer,
+        reasoning_weight=hp["reasoning_weight"],
+        plan_weight=hp["plan_weight"],
+        max_length=hp["max_length"],
+    )
     if not len(tok):
         raise SystemExit(f"sft: no trainable rows ({dict(tok.dropped) or 'the train split is empty'})")
-    val = tokenise_sft(read_jsonl(run_dir / "data" / "sft_val.jsonl"), tokenizer,
-                       reasoning_weight=hp["reasoning_weight"], plan_weight=hp["plan_weight"],
-                       max_length=hp["max_length"])
+    val = tokenise_sft(
+        read_jsonl(run_dir / "data" / "sft_val.jsonl"),
+        tokenizer,
+        reasoning_weight=hp["reasoning_weight"],
+        plan_weight=hp["plan_weight"],
+        max_length=hp["max_length"],
+    )
     started = time.time()
     torch.manual_seed(hp.get("seed", 42))
     model, load_info = load_base(spec["base_model"], hp)
     liger = apply_liger(model, hp)
     ckpt = apply_checkpointing(model, hp.get("checkpoint_layers", "all"))
-    lcfg = LoraConfig(r=hp["rank"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"],
-                      target_modules=hp["target_modules"], bias="none", task_type="CAUSAL_LM")
+    lcfg = LoraConfig(
+        r=hp["rank"],
+        lora_alpha=hp["alpha"],
+        lora_dropout=hp["dropout"],
+        target_modules=hp["target_modules"],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lcfg)
     nocast = disable_lora_input_cast(model) if torch.cuda.is_available() else 0
     compiled = compile_layers(model, hp)
     trainable, total = trainable_counts(model)
-    args = SFTConfig(**_common_args(hp, out, lr=hp["lr"], epochs=hp["epochs"], n_rows=len(tok)),
-                     max_length=hp["max_length"], dataset_kwargs={"skip_prepare_dataset": True},
-                     eval_strategy="no", shuffle_dataset=False)
+    args = SFTConfig(
+        **_common_args(hp, out, lr=hp["lr"], epochs=hp["epochs"], n_rows=len(tok)),
+        max_length=hp["max_length"],
+        dataset_kwargs={"skip_prepare_dataset": True},
+        eval_strategy="no",
+        shuffle_dataset=False,
+    )
     trainer = WeightedSFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_dict(tok.as_dict()),
-        eval_dataset=Dataset.from_dict(val.as_dict()) if len(val) else None, processing_class=tokenizer,
-        curriculum=bool(hp.get("curriculum")), callbacks=[ProgressCallback("sft", run_dir / "progress.jsonl")])
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(tok.as_dict()),
+        eval_dataset=Dataset.from_dict(val.as_dict()) if len(val) else None,
+        processing_class=tokenizer,
+        curriculum=bool(hp.get("curriculum")),
+        callbacks=[ProgressCallback("sft", run_dir / "progress.jsonl")],
+    )
     resume = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume)
     val_loss = trainer.evaluate()["eval_loss"] if len(val) else None
     peak = round(torch.cuda.max_memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
-    return _finish_phase(trainer, out, started, {
-        "rows": len(tok), "dropped": dict(tok.dropped), "val_rows": len(val), "val_loss": val_loss,
-        "reasoning_tokens": tok.reasoning_tokens, "plan_tokens": tok.plan_tokens, "resumed_from": resume,
-        "trainable_params": trainable, "total_params": total, "checkpointed_layers": ckpt, "liger": liger,
-        "lora_input_cast_disabled": nocast, "compiled_layers": compiled,
-        "activation_memory_budget": hp.get("activation_memory_budget") if compiled else None, "peak_mem_gb": peak, "curriculum": bool(hp.get("curriculum")),
-        **load_info})
+    return _finish_phase(
+        trainer,
+        out,
+        started,
+        {
+            "rows": len(tok),
+            "dropped": dict(tok.dropped),
+            "val_rows": len(val),
+            "val_loss": val_loss,
+            "reasoning_tokens": tok.reasoning_tokens,
+            "plan_tokens": tok.plan_tokens,
+            "resumed_from": resume,
+            "trainable_params": trainable,
+            "total_params": total,
+            "checkpointed_layers": ckpt,
+            "liger": liger,
+            "lora_input_cast_disabled": nocast,
+            "compiled_layers": compiled,
+            "activation_memory_budget": hp.get("activation_memory_budget") if compiled else None,
+            "peak_mem_gb": peak,
+            "curriculum": bool(hp.get("curriculum")),
+            **load_info,
+        },
+    )
 
 
 def _peft_from(spec: dict, adapter: Path, hp: dict):
@@ -161,10 +230,19 @@ def run_dpo(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
         pairs = pairs[: hp["max_train_rows"]]
     started = time.time()
     model, load_info = _peft_from(spec, previous, hp)
-    args = DPOConfig(**_common_args(hp, out, lr=hp["dpo_lr"], epochs=hp["dpo_epochs"], n_rows=len(pairs)),
-                     beta=hp.get("dpo_beta", 0.1), max_length=hp["max_length"])
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs),
-                         processing_class=tokenizer, callbacks=[ProgressCallback("dpo", run_dir / "progress.jsonl")])
+    args = DPOConfig(
+        **_common_args(hp, out, lr=hp["dpo_lr"], epochs=hp["dpo_epochs"], n_rows=len(pairs)),
+        beta=hp.get("dpo_beta", 0.1),
+        max_length=hp["max_length"],
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback("dpo", run_dir / "progress.jsonl")],
+    )
     resume = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume)
     hist = trainer.state.log_history
@@ -174,10 +252,22 @@ def run_dpo(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")
     peak = round(torch.cuda.max_memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
-    return _finish_phase(trainer, out, started, {
-        "pairs": len(pairs), "margins": margins, "first_margin": margins[0] if margins else None,
-        "last_margin": margins[-1] if margins else None, "resumed_from": resume, "trainable_params": trainable,
-        "total_params": total, "peak_mem_gb": peak, **load_info})
+    return _finish_phase(
+        trainer,
+        out,
+        started,
+        {
+            "pairs": len(pairs),
+            "margins": margins,
+            "first_margin": margins[0] if margins else None,
+            "last_margin": margins[-1] if margins else None,
+            "resumed_from": resume,
+            "trainable_params": trainable,
+            "total_params": total,
+            "peak_mem_gb": peak,
+            **load_info,
+        },
+    )
 
 
 def run_kd(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
@@ -196,17 +286,26 @@ def run_kd(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
     started = time.time()
     model, load_info = _peft_from(spec, previous, hp)
     cuda = torch.cuda.is_available()
-    teacher = AutoModelForCausalLM.from_pretrained(spec["kd_teacher_path"],
-                                                   dtype=torch.bfloat16 if cuda else torch.float32)
+    teacher = AutoModelForCausalLM.from_pretrained(
+        spec["kd_teacher_path"], dtype=torch.bfloat16 if cuda else torch.float32
+    )
     if teacher.config.vocab_size != model.config.vocab_size:
-        raise SystemExit(f"kd: teacher vocabulary {teacher.config.vocab_size} != student "
-                         f"{model.config.vocab_size}; logit distillation needs the same tokenizer")
+        raise SystemExit(
+            f"kd: teacher vocabulary {teacher.config.vocab_size} != student "
+            f"{model.config.vocab_size}; logit distillation needs the same tokenizer"
+        )
     common = _common_args(hp, out, lr=hp["kd_lr"], epochs=hp["kd_epochs"], n_rows=len(rows))
-    args = DistillationConfig(**common, beta=hp.get("kd_beta", 0.5), max_completion_length=hp["kd_max_new_tokens"],
-                              temperature=1.0)
-    trainer = DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows),
-                                  processing_class=tokenizer,
-                                  callbacks=[ProgressCallback("kd", run_dir / "progress.jsonl")])
+    args = DistillationConfig(
+        **common, beta=hp.get("kd_beta", 0.5), max_completion_length=hp["kd_max_new_tokens"], temperature=1.0
+    )
+    trainer = DistillationTrainer(
+        model=model,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback("kd", run_dir / "progress.jsonl")],
+    )
     resume = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume)
     return _finish_phase(trainer, out, started, {"prompts": len(rows), "resumed_from": resume, **load_info})
@@ -262,8 +361,13 @@ def train(spec: dict, run_dir: Path) -> dict:
             raise SystemExit(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
         previous = folder / "final"
     final = run_dir / "adapter"
-    result = {"stage": spec["stage"], "phases": phases, "phase_results": done,
-              "adapter_dir": str(final), "base_model": spec["base_model"]}
+    result = {
+        "stage": spec["stage"],
+        "phases": phases,
+        "phase_results": done,
+        "adapter_dir": str(final),
+        "base_model": spec["base_model"],
+    }
     if _rank0():
         tmp = run_dir / "adapter.partial"
         shutil.rmtree(tmp, ignore_errors=True)

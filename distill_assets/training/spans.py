@@ -18,8 +18,15 @@ class WeightedExample:
     plan_tokens: int
 
 
-def weighted_example(tokenizer, prompt: list[dict], completion: str, *, reasoning_weight: float,
-                     plan_weight: float, max_length: int | None = None) -> WeightedExample:
+def weighted_example(
+    tokenizer,
+    prompt: list[dict],
+    completion: str,
+    *,
+    reasoning_weight: float,
+    plan_weight: float,
+    max_length: int | None = None,
+) -> WeightedExample:
     """Tokenise prompt + completion with the chat template; weight each completion token by its span.
     Text without a [PLAN] marker is all plan span (stages 1-3 and 5: the whole answer is the output)."""
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)

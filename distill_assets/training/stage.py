@@ -14,12 +14,30 @@ from distill_assets.feedback.selfimprove import mix
 from distill_assets.training.launch import loss_curve
 
 ADAPTER_SCHEMA = {
-    "stage": pl.Utf8, "status": pl.Utf8, "reason": pl.Utf8, "adapter_dir": pl.Utf8, "adapter_sha256": pl.Utf8,
-    "base_model": pl.Utf8, "base_model_dir": pl.Utf8, "student_model": pl.Utf8, "run_key": pl.Utf8,
-    "config_hash": pl.Utf8, "data_hash": pl.Utf8, "phases": pl.List(pl.Utf8), "train_rows": pl.Int64,
-    "val_rows": pl.Int64, "dpo_pairs": pl.Int64, "sft_first_loss": pl.Float64, "sft_last_loss": pl.Float64,
-    "val_loss": pl.Float64, "dpo_first_margin": pl.Float64, "dpo_last_margin": pl.Float64,
-    "tokens_per_s": pl.Float64, "peak_mem_gb": pl.Float64, "trainable_params": pl.Int64, "total_params": pl.Int64,
+    "stage": pl.Utf8,
+    "status": pl.Utf8,
+    "reason": pl.Utf8,
+    "adapter_dir": pl.Utf8,
+    "adapter_sha256": pl.Utf8,
+    "base_model": pl.Utf8,
+    "base_model_dir": pl.Utf8,
+    "student_model": pl.Utf8,
+    "run_key": pl.Utf8,
+    "config_hash": pl.Utf8,
+    "data_hash": pl.Utf8,
+    "phases": pl.List(pl.Utf8),
+    "train_rows": pl.Int64,
+    "val_rows": pl.Int64,
+    "dpo_pairs": pl.Int64,
+    "sft_first_loss": pl.Float64,
+    "sft_last_loss": pl.Float64,
+    "val_loss": pl.Float64,
+    "dpo_first_margin": pl.Float64,
+    "dpo_last_margin": pl.Float64,
+    "tokens_per_s": pl.Float64,
+    "peak_mem_gb": pl.Float64,
+    "trainable_params": pl.Int64,
+    "total_params": pl.Int64,
 }
 
 SFT_COLS = ["task_id", "prompt", "completion", "difficulty", "source"]
@@ -30,8 +48,9 @@ def split_rows(df: pl.DataFrame | None, split: str, cols: list[str]) -> list[dic
     """The rows of one split as dicts of ``cols``, in a stable order (so the data hash is stable)."""
     if df is None or df.height == 0:
         return []
-    part = df.filter(pl.col("split") == split).sort([c for c in ("task_id", "candidate_key", "chosen_source")
-                                                       if c in df.columns])
+    part = df.filter(pl.col("split") == split).sort(
+        [c for c in ("task_id", "candidate_key", "chosen_source") if c in df.columns]
+    )
     return [{c: r.get(c) for c in cols if c in df.columns} for r in part.iter_rows(named=True)]
 
 
@@ -43,8 +62,13 @@ class StageRows:
     student_rows: int = 0  # production rows mixed into the train split
 
 
-def stage_rows(sft: pl.DataFrame, dpo_pairs: pl.DataFrame | None, self_improvement: pl.DataFrame | None,
-               student_share: float, seed: int) -> StageRows:
+def stage_rows(
+    sft: pl.DataFrame,
+    dpo_pairs: pl.DataFrame | None,
+    self_improvement: pl.DataFrame | None,
+    student_share: float,
+    seed: int,
+) -> StageRows:
     """Every teacher train row stays; the student's production rows join at ``student_share`` of the mix."""
     n_student = 0
     if self_improvement is not None and self_improvement.height and sft.height:
@@ -52,13 +76,18 @@ def stage_rows(sft: pl.DataFrame, dpo_pairs: pl.DataFrame | None, self_improveme
         mixed = mix(teacher_train, self_improvement, student_share, seed=seed)
         n_student = mixed.height - teacher_train.height
         sft = pl.concat([mixed, sft.filter(pl.col("split") != "train").select(mixed.columns)])
-    return StageRows(split_rows(sft, "train", SFT_COLS), split_rows(sft, "val", SFT_COLS),
-                     split_rows(dpo_pairs, "train", DPO_COLS), n_student)
+    return StageRows(
+        split_rows(sft, "train", SFT_COLS),
+        split_rows(sft, "val", SFT_COLS),
+        split_rows(dpo_pairs, "train", DPO_COLS),
+        n_student,
+    )
 
 
 @dataclass
 class AdapterRecord:
     """The adapters-table row of one stage, and what its metadata plots: the loss per phase, DPO margins."""
+
     row: dict[str, Any]
     loss_by_phase: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     margins: list[tuple[int, float]] = field(default_factory=list)
@@ -71,20 +100,33 @@ def skipped_record(stage: str, st, rows: StageRows, reason: str) -> AdapterRecor
     return AdapterRecord({**_known(stage, st, rows), "status": "skipped", "reason": reason})
 
 
-def trained_record(stage: str, st, rows: StageRows, result: dict, spec: dict, base_dir: Path,
-                   run_dir: Path) -> AdapterRecord:
+def trained_record(
+    stage: str, st, rows: StageRows, result: dict, spec: dict, base_dir: Path, run_dir: Path
+) -> AdapterRecord:
     """The row of a finished training (``result.json`` of the run folder, ``spec`` its run spec)."""
     phases = result["phase_results"]
     sft, dpo = phases.get("sft", {}), phases.get("dpo", {})
-    row = {**_known(stage, st, rows),
-           "status": "trained", "reason": "; ".join(f"{k}: {v}" for k, v in spec["skipped_phases"].items()),
-           "adapter_dir": result["adapter_dir"], "adapter_sha256": result["adapter_sha256"],
-           "base_model_dir": str(base_dir), "run_key": spec["run_key"], "config_hash": spec["config_hash"],
-           "data_hash": spec["data_hash"], "phases": result["phases"], "sft_first_loss": sft.get("first_loss"),
-           "sft_last_loss": sft.get("last_loss"), "val_loss": sft.get("val_loss"),
-           "dpo_first_margin": dpo.get("first_margin"), "dpo_last_margin": dpo.get("last_margin"),
-           "tokens_per_s": sft.get("tokens_per_s"), "peak_mem_gb": sft.get("peak_mem_gb"),
-           "trainable_params": sft.get("trainable_params"), "total_params": sft.get("total_params")}
+    row = {
+        **_known(stage, st, rows),
+        "status": "trained",
+        "reason": "; ".join(f"{k}: {v}" for k, v in spec["skipped_phases"].items()),
+        "adapter_dir": result["adapter_dir"],
+        "adapter_sha256": result["adapter_sha256"],
+        "base_model_dir": str(base_dir),
+        "run_key": spec["run_key"],
+        "config_hash": spec["config_hash"],
+        "data_hash": spec["data_hash"],
+        "phases": result["phases"],
+        "sft_first_loss": sft.get("first_loss"),
+        "sft_last_loss": sft.get("last_loss"),
+        "val_loss": sft.get("val_loss"),
+        "dpo_first_margin": dpo.get("first_margin"),
+        "dpo_last_margin": dpo.get("last_margin"),
+        "tokens_per_s": sft.get("tokens_per_s"),
+        "peak_mem_gb": sft.get("peak_mem_gb"),
+        "trainable_params": sft.get("trainable_params"),
+        "total_params": sft.get("total_params"),
+    }
     by_phase: dict[str, list[tuple[int, float]]] = {}
     for rec in loss_curve(run_dir):
         by_phase.setdefault(rec["phase"], []).append((rec["step"], rec["loss"]))
@@ -92,9 +134,23 @@ def trained_record(stage: str, st, rows: StageRows, result: dict, spec: dict, ba
 
 
 def _known(stage: str, st, rows: StageRows) -> dict[str, Any]:
-    return {"stage": stage, "base_model": st.base_model, "student_model": st.student_model,
-            "train_rows": len(rows.train), "val_rows": len(rows.val), "dpo_pairs": len(rows.pairs), "phases": []}
+    return {
+        "stage": stage,
+        "base_model": st.base_model,
+        "student_model": st.student_model,
+        "train_rows": len(rows.train),
+        "val_rows": len(rows.val),
+        "dpo_pairs": len(rows.pairs),
+        "phases": [],
+    }
 
 
-__all__ = ["ADAPTER_SCHEMA", "AdapterRecord", "StageRows", "skipped_record", "split_rows", "stage_rows",
-           "trained_record"]
+__all__ = [
+    "ADAPTER_SCHEMA",
+    "AdapterRecord",
+    "StageRows",
+    "skipped_record",
+    "split_rows",
+    "stage_rows",
+    "trained_record",
+]

@@ -54,7 +54,11 @@ class WeightedSFTTrainer(SFTTrainer):
             self._metrics[mode]["entropy"].append((ent / num_valid).item() if num_valid > 0 else 0.0)
             self._metrics[mode]["mean_token_accuracy"].append((top1 / num_valid).item() if num_valid > 0 else 0.0)
         if mode == "train":
-            n = inputs["attention_mask"].sum() if "attention_mask" in inputs else torch.tensor(inputs["input_ids"].numel())
+            n = (
+                inputs["attention_mask"].sum()
+                if "attention_mask" in inputs
+                else torch.tensor(inputs["input_ids"].numel())
+            )
             self._total_train_tokens += int(self.accelerator.gather_for_metrics(n.to(mask.device)).sum().item())
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         if return_outputs:
@@ -64,8 +68,9 @@ class WeightedSFTTrainer(SFTTrainer):
         return loss
 
 
-def span_weighted_loss(log_probs: torch.Tensor, weights: torch.Tensor, label_mask: torch.Tensor,
-                       num_items_in_batch=None) -> torch.Tensor:
+def span_weighted_loss(
+    log_probs: torch.Tensor, weights: torch.Tensor, label_mask: torch.Tensor, num_items_in_batch=None
+) -> torch.Tensor:
     """``log_probs[b, t]`` is log p(token t+1) (zero where ignored), so token t+1's weight scales it.
     Divided by the completion-token count (of the whole accumulated batch when given)."""
     w = weights[:, 1:].to(log_probs.dtype)
@@ -95,8 +100,13 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or logs is None:
             return
-        rec = {"phase": self.phase, "step": state.global_step, "max_steps": state.max_steps,
-               "epoch": round(state.epoch or 0.0, 4), **{k: v for k, v in logs.items() if _finite(v)}}
+        rec = {
+            "phase": self.phase,
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "epoch": round(state.epoch or 0.0, 4),
+            **{k: v for k, v in logs.items() if _finite(v)},
+        }
         rec["elapsed_s"] = round(time.perf_counter() - (self.t0 or time.perf_counter()), 3)
         if torch.cuda.is_available():
             rec["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
@@ -138,8 +148,11 @@ def load_base(path: str, hp: dict, *, for_training: bool = True):
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     if cuda:
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -158,13 +171,15 @@ def compile_wanted(hp: dict) -> bool:
 def apply_liger(model, hp: dict) -> bool:
     """liger-kernel RMSNorm / SwiGLU / RoPE on the model instance (the loss is TRL's fused LM head).
     Not with ``compile``: inductor fuses those itself, and liger's kernels would break its graphs."""
-    if compile_wanted(hp) or not want(hp.get("liger", "auto"),
-                                      torch.cuda.is_available() and _importable("liger_kernel")):
+    if compile_wanted(hp) or not want(
+        hp.get("liger", "auto"), torch.cuda.is_available() and _importable("liger_kernel")
+    ):
         return False
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True,
-                                    cross_entropy=False, fused_linear_cross_entropy=False)
+    _apply_liger_kernel_to_instance(
+        model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False
+    )
     return True
 
 

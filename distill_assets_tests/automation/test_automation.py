@@ -35,15 +35,17 @@ def test_nightly_retrain_starts_at_the_cron_tick_and_follows_dependency_order(tm
         day = dt.datetime(2026, 11, 28, tzinfo=UTC)
         before = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=day.replace(hour=1))
         assert before.total_requested == 0
-        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor,
-                                                 evaluation_time=day.replace(hour=2, minute=1))
+        tick = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=before.cursor, evaluation_time=day.replace(hour=2, minute=1)
+        )
         # the roots (and what only depends on roots requested in the same tick); nothing further downstream
         assert {"mined_commits", "external_tasks", "production_feedback"} <= _requested(tick)
         assert not {"change_tasks", "teacher_outputs", "adapters", "evaluations"} & _requested(tick)
         for key, partition in (("mined_commits", "demo-shop"), ("external_tasks", None)):
             instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
-        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor,
-                                                  evaluation_time=day.replace(hour=2, minute=5))
+        after = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=tick.cursor, evaluation_time=day.replace(hour=2, minute=5)
+        )
         assert "change_tasks" in _requested(after)  # the next layer, once its inputs were refreshed
         assert not {"adapters", "evaluations", "teacher_outputs"} & _requested(after)  # not before theirs
     graph = defs.resolve_asset_graph()
@@ -107,14 +109,19 @@ def test_failed_runs_are_recorded_on_their_assets(tmp_path, dagster_home, monkey
     try:
         instance.add_dynamic_partitions("source_repos", ["ghost"])
         job = defs.resolve_implicit_global_asset_job_def()
-        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("mined_commits")],
-                                        partition_key="ghost", raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("mined_commits")],
+            partition_key="ghost",
+            raise_on_error=False,
+        )
         assert not result.success
         run = instance.get_run_by_id(result.run_id)
         (entry,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
         failure = entry.dagster_event
-        ctx = dg.build_run_status_sensor_context(sensor_name="record_run_failures", dagster_event=failure,
-                                                 dagster_instance=instance, dagster_run=run).for_run_failure()
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="record_run_failures", dagster_event=failure, dagster_instance=instance, dagster_run=run
+        ).for_run_failure()
         record_run_failures(ctx)
         obs = instance.fetch_observations(dg.AssetKey("mined_commits"), limit=5).records
         assert len(obs) == 1
@@ -157,28 +164,32 @@ def test_a_changed_code_version_marks_exactly_the_downstream_partitions_stale(tm
     instance = dg.DagsterInstance.get()
     try:
         logs: list[str] = []
-        done = materialize_all(load_config(), instance=instance, log=logs.append,
-                               select="*", groups={"sources"})
+        done = materialize_all(load_config(), instance=instance, log=logs.append, select="*", groups={"sources"})
         done += materialize_all(load_config(), instance=instance, log=logs.append, select="stage_prompts")
         assert all(s.failed == 0 for s in done), logs
         chain = ["external_tasks", "change_tasks", "task_contexts", "reference_plans"]
 
         def stale(graph) -> dict[str, set]:
-            view = AssetGraphView(temporal_context=TemporalContext(effective_dt=dt.datetime.now(UTC), last_event_id=None),
-                                  instance=instance, asset_graph=graph)
+            view = AssetGraphView(
+                temporal_context=TemporalContext(effective_dt=dt.datetime.now(UTC), last_event_id=None),
+                instance=instance,
+                asset_graph=graph,
+            )
             resolver = CachingStaleStatusResolver(instance, graph, loading_context=view)
             out = {}
             for key in chain:
                 out[key] = {None} if resolver.get_status(dg.AssetKey(key)) == StaleStatus.STALE else set()
-            out["stage_prompts"] = {s for s in STAGE_ORDER
-                                    if resolver.get_status(dg.AssetKey("stage_prompts"), s) == StaleStatus.STALE}
+            out["stage_prompts"] = {
+                s for s in STAGE_ORDER if resolver.get_status(dg.AssetKey("stage_prompts"), s) == StaleStatus.STALE
+            }
             return {k: v for k, v in out.items() if v}
 
         assert stale(defs.resolve_asset_graph()) == {}  # freshly materialized: nothing is stale
         old = defs.resolve_assets_def("reference_plans")
         bumped = old.map_asset_specs(lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}-next"))
         changed = AssetGraph.from_assets(
-            [bumped if isinstance(a, dg.AssetsDefinition) and a.keys == old.keys else a for a in defs.assets])
+            [bumped if isinstance(a, dg.AssetsDefinition) and a.keys == old.keys else a for a in defs.assets]
+        )
         # the changed asset is stale at once (its code version is new) ...
         assert stale(changed) == {"reference_plans": {None}}
         # ... and once it is recomputed (a backfill of it), exactly what it feeds is stale: all five
@@ -188,10 +199,15 @@ def test_a_changed_code_version_marks_exactly_the_downstream_partitions_stale(tm
         from distill_assets.defs.sources import assets as src
 
         raw = src.reference_plans.map_asset_specs(
-            lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}-next"))
-        res = dg.materialize([raw, src.change_tasks, src.task_contexts, src.external_tasks, src.mined_commits],
-                             selection=[dg.AssetKey("reference_plans")], instance=instance, raise_on_error=False,
-                             resources={"distill": DistillConfigResource(), "io_manager": PolarsIOManager()})
+            lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}-next")
+        )
+        res = dg.materialize(
+            [raw, src.change_tasks, src.task_contexts, src.external_tasks, src.mined_commits],
+            selection=[dg.AssetKey("reference_plans")],
+            instance=instance,
+            raise_on_error=False,
+            resources={"distill": DistillConfigResource(), "io_manager": PolarsIOManager()},
+        )
         assert res.success
         assert stale(changed) == {"stage_prompts": set(STAGE_ORDER)}
     finally:

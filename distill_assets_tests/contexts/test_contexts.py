@@ -1,4 +1,3 @@
-
 from distill_assets.config import ContextConfig, MiningConfig, RepoSource, SplitConfig
 from distill_assets.contexts.build import build_contexts
 from distill_assets.mining.miner import mine_repository, open_repository
@@ -32,8 +31,9 @@ def test_context_has_tree_candidates_and_symbols_at_the_base(shop_repo, tmp_path
 def test_the_token_budget_bounds_file_contents(git_repo, tmp_path):
     big = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(400))
     git_repo.commit("init", {"a/big.py": big, "a/small.py": "def s():\n    return 1\n"})
-    git_repo.commit("Change both", {"a/big.py": big.replace("x + 3\n", "x + 33\n"),
-                                    "a/small.py": "def s():\n    return 2\n"})
+    git_repo.commit(
+        "Change both", {"a/big.py": big.replace("x + 3\n", "x + 33\n"), "a/small.py": "def s():\n    return 2\n"}
+    )
     _, ctx, _ = contexts_for(git_repo, tmp_path, token_budget=500, chars_per_token=4.0)
     c = ctx.row(0, named=True)
     assert c["context_tokens"] <= 500
@@ -77,12 +77,22 @@ def test_a_long_changelog_in_the_change_does_not_take_the_whole_budget(git_repo,
     it took the whole context budget and every code candidate was left "(contents not available)"."""
     changes = "".join(f"Version 1.{i}\n-----------\n\n-   Fixed issue {i} in the parser.\n\n" for i in range(600))
     code = "".join(f"def handler_{i}(x):\n    return x * {i}\n\n\n" for i in range(150))
-    files = {"CHANGES.rst": changes, "pkg/core.py": code, "pkg/util.py": "def u():\n    return 1\n",
-             "pkg/other.py": code.replace("handler", "other"), "pkg/more.py": code.replace("handler", "more")}
+    files = {
+        "CHANGES.rst": changes,
+        "pkg/core.py": code,
+        "pkg/util.py": "def u():\n    return 1\n",
+        "pkg/other.py": code.replace("handler", "other"),
+        "pkg/more.py": code.replace("handler", "more"),
+    }
     git_repo.commit("init", files)
-    git_repo.commit("Fix handler 3", {"CHANGES.rst": "Unreleased\n\n-   Fix handler 3.\n\n" + changes,
-                                      "pkg/core.py": code.replace("x * 3\n", "x * 33\n"),
-                                      "pkg/util.py": "def u():\n    return 2\n"})
+    git_repo.commit(
+        "Fix handler 3",
+        {
+            "CHANGES.rst": "Unreleased\n\n-   Fix handler 3.\n\n" + changes,
+            "pkg/core.py": code.replace("x * 3\n", "x * 33\n"),
+            "pkg/util.py": "def u():\n    return 2\n",
+        },
+    )
     _, ctx, _ = contexts_for(git_repo, tmp_path, token_budget=1500, chars_per_token=4.0, max_distractors=2)
     c = ctx.row(0, named=True)
     by = {x["path"]: x for x in c["candidates"]}

@@ -27,14 +27,25 @@ def test_a_stage_without_train_rows_fails_the_sft_check():
 
 
 def test_the_promotion_check_fails_on_nothing_and_warns_on_a_rejection():
-    skipped = pl.DataFrame([{"stage": "relevance", "status": "skipped", "reason": "no evaluated adapter"}],
-                           schema=PROMOTED_SCHEMA)
+    skipped = pl.DataFrame(
+        [{"stage": "relevance", "status": "skipped", "reason": "no evaluated adapter"}], schema=PROMOTED_SCHEMA
+    )
     res = no_headline_regression(promoted_adapters=skipped)
     assert not res.passed and res.severity == dg.AssetCheckSeverity.ERROR and "nothing to judge" in res.description
     res = no_headline_regression(promoted_adapters=pl.DataFrame(schema=PROMOTED_SCHEMA))
     assert not res.passed and res.severity == dg.AssetCheckSeverity.ERROR
-    rejected = pl.DataFrame([{"stage": "relevance", "status": "rejected", "reason": "does not beat the base",
-                              "serving": "base", "regressions_json": json.dumps({})}], schema=PROMOTED_SCHEMA)
+    rejected = pl.DataFrame(
+        [
+            {
+                "stage": "relevance",
+                "status": "rejected",
+                "reason": "does not beat the base",
+                "serving": "base",
+                "regressions_json": json.dumps({}),
+            }
+        ],
+        schema=PROMOTED_SCHEMA,
+    )
     res = no_headline_regression(promoted_adapters=rejected)
     assert not res.passed and res.severity == dg.AssetCheckSeverity.WARN
     assert res.description.startswith("not promoted; the router keeps serving base: does not beat the base")
@@ -42,14 +53,29 @@ def test_the_promotion_check_fails_on_nothing_and_warns_on_a_rejection():
 
 def test_an_evaluation_with_no_held_out_task_fails_its_check(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    prompts = pl.DataFrame({"task_id": ["a", "b"], "split": ["test", "train"], "messages_json": ["[]", "[]"],
-                            "schema_json": [None, None], "prompt_hash": ["h", "h"]})
+    prompts = pl.DataFrame(
+        {
+            "task_id": ["a", "b"],
+            "split": ["test", "train"],
+            "messages_json": ["[]", "[]"],
+            "schema_json": [None, None],
+            "prompt_hash": ["h", "h"],
+        }
+    )
     empty = pl.DataFrame(schema={"task_id": pl.Utf8, "plan_json": pl.Utf8, "usable": pl.Boolean, "status": pl.Utf8})
-    out = list(evaluations(context=dg.build_asset_context(partition_key="relevance"),
-                           distill=DistillConfigResource(config_path=str(PROJECT / "data" / "distill.yaml")),
-                           teachers=TeachersResource(), stage_prompts=prompts, reference_plans=empty,
-                           change_tasks=empty, task_contexts=empty, test_selections=empty,
-                           gguf_adapters=pl.DataFrame()))
+    out = list(
+        evaluations(
+            context=dg.build_asset_context(partition_key="relevance"),
+            distill=DistillConfigResource(config_path=str(PROJECT / "data" / "distill.yaml")),
+            teachers=TeachersResource(),
+            stage_prompts=prompts,
+            reference_plans=empty,
+            change_tasks=empty,
+            task_contexts=empty,
+            test_selections=empty,
+            gguf_adapters=pl.DataFrame(),
+        )
+    )
     output, check = out
     assert output.value.height == 0 and output.value.schema == pl.Schema(ROW_SCHEMA)
     assert output.metadata["status"].value == "skipped"

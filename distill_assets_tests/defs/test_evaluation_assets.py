@@ -25,8 +25,12 @@ def _run(keys, partition=None):
     from distill_assets.definitions import defs
 
     job = defs().resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=dg.DagsterInstance.get(), asset_selection=[dg.AssetKey(k) for k in keys],
-                                  partition_key=partition, raise_on_error=False)
+    return job.execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        asset_selection=[dg.AssetKey(k) for k in keys],
+        partition_key=partition,
+        raise_on_error=False,
+    )
 
 
 def _check(result):
@@ -36,11 +40,23 @@ def _check(result):
 
 def _write_rows(tables, recall: dict[str, float], n: int = 6):
     """Evaluation rows as the evaluations asset writes them, with chosen stage-4 file recall per system."""
-    rows = [{"stage": STAGE, "system": system, "system_id": system, "task_id": f"t{i}", "file_recall": value,
-             "structural_validity": 1.0, "symbol_recall": value, "exec_pass_rate": None}
-            for system, value in recall.items() for i in range(n)]
+    rows = [
+        {
+            "stage": STAGE,
+            "system": system,
+            "system_id": system,
+            "task_id": f"t{i}",
+            "file_recall": value,
+            "structural_validity": 1.0,
+            "symbol_recall": value,
+            "exec_pass_rate": None,
+        }
+        for system, value in recall.items()
+        for i in range(n)
+    ]
     pl.DataFrame(rows, schema_overrides={"exec_pass_rate": pl.Float64}).write_parquet(
-        tables / "evaluations" / f"{STAGE}.parquet")
+        tables / "evaluations" / f"{STAGE}.parquet"
+    )
 
 
 def _meta(result, node):
@@ -52,7 +68,9 @@ def test_evaluation_report_and_promotion_gate(shop_repo, tmp_path, dagster_home,
     data = yaml.safe_load((PROJECT / "data" / "distill.yaml").read_text())
     data["sources"] = {"repos": [{"name": "shop", "path": str(shop_repo.path)}], "external": []}
     data["split"] = {"val_fraction": 0.0, "test_fraction": 0.4}
-    data["teachers"][0].update(max_tasks=1, max_samples=1, max_output_tokens=200, n_ctx=4096, max_parse_failure_rate=1.0)
+    data["teachers"][0].update(
+        max_tasks=1, max_samples=1, max_output_tokens=200, n_ctx=4096, max_parse_failure_rate=1.0
+    )
     for st in data["stages"]:
         st["prompt_token_budget"] = 900
         st["base_gguf"] = SMOLLM2_GGUF
@@ -78,9 +96,20 @@ def test_evaluation_report_and_promotion_gate(shop_repo, tmp_path, dagster_home,
         base = resolve_model_file(SMOLLM2_GGUF)
         peft = make_peft_adapter(smollm2_dir, tmp_path / "peft", seed=3, std=0.01)
         info = export_gguf_lora(peft, base, tmp_path / "a.gguf")
-        row = {"stage": STAGE, "status": "exported", "reason": "", "gguf_path": info["path"], "sha256": info["sha256"],
-               "bytes": info["bytes"], "tensors": info["tensors"], "rank": info["rank"], "alpha": info["alpha"],
-               "arch": info["arch"], "base_gguf": str(base), "adapter_sha256": "peft-" + info["sha256"][:8]}
+        row = {
+            "stage": STAGE,
+            "status": "exported",
+            "reason": "",
+            "gguf_path": info["path"],
+            "sha256": info["sha256"],
+            "bytes": info["bytes"],
+            "tensors": info["tensors"],
+            "rank": info["rank"],
+            "alpha": info["alpha"],
+            "arch": info["arch"],
+            "base_gguf": str(base),
+            "adapter_sha256": "peft-" + info["sha256"][:8],
+        }
         (tables / "gguf_adapters").mkdir(parents=True, exist_ok=True)
         pl.DataFrame([row]).write_parquet(tables / "gguf_adapters" / f"{STAGE}.parquet")
 
@@ -123,8 +152,9 @@ def test_evaluation_report_and_promotion_gate(shop_repo, tmp_path, dagster_home,
         assert decision["comparisons"][0]["against"] == "base" and decision["comparisons"][0]["metric"] == "file_recall"
         status = _meta(first, "promoted_adapters")["decision"].value
         assert status == ("promoted" if decision["promote"] else "rejected")
-        assert (json.loads((promotions / "live.json").read_text()) if (promotions / "live.json").exists()
-                else {}).get(STAGE, {}).get("adapter_sha256") == (info["sha256"] if decision["promote"] else None)
+        assert (json.loads((promotions / "live.json").read_text()) if (promotions / "live.json").exists() else {}).get(
+            STAGE, {}
+        ).get("adapter_sha256") == (info["sha256"] if decision["promote"] else None)
         check = _check(first)
         assert check.passed is decision["promote"]
         if not decision["promote"]:
@@ -142,7 +172,8 @@ def test_evaluation_report_and_promotion_gate(shop_repo, tmp_path, dagster_home,
         peft2 = make_peft_adapter(smollm2_dir, tmp_path / "peft2", seed=4, std=0.01)
         info2 = export_gguf_lora(peft2, base, tmp_path / "b.gguf")
         pl.DataFrame([{**row, "gguf_path": info2["path"], "sha256": info2["sha256"]}]).write_parquet(
-            tables / "gguf_adapters" / f"{STAGE}.parquet")
+            tables / "gguf_adapters" / f"{STAGE}.parquet"
+        )
         ev2 = _run(["evaluations"], STAGE)
         assert ev2.success, [e.message for e in ev2.all_events if e.is_failure]
         assert _meta(ev2, "evaluations")["systems"].value == "base, adapter, live, teacher"

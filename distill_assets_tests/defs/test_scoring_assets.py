@@ -16,17 +16,22 @@ from distill_assets_tests.conftest import PROJECT, use_config
 def test_scoring_pipeline_on_a_real_repository(backend, shop_repo, tmp_path, dagster_home, monkeypatch):
     data = yaml.safe_load((PROJECT / "data" / "distill.yaml").read_text())
     data["sources"] = {"repos": [{"name": "shop", "path": str(shop_repo.path)}], "external": []}
-    data["teachers"][0].update(max_tasks=1, max_samples=1, max_output_tokens=200, n_ctx=4096, max_parse_failure_rate=1.0)
+    data["teachers"][0].update(
+        max_tasks=1, max_samples=1, max_output_tokens=200, n_ctx=4096, max_parse_failure_rate=1.0
+    )
     for st in data["stages"]:
         st["prompt_token_budget"] = 900
     data["sandbox"]["backend"] = backend
-    data["sandbox"]["test_commands"] = {"shop": ["python3 -m unittest discover -s tests -t . -v", "node --test web/test/"]}
+    data["sandbox"]["test_commands"] = {
+        "shop": ["python3 -m unittest discover -s tests -t . -v", "node --test web/test/"]
+    }
     use_config(tmp_path, monkeypatch, data)
     instance = dg.DagsterInstance.get()
     try:
         logs: list[str] = []
-        summary = materialize_all(load_config(), instance=instance, log=logs.append,
-                                  groups={"sources", "teachers", "scoring"})
+        summary = materialize_all(
+            load_config(), instance=instance, log=logs.append, groups={"sources", "teachers", "scoring"}
+        )
         assert all(s.failed == 0 for s in summary), logs
         t = dagster_home / "storage" / "tables"
         tasks = pl.read_parquet(t / "change_tasks.parquet")
@@ -64,8 +69,9 @@ def test_scoring_pipeline_on_a_real_repository(backend, shop_repo, tmp_path, dag
         # a rerun of the executions redoes nothing: coder answers and sandbox runs come from the caches
         summary = materialize_all(load_config(), instance=instance, log=logs.append, select="plan_executions")
         assert all(s.failed == 0 for s in summary), logs
-        rec = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("plan_executions"),
-                                                                    asset_partitions=["reference"]), limit=1)
+        rec = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("plan_executions"), asset_partitions=["reference"]), limit=1
+        )
         meta = rec.records[0].event_log_entry.asset_materialization.metadata
         ran = ex.filter(pl.col("scored_by") == "tests").height
         assert meta["sandbox_cache_hits"].value == ran - coded.filter(pl.col("status") == "no_diff").height

@@ -19,7 +19,8 @@ def latest_meta(instance, key: str, partition: str | None = None) -> dict:
     rec = instance.get_latest_materialization_event(dg.AssetKey(key)) if partition is None else None
     if partition is not None:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1)
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+        )
         rec = result.records[0].event_log_entry if result.records else None
     assert rec is not None, f"{key} was not materialized"
     return {k: v.value for k, v in rec.asset_materialization.metadata.items()}
@@ -31,8 +32,11 @@ def table(home: Path, key: str, partition: str | None = None) -> pl.DataFrame:
 
 
 def test_materialize_all_sources_on_a_real_repository(shop_repo, tmp_path, dagster_home, monkeypatch):
-    cfg_path = write_config(tmp_path, [{"name": "shop", "path": str(shop_repo.path)}],
-                            external=[{"kind": "commitpackft", "path": str(PROJECT / "data/samples/commitpackft_sample.jsonl")}])
+    cfg_path = write_config(
+        tmp_path,
+        [{"name": "shop", "path": str(shop_repo.path)}],
+        external=[{"kind": "commitpackft", "path": str(PROJECT / "data/samples/commitpackft_sample.jsonl")}],
+    )
     monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         logs: list[str] = []
@@ -88,11 +92,39 @@ def _plan_rows(n_valid: int, n_invalid: int) -> pl.DataFrame:
     from distill_assets.plans.validator import PlanContext, validate_plan
 
     ctx = PlanContext.from_rows(["a.py", "b.py"], [{"path": "a.py", "name": "f"}])
-    good = {"task_summary": "x", "rationale": "", "execution_order": ["a.py", "b.py"], "affected_files": [
-        {"path": "a.py", "role": "primary", "changes": [{"symbol": "f", "action": "modify", "description": "",
-                                                          "depends_on": [], "depended_by": ["b.py:<module>"]}]},
-        {"path": "b.py", "role": "supporting", "changes": [{"symbol": "<module>", "action": "modify", "description": "",
-                                                             "depends_on": ["a.py:f"], "depended_by": []}]}]}
+    good = {
+        "task_summary": "x",
+        "rationale": "",
+        "execution_order": ["a.py", "b.py"],
+        "affected_files": [
+            {
+                "path": "a.py",
+                "role": "primary",
+                "changes": [
+                    {
+                        "symbol": "f",
+                        "action": "modify",
+                        "description": "",
+                        "depends_on": [],
+                        "depended_by": ["b.py:<module>"],
+                    }
+                ],
+            },
+            {
+                "path": "b.py",
+                "role": "supporting",
+                "changes": [
+                    {
+                        "symbol": "<module>",
+                        "action": "modify",
+                        "description": "",
+                        "depends_on": ["a.py:f"],
+                        "depended_by": [],
+                    }
+                ],
+            },
+        ],
+    }
     bad = json.loads(json.dumps(good))
     bad["execution_order"] = ["b.py", "a.py"]
     bad["affected_files"][0]["changes"][0]["symbol"] = "g"
@@ -101,10 +133,21 @@ def _plan_rows(n_valid: int, n_invalid: int) -> pl.DataFrame:
     rows = []
     for i, plan in enumerate([good] * n_valid + [bad] * n_invalid):
         report = validate_plan(json.dumps(plan), ctx)
-        rows.append({k: None for k in REFERENCE_SCHEMA} | {
-            "task_id": f"t{i}", "source": "reference", "status": "ok", "detail": "", "plan_json": json.dumps(plan),
-            "valid": report.valid, "usable": report.valid, "violations": [str(v) for v in report.violations],
-            "difficulty": "easy", "seconds": 0.0})
+        rows.append(
+            {k: None for k in REFERENCE_SCHEMA}
+            | {
+                "task_id": f"t{i}",
+                "source": "reference",
+                "status": "ok",
+                "detail": "",
+                "plan_json": json.dumps(plan),
+                "valid": report.valid,
+                "usable": report.valid,
+                "violations": [str(v) for v in report.violations],
+                "difficulty": "easy",
+                "seconds": 0.0,
+            }
+        )
     return pl.DataFrame(rows, schema=REFERENCE_SCHEMA)
 
 
@@ -126,9 +169,22 @@ def test_the_blocking_check_fails_when_no_plan_was_built(tmp_path):
     from distill_assets.plans.reference import REFERENCE_SCHEMA
 
     distill = DistillConfigResource(config_path=str(write_config(tmp_path, [])))
-    skipped = pl.DataFrame([{k: None for k in REFERENCE_SCHEMA} | {
-        "task_id": "t0", "source": "reference", "status": "skipped", "detail": "no task context (no_snapshot)",
-        "valid": False, "usable": False, "violations": [], "seconds": 0.0}], schema=REFERENCE_SCHEMA)
+    skipped = pl.DataFrame(
+        [
+            {k: None for k in REFERENCE_SCHEMA}
+            | {
+                "task_id": "t0",
+                "source": "reference",
+                "status": "skipped",
+                "detail": "no task context (no_snapshot)",
+                "valid": False,
+                "usable": False,
+                "violations": [],
+                "seconds": 0.0,
+            }
+        ],
+        schema=REFERENCE_SCHEMA,
+    )
     result = reference_plans_valid(distill=distill, reference_plans=skipped)
     assert not result.passed and "no reference plan was built" in result.description
     assert "no_snapshot" in result.description
@@ -137,8 +193,10 @@ def test_the_blocking_check_fails_when_no_plan_was_built(tmp_path):
 
 
 def test_sensor_adds_a_partition_per_configured_repository(tmp_path, monkeypatch, shop_repo):
-    cfg_path = write_config(tmp_path, [{"name": "shop", "path": str(shop_repo.path)},
-                                       {"name": "other", "url": "https://example.invalid/x.git"}])
+    cfg_path = write_config(
+        tmp_path,
+        [{"name": "shop", "path": str(shop_repo.path)}, {"name": "other", "url": "https://example.invalid/x.git"}],
+    )
     monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
     with dg.instance_for_test() as instance:
         result = source_repos_sync(dg.build_sensor_context(instance=instance))
@@ -155,12 +213,15 @@ def test_stage_teacher_partitions_skip_invalid_pairs_with_a_reason(monkeypatch):
     cfg = load_config()
     keys = stage_teacher_partitions.get_partition_keys()
     assert len(keys) == 5 * len(cfg.teachers)
-    assert {k for k in keys if stage_teacher_skip(cfg, k) is None} == {f"{s}|local" for s in
-                                                  ("task_analysis", "relevance", "symbol_selection", "plan_generation", "code_generation")}
+    assert {k for k in keys if stage_teacher_skip(cfg, k) is None} == {
+        f"{s}|local" for s in ("task_analysis", "relevance", "symbol_selection", "plan_generation", "code_generation")
+    }
     assert "not assigned" in stage_teacher_skip(cfg, "task_analysis|deepseek-v3.2")
     assert "DEEPSEEK_API_KEY" in stage_teacher_skip(cfg, "plan_generation|deepseek-v3.2")
     monkeypatch.setenv("DEEPSEEK_API_KEY", "k")
-    assert stage_teacher_skip(cfg, dg.MultiPartitionKey({"stage": "plan_generation", "teacher": "deepseek-v3.2"})) is None
+    assert (
+        stage_teacher_skip(cfg, dg.MultiPartitionKey({"stage": "plan_generation", "teacher": "deepseek-v3.2"})) is None
+    )
 
 
 def _sources_defs():
@@ -178,9 +239,13 @@ def test_mined_commits_through_dagster_materialize(shop_repo, tmp_path, monkeypa
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(REPO_PARTITIONS_NAME, ["shop"])
         result = dg.materialize(
-            [mined_commits], partition_key="shop", instance=instance,
-            resources={"distill": DistillConfigResource(config_path=str(cfg_path)),
-                       "io_manager": PolarsIOManager(base_dir=str(tmp_path / "tables"))},
+            [mined_commits],
+            partition_key="shop",
+            instance=instance,
+            resources={
+                "distill": DistillConfigResource(config_path=str(cfg_path)),
+                "io_manager": PolarsIOManager(base_dir=str(tmp_path / "tables")),
+            },
         )
         assert result.success
         df = result.output_for_node("mined_commits")
@@ -208,9 +273,14 @@ def test_user_mistakes_fail_the_asset_with_one_message(case, tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(REPO_PARTITIONS_NAME, ["empty"])
         result = dg.materialize(
-            [mined_commits], partition_key="empty", instance=instance, raise_on_error=False,
-            resources={"distill": DistillConfigResource(config_path=str(cfg_path)),
-                       "io_manager": PolarsIOManager(base_dir=str(tmp_path / "tables"))},
+            [mined_commits],
+            partition_key="empty",
+            instance=instance,
+            raise_on_error=False,
+            resources={
+                "distill": DistillConfigResource(config_path=str(cfg_path)),
+                "io_manager": PolarsIOManager(base_dir=str(tmp_path / "tables")),
+            },
         )
         assert not result.success
         failure = [e for e in result.all_events if e.is_step_failure][0]
@@ -223,8 +293,9 @@ def test_change_tasks_goes_on_when_one_repository_fails(shop_repo, git_repo, tmp
 
     git_repo.commit("init", {"a.py": "def a():\n    return 1\n", "b.py": "def b():\n    return 1\n"})
     git_repo.commit("Change both", {"a.py": "def a():\n    return 2\n", "b.py": "def b():\n    return 2\n"})
-    cfg_path = write_config(tmp_path, [{"name": "shop", "path": str(shop_repo.path)},
-                                       {"name": "other", "path": str(git_repo.path)}])
+    cfg_path = write_config(
+        tmp_path, [{"name": "shop", "path": str(shop_repo.path)}, {"name": "other", "path": str(git_repo.path)}]
+    )
     monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         logs: list[str] = []
@@ -243,9 +314,13 @@ def test_change_tasks_goes_on_when_one_repository_fails(shop_repo, git_repo, tmp
 def test_sources_on_samples_of_the_real_repositories(real_repo, tmp_path, dagster_home, monkeypatch):
     """click and commander (newest 700 commits each) through the sources assets: no failure, the blocking check
     passes, every difficulty level is populated, drops and plans are explained in the metadata."""
-    cfg_path = write_config(tmp_path, [
-        {"name": "click", "path": str(real_repo("click")), "max_commits": 700},
-        {"name": "commander", "path": str(real_repo("commander")), "max_commits": 700}])
+    cfg_path = write_config(
+        tmp_path,
+        [
+            {"name": "click", "path": str(real_repo("click")), "max_commits": 700},
+            {"name": "commander", "path": str(real_repo("commander")), "max_commits": 700},
+        ],
+    )
     monkeypatch.setenv("DISTILL_CONFIG", str(cfg_path))
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         logs: list[str] = []

@@ -49,13 +49,16 @@ def test_teacher_assets_end_to_end_and_a_rerun_is_all_cache_hits(shop_repo, tmp_
         cost = meta(instance, "teacher_cost_estimate")
         assert cost["projected_usd_target_scale"] > 0  # remote teachers priced at full scale
         table = pl.read_parquet(dagster_home / "storage/tables/teacher_cost_estimate.parquet")
-        row = table.filter((pl.col("stage") == "plan_generation") & (pl.col("teacher") == "qwen3.5-plus")).row(0, named=True)
+        row = table.filter((pl.col("stage") == "plan_generation") & (pl.col("teacher") == "qwen3.5-plus")).row(
+            0, named=True
+        )
         assert not row["available"] and row["target_calls"] == 15000 * 10 and row["target_usd"] > 0
         local = table.filter((pl.col("stage") == "plan_generation") & (pl.col("teacher") == "local")).row(0, named=True)
         assert local["output_tokens_measured"] and local["answers"] == 1
 
         checks = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey("teacher_outputs"), "teacher_outputs_parse_rate"), limit=10)
+            dg.AssetCheckKey(dg.AssetKey("teacher_outputs"), "teacher_outputs_parse_rate"), limit=10
+        )
         assert len(checks) == 5
 
         # a rerun: zero calls, every answer from the cache (and no server started)
@@ -80,10 +83,17 @@ def test_an_invalid_pair_is_skipped_with_its_reason_not_failed(shop_repo, tmp_pa
     pl.DataFrame(schema={"task_id": pl.Utf8}).write_parquet(tables / "stage_prompts" / "task_analysis.parquet")
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [dg.AssetSpec("stage_prompts", partitions_def=stage_partitions).with_io_manager_key("io_manager"),
-             teacher_outputs], partition_key="task_analysis|deepseek-v3.2", instance=instance,
-            resources={"distill": DistillConfigResource(config_path=str(cfg_path)), "teachers": TeachersResource(),
-                       "io_manager": PolarsIOManager(base_dir=str(tables))},
+            [
+                dg.AssetSpec("stage_prompts", partitions_def=stage_partitions).with_io_manager_key("io_manager"),
+                teacher_outputs,
+            ],
+            partition_key="task_analysis|deepseek-v3.2",
+            instance=instance,
+            resources={
+                "distill": DistillConfigResource(config_path=str(cfg_path)),
+                "teachers": TeachersResource(),
+                "io_manager": PolarsIOManager(base_dir=str(tables)),
+            },
             selection=[dg.AssetKey("teacher_outputs")],
         )
         assert result.success
@@ -106,7 +116,9 @@ def test_parse_rate_check_fails_when_the_teacher_answered_nothing():
 
     down = pl.DataFrame({"call_error": ["ConnectError: connection refused"] * 3, "parse_error": [None] * 3})
     res = parse_failure_result(down, 0.5, "qwen")
-    assert not res.passed and "answered none of 3 requests" in res.description and "connection refused" in res.description
+    assert (
+        not res.passed and "answered none of 3 requests" in res.description and "connection refused" in res.description
+    )
     empty = pl.DataFrame(schema={"call_error": pl.Utf8, "parse_error": pl.Utf8})
     res = parse_failure_result(empty, 0.5, "qwen")
     assert not res.passed and "asked nothing" in res.description

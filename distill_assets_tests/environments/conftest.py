@@ -34,19 +34,37 @@ def env_root():
 def _task(repo: GitRepo, base: str, head: str, test_files: list[str], task_id: str = "t1") -> dict:
     patch = repo.git("diff", "--full-index", base, head)
     changed = [p for p in repo.git("diff", "--name-only", base, head).split() if p]
-    return {"task_id": task_id, "repo": "calc", "repo_path": str(repo.path), "base_commit": base, "gold_patch": patch,
-            "has_tests": True, "test_files": test_files, "created_at": None,
-            "file_changes": [{"path": p, "status": "M"} for p in changed]}
+    return {
+        "task_id": task_id,
+        "repo": "calc",
+        "repo_path": str(repo.path),
+        "base_commit": base,
+        "gold_patch": patch,
+        "has_tests": True,
+        "test_files": test_files,
+        "created_at": None,
+        "file_changes": [{"path": p, "status": "M"} for p in changed],
+    }
 
 
 @pytest.fixture
 def py_repo(tmp_path):
     """A Python project whose tests import a package (six) that neither the host nor the sandbox image has."""
     r = GitRepo(tmp_path / "calc")
-    base = r.commit("initial", {"pyproject.toml": PYPROJECT.format(dep="six"), "calc/__init__.py": "",
-                                "calc/ops.py": "def double(x):\n    return 2 * x\n", "tests/test_ops.py": TEST_V1})
-    head = r.commit("Add triple", {"calc/ops.py": "def double(x):\n    return 2 * x\n\n\ndef triple(x):\n    return 3 * x\n",
-                                   "tests/test_ops.py": TEST_V2})
+    base = r.commit(
+        "initial",
+        {
+            "pyproject.toml": PYPROJECT.format(dep="six"),
+            "calc/__init__.py": "",
+            "calc/ops.py": "def double(x):\n    return 2 * x\n",
+            "tests/test_ops.py": TEST_V1,
+        },
+    )
+    head = r.commit(
+        "Add triple",
+        {
+            "calc/ops.py": "def double(x):\n    return 2 * x\n\n\ndef triple(x):\n    return 3 * x\n",
+            "tests/test_ops.py": TEST_V2,
+        },
+    )
     return r, base, head
-
-

@@ -18,6 +18,7 @@ from distill_assets_tests.gitrepo import GitRepo
 
 BACKENDS = ["bwrap", "docker"]
 
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_a_python_environment_from_pypi_gives_fail_to_pass_tests(backend_name, py_repo, tmp_path, env_root):
     repo, base, head = py_repo
@@ -29,8 +30,9 @@ def test_a_python_environment_from_pypi_gives_fail_to_pass_tests(backend_name, p
     assert row["runner"] == "pytest" and row["language"] == "python" and row["n_tasks"] == 1
     assert "pyproject.toml" in row["manifests"] and not row["cache_hit"] and row["size_mb"] > 1
     assert any("extras ['test']" in s for s in row["sources"])
-    sel = selection_for_task(task, env_by_task(envs)["t1"], None, get_backend(backend_name), Limits(timeout_s=120),
-                             tmp_path / "sel")
+    sel = selection_for_task(
+        task, env_by_task(envs)["t1"], None, get_backend(backend_name), Limits(timeout_s=120), tmp_path / "sel"
+    )
     assert sel["status"] == "selected", sel["detail"]
     assert sel["fail_to_pass"] == ["tests/test_ops.py::test_triple"]
     assert sel["pass_to_pass"] == ["tests/test_ops.py::test_double"]
@@ -48,8 +50,9 @@ def test_the_cache_builds_once_per_manifest_and_rebuilds_when_it_changes(py_repo
     # a fresh cache object on the same folder (the next nightly run) finds it too
     assert EnvironmentCache(env_root / "envs").get(str(repo.path), base, ["tests/test_ops.py"]).cache_hit
     # a changed manifest is a new environment, and a selection in it is a new sandbox run
-    bumped = repo.commit("Depend on iniconfig", {"pyproject.toml": PYPROJECT.format(dep="six") .replace(
-        '"six"]', '"six", "iniconfig"]')})
+    bumped = repo.commit(
+        "Depend on iniconfig", {"pyproject.toml": PYPROJECT.format(dep="six").replace('"six"]', '"six", "iniconfig"]')}
+    )
     new = cache.get(str(repo.path), bumped, ["tests/test_ops.py"])
     assert new.status == "ready" and not new.cache_hit and new.key != first.key
     assert (env_root / "envs" / new.key / "venv").is_dir() and (env_root / "envs" / first.key / "env.json").is_file()
@@ -64,8 +67,15 @@ def test_the_cache_builds_once_per_manifest_and_rebuilds_when_it_changes(py_repo
 
 def test_a_pin_that_cannot_be_installed_falls_back_and_is_recorded(tmp_path, env_root):
     r = GitRepo(tmp_path / "calc")
-    base = r.commit("initial", {"pyproject.toml": PYPROJECT.format(dep="six==0.0.404"), "calc/__init__.py": "",
-                                "calc/ops.py": "def double(x):\n    return 2 * x\n", "tests/test_ops.py": TEST_V1})
+    base = r.commit(
+        "initial",
+        {
+            "pyproject.toml": PYPROJECT.format(dep="six==0.0.404"),
+            "calc/__init__.py": "",
+            "calc/ops.py": "def double(x):\n    return 2 * x\n",
+            "tests/test_ops.py": TEST_V1,
+        },
+    )
     rec = EnvironmentCache(env_root / "envs").get(str(r.path), base, ["tests/test_ops.py"])
     assert rec.status == "ready", rec.log_tail
     assert any("without the pins" in f for f in rec.fallbacks), rec.fallbacks
@@ -75,8 +85,15 @@ def test_a_pin_that_cannot_be_installed_falls_back_and_is_recorded(tmp_path, env
 def test_an_uninstallable_environment_is_a_counted_reason_and_retried_later(tmp_path, env_root):
     r = GitRepo(tmp_path / "calc")
     # no interpreter here satisfies the project's Python: nothing can be built, and it says why
-    base = r.commit("initial", {"pyproject.toml": PYPROJECT.format(dep="six").replace(">=3.9", ">=3.99"),
-                                "calc/__init__.py": "", "calc/ops.py": "X = 1\n", "tests/test_ops.py": TEST_V1})
+    base = r.commit(
+        "initial",
+        {
+            "pyproject.toml": PYPROJECT.format(dep="six").replace(">=3.9", ">=3.99"),
+            "calc/__init__.py": "",
+            "calc/ops.py": "X = 1\n",
+            "tests/test_ops.py": TEST_V1,
+        },
+    )
     cache = EnvironmentCache(env_root / "envs", retry_failed_s=3600)
     task = _task(r, base, base, ["tests/test_ops.py"])
     envs = environments_for_tasks([task], cache, "calc")
@@ -85,49 +102,76 @@ def test_an_uninstallable_environment_is_a_counted_reason_and_retried_later(tmp_
     sel = selection_for_task(task, env_by_task(envs)["t1"], None, get_backend("bwrap"), Limits(), tmp_path / "sel")
     assert sel["status"] == "env_failed" and row["env_key"] in sel["detail"]
     assert cache.get(str(r.path), base, ["tests/test_ops.py"]).cache_hit  # remembered for retry_failed_s
-    assert not EnvironmentCache(env_root / "envs", retry_failed_s=0).get(str(r.path), base,
-                                                                         ["tests/test_ops.py"]).cache_hit
+    assert (
+        not EnvironmentCache(env_root / "envs", retry_failed_s=0)
+        .get(str(r.path), base, ["tests/test_ops.py"])
+        .cache_hit
+    )
 
 
 def _npm_lock(path):
-    subprocess.run(["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund"],
-                   cwd=path, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund"],
+        cwd=path,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.skipif(not shutil.which("npm"), reason="npm is installed by make setup")
 def test_a_node_environment_from_a_lock_file(tmp_path, env_root):
     r = GitRepo(tmp_path / "fmt")
-    pkg = {"name": "fmt", "version": "1.0.0", "scripts": {"test": "node --test test/"},
-           "devDependencies": {"ms": "2.1.3"}}
-    r.write({"package.json": json.dumps(pkg, indent=2) + "\n",
-             "lib/fmt.js": "function fmt(n) { return String(n); }\nmodule.exports = { fmt };\n",
-             "test/fmt.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\n"
-                                 "const ms = require('ms');\nconst { fmt } = require('../lib/fmt');\n"
-                                 "test('fmt', () => assert.strictEqual(fmt(1), '1'));\n"})
+    pkg = {
+        "name": "fmt",
+        "version": "1.0.0",
+        "scripts": {"test": "node --test test/"},
+        "devDependencies": {"ms": "2.1.3"},
+    }
+    r.write(
+        {
+            "package.json": json.dumps(pkg, indent=2) + "\n",
+            "lib/fmt.js": "function fmt(n) { return String(n); }\nmodule.exports = { fmt };\n",
+            "test/fmt.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\n"
+            "const ms = require('ms');\nconst { fmt } = require('../lib/fmt');\n"
+            "test('fmt', () => assert.strictEqual(fmt(1), '1'));\n",
+        }
+    )
     _npm_lock(r.path)
     base = r.commit("initial")
-    head = r.commit("Format durations", {
-        "lib/fmt.js": "const ms = require('ms');\nfunction fmt(n) { return String(n); }\n"
-                      "function dur(n) { return ms(n); }\nmodule.exports = { fmt, dur };\n",
-        "test/fmt.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\n"
-                            "const { fmt, dur } = require('../lib/fmt');\n"
-                            "test('fmt', () => assert.strictEqual(fmt(1), '1'));\n"
-                            "test('dur', () => assert.strictEqual(dur(60000), '1m'));\n"})
+    head = r.commit(
+        "Format durations",
+        {
+            "lib/fmt.js": "const ms = require('ms');\nfunction fmt(n) { return String(n); }\n"
+            "function dur(n) { return ms(n); }\nmodule.exports = { fmt, dur };\n",
+            "test/fmt.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\n"
+            "const { fmt, dur } = require('../lib/fmt');\n"
+            "test('fmt', () => assert.strictEqual(fmt(1), '1'));\n"
+            "test('dur', () => assert.strictEqual(dur(60000), '1m'));\n",
+        },
+    )
     task = _task(r, base, head, ["test/fmt.test.js"])
     envs = environments_for_tasks([task], EnvironmentCache(env_root / "envs"), "fmt")
     row = envs.row(0, named=True)
     assert row["status"] == "ready" and row["runner"] == "node_test", row["log_tail"]
     assert row["fallbacks"] == [] and "package-lock.json" in row["manifests"]  # npm ci, no fallback
-    sel = selection_for_task(task, env_by_task(envs)["t1"], None, get_backend("bwrap"), Limits(timeout_s=120),
-                             tmp_path / "sel")
+    sel = selection_for_task(
+        task, env_by_task(envs)["t1"], None, get_backend("bwrap"), Limits(timeout_s=120), tmp_path / "sel"
+    )
     assert sel["status"] == "selected", sel["detail"]
     assert sel["fail_to_pass"] == ["test/fmt.test.js::dur"] and sel["pass_to_pass"] == ["test/fmt.test.js::fmt"]
 
 
 def test_go_is_a_counted_unsupported_reason(tmp_path, env_root):
     r = GitRepo(tmp_path / "gomod")
-    base = r.commit("initial", {"go.mod": "module example.com/x\n\ngo 1.21\n", "x.go": "package x\n",
-                                "x_test.go": "package x\n\nimport \"testing\"\n\nfunc TestX(t *testing.T) {}\n"})
+    base = r.commit(
+        "initial",
+        {
+            "go.mod": "module example.com/x\n\ngo 1.21\n",
+            "x.go": "package x\n",
+            "x_test.go": 'package x\n\nimport "testing"\n\nfunc TestX(t *testing.T) {}\n',
+        },
+    )
     task = _task(r, base, base, ["x_test.go"])
     envs = environments_for_tasks([task], EnvironmentCache(env_root / "envs"), "gomod")
     row = envs.row(0, named=True)
@@ -136,19 +180,26 @@ def test_go_is_a_counted_unsupported_reason(tmp_path, env_root):
     assert sel["status"] == "unsupported" and sel["detail"] == row["detail"]
 
 
-@pytest.mark.parametrize("language,files,test_files,runner", [
-    ("python", {"pyproject.toml": b"[tool.pytest.ini_options]\naddopts = '-q'\n"}, ["tests/test_a.py"], "pytest"),
-    ("python", {"setup.py": b"from setuptools import setup\nsetup()\n",
-                "tests/test_a.py": b"import unittest\n"}, ["tests/test_a.py"], "unittest"),
-    ("python", {"tox.ini": b"[testenv]\ndeps = pytest\ncommands = pytest\n"}, ["t/test_a.py"], "pytest"),
-    ("node", {"package.json": b'{"devDependencies": {"jest": "^29"}}'}, ["a.test.js"], "jest"),
-    ("node", {"package.json": b'{"scripts": {"test": "mocha test"}}'}, ["test/a.js"], "mocha"),
-    ("node", {"package.json": b'{"devDependencies": {"vitest": "^1"}}'}, ["a.test.ts"], "vitest"),
-    ("node", {"package.json": b'{"scripts": {"test": "node --test"}}'}, ["tests/a.test.js"], "node_test"),
-    ("node", {"package.json": b'{}', "test/a.js": b"require('node:test')"}, ["test/a.js"], "node_test"),
-    ("node", {"package.json": b'{}'}, ["test/run.js"], "node_scripts"),
-    ("go", {"go.mod": b"module x\n"}, ["x_test.go"], "go_test"),
-])
+@pytest.mark.parametrize(
+    "language,files,test_files,runner",
+    [
+        ("python", {"pyproject.toml": b"[tool.pytest.ini_options]\naddopts = '-q'\n"}, ["tests/test_a.py"], "pytest"),
+        (
+            "python",
+            {"setup.py": b"from setuptools import setup\nsetup()\n", "tests/test_a.py": b"import unittest\n"},
+            ["tests/test_a.py"],
+            "unittest",
+        ),
+        ("python", {"tox.ini": b"[testenv]\ndeps = pytest\ncommands = pytest\n"}, ["t/test_a.py"], "pytest"),
+        ("node", {"package.json": b'{"devDependencies": {"jest": "^29"}}'}, ["a.test.js"], "jest"),
+        ("node", {"package.json": b'{"scripts": {"test": "mocha test"}}'}, ["test/a.js"], "mocha"),
+        ("node", {"package.json": b'{"devDependencies": {"vitest": "^1"}}'}, ["a.test.ts"], "vitest"),
+        ("node", {"package.json": b'{"scripts": {"test": "node --test"}}'}, ["tests/a.test.js"], "node_test"),
+        ("node", {"package.json": b"{}", "test/a.js": b"require('node:test')"}, ["test/a.js"], "node_test"),
+        ("node", {"package.json": b"{}"}, ["test/run.js"], "node_scripts"),
+        ("go", {"go.mod": b"module x\n"}, ["x_test.go"], "go_test"),
+    ],
+)
 def test_the_runner_is_detected_from_the_manifests_and_tests(language, files, test_files, runner):
     tree = {p: "blob" for p in files}
     assert detect_runner(language, files, tree, test_files).runner == runner
@@ -156,9 +207,15 @@ def test_the_runner_is_detected_from_the_manifests_and_tests(language, files, te
 
 def test_environment_rows_have_the_schema_of_the_asset(py_repo, tmp_path, env_root):
     repo, base, head = py_repo
-    envs = environments_for_tasks([_task(repo, base, head, ["tests/test_ops.py"]),
-                                   _task(repo, base, head, ["tests/test_ops.py"], task_id="t2"),
-                                   {"task_id": "t3", "has_tests": False}], EnvironmentCache(env_root / "envs"), "calc")
+    envs = environments_for_tasks(
+        [
+            _task(repo, base, head, ["tests/test_ops.py"]),
+            _task(repo, base, head, ["tests/test_ops.py"], task_id="t2"),
+            {"task_id": "t3", "has_tests": False},
+        ],
+        EnvironmentCache(env_root / "envs"),
+        "calc",
+    )
     assert envs.height == 1 and envs["task_ids"].to_list() == [["t1", "t2"]]
     assert isinstance(envs, pl.DataFrame) and envs["n_tasks"][0] == 2
     assert not envs["cache_hit"][0]  # built for t1, found for t2: the group was built in this run
@@ -187,8 +244,10 @@ def test_run_task_runs_the_whole_suite_in_the_same_environment(py_repo, env_root
     plan, why = repo_test_plan(str(repo.path), head, cache, FileClassifier(cfg.mining).is_test)
     assert plan is not None and why == "pytest", why
     res = run_repo_tests(repo.path, head, "", plan, cfg)
-    assert res.status == "passed" and set(res.tests) == {"tests/test_ops.py::test_double",
-                                                          "tests/test_ops.py::test_triple"}, res.log[-1500:]
+    assert res.status == "passed" and set(res.tests) == {
+        "tests/test_ops.py::test_double",
+        "tests/test_ops.py::test_triple",
+    }, res.log[-1500:]
     broken = "--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -5,2 +5,2 @@ def double(x):\n def triple(x):\n-    return 3 * x\n+    return 4 * x\n"
     res = run_repo_tests(repo.path, head, broken, plan, cfg)
     assert res.status == "tests_failed" and res.tests["tests/test_ops.py::test_triple"] == "failed"
@@ -211,8 +270,9 @@ def test_user_commands_run_in_the_environment_and_quiet_pytest_is_read_from_its_
 def test_the_disk_cap_evicts_the_least_recently_used_environment_never_one_in_use(py_repo, env_root):
     repo, base, _ = py_repo
     first = EnvironmentCache(env_root / "envs").get(str(repo.path), base, ["tests/test_ops.py"])
-    bumped = repo.commit("Depend on iniconfig", {"pyproject.toml": PYPROJECT.format(dep="six").replace(
-        '"six"]', '"six", "iniconfig"]')})
+    bumped = repo.commit(
+        "Depend on iniconfig", {"pyproject.toml": PYPROJECT.format(dep="six").replace('"six"]', '"six", "iniconfig"]')}
+    )
     tiny = EnvironmentCache(env_root / "envs", cap_gb=0.001)  # ~1 MB: only what this run uses may stay
     second = tiny.get(str(repo.path), bumped, ["tests/test_ops.py"])
     assert second.status == "ready" and (env_root / "envs" / second.key / "env.json").is_file()
@@ -225,8 +285,14 @@ def test_open_npm_ranges_are_capped_at_their_major(tmp_path):
     from distill_assets.environments.node import cap_open_ranges
 
     pkg = tmp_path / "package.json"
-    pkg.write_text(json.dumps({"devDependencies": {"sinon": ">= 1.14.1", "should": ">= 0.0.1", "ms": "2.1.3"},
-                               "dependencies": {"x": ">=2"}}))
+    pkg.write_text(
+        json.dumps(
+            {
+                "devDependencies": {"sinon": ">= 1.14.1", "should": ">= 0.0.1", "ms": "2.1.3"},
+                "dependencies": {"x": ">=2"},
+            }
+        )
+    )
     assert cap_open_ranges(pkg) == ["x >=2 -> ^2", "sinon >= 1.14.1 -> ^1.14.1"]
     data = json.loads(pkg.read_text())
     assert data["devDependencies"] == {"sinon": "^1.14.1", "should": ">= 0.0.1", "ms": "2.1.3"}

@@ -19,14 +19,16 @@ def _tasks(path, name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,runner,picks", [
-    # uv.lock era: pins honoured
-    ("click", "pytest", ("aaf99a3ee693", "6f85d26dcd50", "a1d87858abd7")),
-    # jest era: npm ci from the lock file of the time
-    ("commander", "jest", ("8df692e204f6", "7bcf1175a35d", "0a50bd6c7696")),
-])
-def test_real_repositories_get_environments_and_fail_to_pass_tests(name, runner, picks, real_repo, tmp_path,
-                                                                   env_root):
+@pytest.mark.parametrize(
+    "name,runner,picks",
+    [
+        # uv.lock era: pins honoured
+        ("click", "pytest", ("aaf99a3ee693", "6f85d26dcd50", "a1d87858abd7")),
+        # jest era: npm ci from the lock file of the time
+        ("commander", "jest", ("8df692e204f6", "7bcf1175a35d", "0a50bd6c7696")),
+    ],
+)
+def test_real_repositories_get_environments_and_fail_to_pass_tests(name, runner, picks, real_repo, tmp_path, env_root):
     pool = _tasks(real_repo(name), name, tmp_path)
     sample = [t for t in pool if t["task_id"].rsplit(":", 1)[-1] in picks]
     assert len(sample) == len(picks)
@@ -34,8 +36,17 @@ def test_real_repositories_get_environments_and_fail_to_pass_tests(name, runner,
     envs = environments_for_tasks(sample, cache, name)
     assert set(envs["status"]) == {"ready"}, envs.select("status", "detail", "log_tail").rows()
     by_task = env_by_task(envs)
-    rows = [selection_for_task(t, by_task[t["task_id"]], None, get_backend("bwrap"),
-                               Limits(timeout_s=300, memory_mb=4096), tmp_path / "sel") for t in sample]
+    rows = [
+        selection_for_task(
+            t,
+            by_task[t["task_id"]],
+            None,
+            get_backend("bwrap"),
+            Limits(timeout_s=300, memory_mb=4096),
+            tmp_path / "sel",
+        )
+        for t in sample
+    ]
     assert {r["runner"] for r in rows} == {runner}
     with_f2p = [r for r in rows if r["fail_to_pass"]]
     assert len(with_f2p) >= 2, [(r["status"], r["detail"]) for r in rows]

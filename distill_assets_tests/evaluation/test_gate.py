@@ -17,8 +17,9 @@ def rows(**systems: dict[str, list[float | None]]) -> pl.DataFrame:
     for system, metrics in systems.items():
         n = len(next(iter(metrics.values())))
         for i in range(n):
-            out.append({"stage": STAGE, "system": system, "task_id": f"t{i}",
-                        **{m: vals[i] for m, vals in metrics.items()}})
+            out.append(
+                {"stage": STAGE, "system": system, "task_id": f"t{i}", **{m: vals[i] for m, vals in metrics.items()}}
+            )
     return pl.DataFrame(out)
 
 
@@ -53,8 +54,10 @@ def test_better_than_the_base_but_regressing_against_the_live_adapter_is_not_pro
 
 def test_better_on_both_is_promoted_and_the_registry_serves_it(tmp_path):
     reg = Registry(tmp_path)
-    d = reg.record(decide(STAGE, "cand", rows(base=BASE, adapter=BETTER), None, GATE), {"gguf_path": "/c.gguf",
-                                                                                        "base_gguf": "/b.gguf"})
+    d = reg.record(
+        decide(STAGE, "cand", rows(base=BASE, adapter=BETTER), None, GATE),
+        {"gguf_path": "/c.gguf", "base_gguf": "/b.gguf"},
+    )
     assert d.promote and d.serving == "adapter cand" and "beats the base on file_recall" in d.reason
     assert d.comparisons[0]["ci_low"] > 0 and d.comparisons[0]["gain"] == pytest.approx(0.5625)
     # with nothing live, the headline metrics are compared against the base (what the router served)
@@ -103,14 +106,16 @@ def test_live_rows_of_another_adapter_do_not_judge_the_candidate():
     """Rows scored as "live" while another adapter was live are not the served adapter's answers: the gate
     falls back to the means recorded at the live adapter's promotion (unpaired)."""
     stale = rows(base=BASE, adapter=BETTER, live={"file_recall": [1.0] * 8, "structural_validity": [1.0] * 8})
-    stale = stale.with_columns(system_id=pl.when(pl.col("system") == "live").then(pl.lit("adapter:old"))
-                               .otherwise(pl.lit("x")))
+    stale = stale.with_columns(
+        system_id=pl.when(pl.col("system") == "live").then(pl.lit("adapter:old")).otherwise(pl.lit("x"))
+    )
     live = {"adapter_sha256": "now", "metrics": {"file_recall": 0.5, "structural_validity": 1.0}}
     d = decide(STAGE, "cand", stale, live, GATE)
     assert d.promote and {c["against"] for c in d.comparisons[1:]} == {"live (recorded means)"}
     # the same rows scored with the live adapter's identity are compared paired, and regress
-    current = stale.with_columns(system_id=pl.when(pl.col("system") == "live").then(pl.lit("adapter:now"))
-                                 .otherwise(pl.lit("x")))
+    current = stale.with_columns(
+        system_id=pl.when(pl.col("system") == "live").then(pl.lit("adapter:now")).otherwise(pl.lit("x"))
+    )
     d = decide(STAGE, "cand", current, live, GATE)
     assert not d.promote and set(d.regressions) == {"file_recall"}
     assert {c["against"] for c in d.comparisons[1:]} == {"live"}

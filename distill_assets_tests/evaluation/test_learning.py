@@ -11,16 +11,21 @@ from distill_assets_tests.conftest import PROJECT
 
 
 def _rows(stage, base, adapter, metric):
-    out = [{"stage": stage, "system": s, "task_id": f"t{i}", metric: v, "validity": 1.0}
-           for s, vals in (("base", base), ("adapter", adapter)) for i, v in enumerate(vals)]
+    out = [
+        {"stage": stage, "system": s, "task_id": f"t{i}", metric: v, "validity": 1.0}
+        for s, vals in (("base", base), ("adapter", adapter))
+        for i, v in enumerate(vals)
+    ]
     return pl.DataFrame(out)
 
 
 def test_gain_table_pairs_by_task_and_the_report_says_gain_or_not():
     runs = {
         "r 50%": {"relevance": _rows("relevance", [0.0, 0.5, 0.0, 0.5], [0.5, 0.5, 0.0, 0.5], "file_f1")},
-        "r 100%": {"relevance": _rows("relevance", [0.0, 0.5, 0.0, 0.5], [1.0, 1.0, 0.5, 1.0], "file_f1"),
-                   "symbol_selection": _rows("symbol_selection", [0.5] * 4, [0.5] * 4, "symbol_f1")},
+        "r 100%": {
+            "relevance": _rows("relevance", [0.0, 0.5, 0.0, 0.5], [1.0, 1.0, 0.5, 1.0], "file_f1"),
+            "symbol_selection": _rows("symbol_selection", [0.5] * 4, [0.5] * 4, "symbol_f1"),
+        },
     }
     t = gain_table(runs, n_boot=500)
     f1 = t.filter((pl.col("run") == "r 100%") & (pl.col("metric") == "file_f1")).row(0, named=True)
@@ -30,10 +35,20 @@ def test_gain_table_pairs_by_task_and_the_report_says_gain_or_not():
     assert same["gain"] == 0 and verdict(same) == "no clear difference"
     # metrics no system measured are left out, not shown as zeros
     assert set(t.filter(pl.col("stage") == "relevance")["metric"]) == {"validity", "file_f1"}
-    points = [("r 100%", "relevance", 1.0), ("r 50%", "relevance", 0.5), ("r 100%", "symbol_selection", 1.0),
-              ("r 50%", "symbol_selection", 0.5)]
-    md = render(t, "r 100%", points, transfer_run="r 50%", header="# h",
-                skipped=[("relevance", "ab12 checkpoint 50/120", "ExportError: no tensors")])
+    points = [
+        ("r 100%", "relevance", 1.0),
+        ("r 50%", "relevance", 0.5),
+        ("r 100%", "symbol_selection", 1.0),
+        ("r 50%", "symbol_selection", 0.5),
+    ]
+    md = render(
+        t,
+        "r 100%",
+        points,
+        transfer_run="r 50%",
+        header="# h",
+        skipped=[("relevance", "ab12 checkpoint 50/120", "ExportError: no tensors")],
+    )
     assert md.startswith("# h") and "## Held-out tasks: r 100%" in md and "## Transfer: r 50%" in md
     assert "| relevance | file_f1 * | 4 | 0.250 [" in md and "| gain |" in md
     curve = [line for line in md.splitlines() if line.startswith("| relevance | file_f1 | ")]
@@ -80,7 +95,9 @@ def test_intermediate_checkpoints_are_the_saved_steps_before_the_last(tmp_path):
     (tmp_path / "checkpoint-60").mkdir()
     (tmp_path / "checkpoint-60" / "trainer_state.json").write_text("{not json")
     assert [(s, t, p.name) for s, t, p in intermediate_checkpoints(tmp_path)] == [
-        (50, 120, "checkpoint-50"), (100, 120, "checkpoint-100")]  # the final step is the headline adapter
+        (50, 120, "checkpoint-50"),
+        (100, 120, "checkpoint-100"),
+    ]  # the final step is the headline adapter
     assert intermediate_checkpoints(tmp_path / "missing") == []
 
 
@@ -90,14 +107,19 @@ def test_a_curve_point_that_cannot_be_measured_comes_with_its_reason(tmp_path):
     [(label, _, rows, why)] = checkpoint_evaluations(tmp_path, None, "relevance")
     assert rows is None and "no table adapters/relevance.parquet, gguf_adapters/relevance.parquet" in why
     tables = tmp_path / "storage" / "tables"
-    for name, row in (("adapters", {"status": "skipped", "adapter_dir": "", "run_key": "k"}),
-                      ("gguf_adapters", {"status": "skipped", "base_gguf": ""})):
+    for name, row in (
+        ("adapters", {"status": "skipped", "adapter_dir": "", "run_key": "k"}),
+        ("gguf_adapters", {"status": "skipped", "base_gguf": ""}),
+    ):
         (tables / name).mkdir(parents=True)
         pl.DataFrame([row]).write_parquet(tables / name / "relevance.parquet")
     [(label, _, rows, why)] = checkpoint_evaluations(tmp_path, None, "relevance")
     assert rows is None and why == "adapter skipped, export skipped"
-    pl.DataFrame([{"status": "trained", "adapter_dir": str(tmp_path / "run" / "adapter"), "run_key": "k"}]).write_parquet(
-        tables / "adapters" / "relevance.parquet")
-    pl.DataFrame([{"status": "exported", "base_gguf": ""}]).write_parquet(tables / "gguf_adapters" / "relevance.parquet")
+    pl.DataFrame(
+        [{"status": "trained", "adapter_dir": str(tmp_path / "run" / "adapter"), "run_key": "k"}]
+    ).write_parquet(tables / "adapters" / "relevance.parquet")
+    pl.DataFrame([{"status": "exported", "base_gguf": ""}]).write_parquet(
+        tables / "gguf_adapters" / "relevance.parquet"
+    )
     [(label, _, rows, why)] = checkpoint_evaluations(tmp_path, None, "relevance")
     assert rows is None and why.startswith("the trainer kept no intermediate checkpoint in ")

@@ -7,9 +7,19 @@ import polars as pl
 import pytest
 
 from distill_assets.evaluation.judge import parse_judge
-from distill_assets.evaluation.metrics import (HEADLINE, STAGE_METRICS, bootstrap_ci, correlation, plan_metrics, prf,
-                                               reference_scope, relevance_metrics, share_of_teacher, symbol_metrics,
-                                               task_analysis_metrics)
+from distill_assets.evaluation.metrics import (
+    HEADLINE,
+    STAGE_METRICS,
+    bootstrap_ci,
+    correlation,
+    plan_metrics,
+    prf,
+    reference_scope,
+    relevance_metrics,
+    share_of_teacher,
+    symbol_metrics,
+    task_analysis_metrics,
+)
 from distill_assets.evaluation.report import render
 from distill_assets.evaluation.run import SUMMARY_SCHEMA, SYSTEMS
 from distill_assets.plans.schema import Plan
@@ -17,9 +27,10 @@ from distill_assets.plans.validator import PlanContext
 from distill_assets.prompts.schemas import RelevanceOutput, SymbolSelectionOutput, TaskAnalysis
 from distill_assets.prompts.student import parse_student_output, tagged_plan_grammar
 
-CTX = PlanContext(tree={"shop/cart.py", "shop/orders.py", "shop/pricing.py"},
-                  symbols={"shop/cart.py": {"Cart", "Cart.total"}, "shop/orders.py": {"place_order"},
-                           "shop/pricing.py": {"price"}})
+CTX = PlanContext(
+    tree={"shop/cart.py", "shop/orders.py", "shop/pricing.py"},
+    symbols={"shop/cart.py": {"Cart", "Cart.total"}, "shop/orders.py": {"place_order"}, "shop/pricing.py": {"price"}},
+)
 
 
 def plan(files, order=None, edges=()):
@@ -28,16 +39,30 @@ def plan(files, order=None, edges=()):
     for a, b in edges:
         deps.setdefault(a, {"depends_on": [], "depended_by": []})["depends_on"].append(b)
         deps.setdefault(b, {"depends_on": [], "depended_by": []})["depended_by"].append(a)
-    return Plan.model_validate({
-        "task_summary": "add a discount", "rationale": "because",
-        "affected_files": [{"path": p, "role": "primary", "changes": [
-            {"symbol": s, "action": a, "description": "change it", **deps.get(f"{p}:{s}", {})} for s, a in ch]}
-            for p, ch in files],
-        "execution_order": order if order is not None else [p for p, _ in files]})
+    return Plan.model_validate(
+        {
+            "task_summary": "add a discount",
+            "rationale": "because",
+            "affected_files": [
+                {
+                    "path": p,
+                    "role": "primary",
+                    "changes": [
+                        {"symbol": s, "action": a, "description": "change it", **deps.get(f"{p}:{s}", {})}
+                        for s, a in ch
+                    ],
+                }
+                for p, ch in files
+            ],
+            "execution_order": order if order is not None else [p for p, _ in files],
+        }
+    )
 
 
-REF = plan([("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "modify")])],
-           edges=[("shop/orders.py:place_order", "shop/cart.py:Cart.total")])
+REF = plan(
+    [("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "modify")])],
+    edges=[("shop/orders.py:place_order", "shop/cart.py:Cart.total")],
+)
 
 
 def test_perfect_plan_scores_one_everywhere():
@@ -52,15 +77,23 @@ def test_missing_file_halves_recall_and_keeps_precision():
     m = plan_metrics(p, REF, CTX)
     assert m["file_recall"] == 0.5 and m["file_precision"] == 1.0 and m["symbol_recall"] == 0.5
     assert m["order_tau"] is None  # one shared file: no order to compare
-    extra = plan([("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "modify")]),
-                  ("shop/pricing.py", [("price", "modify")])])
+    extra = plan(
+        [
+            ("shop/cart.py", [("Cart.total", "modify")]),
+            ("shop/orders.py", [("place_order", "modify")]),
+            ("shop/pricing.py", [("price", "modify")]),
+        ]
+    )
     m = plan_metrics(extra, REF, CTX)
     assert m["file_recall"] == 1.0 and m["file_precision"] == pytest.approx(2 / 3)
 
 
 def test_wrong_order_gives_negative_tau_and_violates_the_edges():
-    p = plan([("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "modify")])],
-             order=["shop/orders.py", "shop/cart.py"], edges=[("shop/orders.py:place_order", "shop/cart.py:Cart.total")])
+    p = plan(
+        [("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "modify")])],
+        order=["shop/orders.py", "shop/cart.py"],
+        edges=[("shop/orders.py:place_order", "shop/cart.py:Cart.total")],
+    )
     m = plan_metrics(p, REF, CTX)
     assert m["order_tau"] == -1.0
     assert m["structural_validity"] == 0.0 and "order_violates_edge" in m["violations"]
@@ -68,9 +101,13 @@ def test_wrong_order_gives_negative_tau_and_violates_the_edges():
 
 
 def test_cyclic_edges_are_structurally_invalid():
-    p = plan([("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "modify")])],
-             edges=[("shop/orders.py:place_order", "shop/cart.py:Cart.total"),
-                    ("shop/cart.py:Cart.total", "shop/orders.py:place_order")])
+    p = plan(
+        [("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "modify")])],
+        edges=[
+            ("shop/orders.py:place_order", "shop/cart.py:Cart.total"),
+            ("shop/cart.py:Cart.total", "shop/orders.py:place_order"),
+        ],
+    )
     m = plan_metrics(p, REF, CTX)
     assert m["structural_validity"] == 0.0 and "cycle" in m["violations"]
     assert plan_metrics(None, REF, CTX)["validity"] == 0.0  # an unparsed answer counts as a miss, not a skip
@@ -80,14 +117,22 @@ def test_set_metrics_stage1_to_3():
     assert prf({"a", "b"}, {"b", "c"}) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert prf(set(), set()) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert prf(set(), {"a"})["f1"] == 0.0 and prf({"a"}, set())["precision"] == 0.0
-    rel = RelevanceOutput.model_validate({"files": [
-        {"path": "shop/cart.py", "relevant": True, "reason": "x"}, {"path": "shop/pricing.py", "relevant": True,
-                                                                      "reason": "y"},
-        {"path": "shop/orders.py", "relevant": False, "reason": "z"}]})
-    m = relevance_metrics(rel, {"shop/cart.py", "shop/orders.py"}, ["shop/cart.py", "shop/orders.py", "shop/pricing.py"])
+    rel = RelevanceOutput.model_validate(
+        {
+            "files": [
+                {"path": "shop/cart.py", "relevant": True, "reason": "x"},
+                {"path": "shop/pricing.py", "relevant": True, "reason": "y"},
+                {"path": "shop/orders.py", "relevant": False, "reason": "z"},
+            ]
+        }
+    )
+    m = relevance_metrics(
+        rel, {"shop/cart.py", "shop/orders.py"}, ["shop/cart.py", "shop/orders.py", "shop/pricing.py"]
+    )
     assert m["file_precision"] == 0.5 and m["file_recall"] == 0.5 and m["file_accuracy"] == pytest.approx(1 / 3)
-    sym = SymbolSelectionOutput.model_validate({"symbols": [
-        {"path": "shop/cart.py", "symbol": "Cart.total", "action": "modify", "reason": "r"}]})
+    sym = SymbolSelectionOutput.model_validate(
+        {"symbols": [{"path": "shop/cart.py", "symbol": "Cart.total", "action": "modify", "reason": "r"}]}
+    )
     m = symbol_metrics(sym, {"shop/cart.py:Cart.total", "shop/orders.py:place_order"})
     assert m["symbol_precision"] == 1.0 and m["symbol_recall"] == 0.5
     ta = TaskAnalysis(intent="x", change_kind="feature", scope="multi_file", risks=[], planner_questions=[])
@@ -116,13 +161,14 @@ def test_student_plan_format_parses_and_its_grammar_compiles():
     assert err is None and out.reasoning == "the cart total needs a discount" and out.plan == REF
     out, err = parse_student_output("plan_generation", json.dumps({"reasoning": "r", "plan": REF.model_dump()}))
     assert err is None and out.plan == REF  # a teacher's JSON answer still reads
-    assert parse_student_output("plan_generation", "[REASONING] x\n[PLAN] {\"task_summary\": 1}")[1].startswith("schema")
+    assert parse_student_output("plan_generation", '[REASONING] x\n[PLAN] {"task_summary": 1}')[1].startswith("schema")
     from llama_cpp import LlamaGrammar
 
     from distill_assets.prompts.schemas import task_schema
 
-    schema = task_schema("plan_generation", ["shop/cart.py"], sorted(CTX.tree),
-                         {p: sorted(s) for p, s in CTX.symbols.items()})
+    schema = task_schema(
+        "plan_generation", ["shop/cart.py"], sorted(CTX.tree), {p: sorted(s) for p, s in CTX.symbols.items()}
+    )
     gbnf = tagged_plan_grammar(schema, max_reasoning_chars=50)
     assert gbnf.startswith('root ::= "[REASONING] "') and "plan-root ::=" in gbnf
     LlamaGrammar.from_string(gbnf, verbose=False)  # llama.cpp's parser accepts it
@@ -140,9 +186,19 @@ def test_report_names_every_metric_for_every_system():
     for stage, metrics in STAGE_METRICS.items():
         for system in SYSTEMS:
             for m in metrics:
-                rows.append({"stage": stage, "system": system, "metric": m, "headline": m in HEADLINE[stage], "n": 3,
-                             "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6,
-                             "share_of_teacher": None if system == "teacher" else 1.0})
+                rows.append(
+                    {
+                        "stage": stage,
+                        "system": system,
+                        "metric": m,
+                        "headline": m in HEADLINE[stage],
+                        "n": 3,
+                        "mean": 0.5,
+                        "ci_low": 0.4,
+                        "ci_high": 0.6,
+                        "share_of_teacher": None if system == "teacher" else 1.0,
+                    }
+                )
     summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
     md, page, plots = render(summary, pl.DataFrame(), pl.DataFrame(), {"n": 0}, 0.7, {s: 3 for s in STAGE_METRICS})
     for stage, metrics in STAGE_METRICS.items():
@@ -158,8 +214,12 @@ def test_the_gold_patch_answers_of_stages_2_to_4_parse_and_score_perfectly():
     from distill_assets.datasets.build import reference_completion
     from distill_assets.evaluation.metrics import gold_symbols, relevance_metrics, symbol_metrics
 
-    ref = plan([("shop/cart.py", [("Cart.total", "modify"), ("<module>", "modify")]),
-                ("shop/orders.py", [("place_order", "add")])])
+    ref = plan(
+        [
+            ("shop/cart.py", [("Cart.total", "modify"), ("<module>", "modify")]),
+            ("shop/orders.py", [("place_order", "add")]),
+        ]
+    )
     shown = ["shop/cart.py", "shop/pricing.py", "shop/orders.py"]
     rel, err = parse_student_output("relevance", reference_completion("relevance", ref.model_dump_json(), shown))
     assert err is None and [f.path for f in rel.files] == shown
@@ -167,13 +227,17 @@ def test_the_gold_patch_answers_of_stages_2_to_4_parse_and_score_perfectly():
     assert "modifys" not in rel.files[0].reason and "Cart.total" in rel.files[0].reason
     m = relevance_metrics(rel, {f.path for f in ref.affected_files}, shown)
     assert m["file_f1"] == 1.0 and m["file_accuracy"] == 1.0
-    sym, err = parse_student_output("symbol_selection", reference_completion("symbol_selection",
-                                                                             ref.model_dump_json(), shown))
-    assert err is None and {(s.symbol, s.action) for s in sym.symbols} == {("Cart.total", "modify"),
-                                                                          ("place_order", "add")}
+    sym, err = parse_student_output(
+        "symbol_selection", reference_completion("symbol_selection", ref.model_dump_json(), shown)
+    )
+    assert err is None and {(s.symbol, s.action) for s in sym.symbols} == {
+        ("Cart.total", "modify"),
+        ("place_order", "add"),
+    }
     assert symbol_metrics(sym, gold_symbols(ref))["symbol_f1"] == 1.0
-    out, err = parse_student_output("plan_generation", reference_completion("plan_generation",
-                                                                            ref.model_dump_json(), shown))
+    out, err = parse_student_output(
+        "plan_generation", reference_completion("plan_generation", ref.model_dump_json(), shown)
+    )
     assert err is None and out.plan == ref
     # no candidate shown: no relevance answer; a plan of module-level changes only: no symbol answer
     assert reference_completion("relevance", ref.model_dump_json(), []) is None
@@ -190,10 +254,12 @@ def test_reference_rows_per_stage_come_from_usable_gold_plans_and_gold_execution
     from distill_assets.datasets.build import reference_rows
 
     ref = plan([("shop/cart.py", [("Cart.total", "modify")]), ("shop/orders.py", [("place_order", "add")])])
-    plans = pl.DataFrame({"task_id": ["t1", "t2", "t3"], "usable": [True, True, False],
-                          "plan_json": [ref.model_dump_json()] * 3})
-    contexts = pl.DataFrame({"task_id": ["t1", "t2"],
-                             "candidates": [[{"path": "shop/cart.py"}, {"path": "shop/orders.py"}], []]})
+    plans = pl.DataFrame(
+        {"task_id": ["t1", "t2", "t3"], "usable": [True, True, False], "plan_json": [ref.model_dump_json()] * 3}
+    )
+    contexts = pl.DataFrame(
+        {"task_id": ["t1", "t2"], "candidates": [[{"path": "shop/cart.py"}, {"path": "shop/orders.py"}], []]}
+    )
     selections = pl.DataFrame({"task_id": ["t1", "t2"], "status": ["selected", "no_tests"]})
     rel = reference_rows("relevance", plans, contexts, selections, None)
     assert [(t, s) for t, s, _, _ in rel] == [("t1", "reference")]  # t2 showed nothing, t3 is not usable
@@ -202,8 +268,9 @@ def test_reference_rows_per_stage_come_from_usable_gold_plans_and_gold_execution
     # test_selections never materialized (an empty optional table): no pass rate claimed
     assert [r[3] for r in reference_rows("plan_generation", plans, contexts, pl.DataFrame(), None)] == [None, None]
     assert reference_rows("task_analysis", plans, contexts, selections, None) == []
-    execs = pl.DataFrame({"task_id": ["t1", "t1"], "coder": ["gold", "teacher"], "diff": ["D", "X"],
-                          "pass_rate": [1.0, 0.0]})
+    execs = pl.DataFrame(
+        {"task_id": ["t1", "t1"], "coder": ["gold", "teacher"], "diff": ["D", "X"], "pass_rate": [1.0, 0.0]}
+    )
     code = reference_rows("code_generation", plans, contexts, selections, execs)
     assert code == [("t1", "reference", '{"diff": "D"}', 1.0)]
     assert reference_rows("code_generation", plans, contexts, selections, None) == []

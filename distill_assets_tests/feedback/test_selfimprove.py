@@ -7,24 +7,48 @@ import polars as pl
 import pytest
 
 from distill_assets.datasets.build import SFT_SCHEMA
-from distill_assets.feedback.selfimprove import (accumulate, diversity, feedback_rows, mix, stage4_gate,
-                                                 student_sft_rows)
+from distill_assets.feedback.selfimprove import accumulate, diversity, feedback_rows, mix, stage4_gate, student_sft_rows
 from distill_assets.router.logstore import LogStore
 
-PLAN = {"task_summary": "s", "affected_files": [{"path": "a.py", "role": "primary", "changes": [
-    {"symbol": "f", "action": "modify", "description": "d"}]}], "execution_order": ["a.py"], "rationale": "r"}
+PLAN = {
+    "task_summary": "s",
+    "affected_files": [
+        {"path": "a.py", "role": "primary", "changes": [{"symbol": "f", "action": "modify", "description": "d"}]}
+    ],
+    "execution_order": ["a.py"],
+    "rationale": "r",
+}
 
 
 def _log(store: LogStore, run: str, tests_passed, plan_ok: bool = True):
     out = "[REASONING] because\n[PLAN] " + json.dumps(PLAN) if plan_ok else "garbage"
-    store.record_query(run_id=run, repo="/r", base_commit="c", task_text=f"task {run}", stage="plan_generation",
-                       adapter_sha256="sha", prompt=[{"role": "user", "content": f"plan {run}"}], output=out,
-                       parsed_ok=plan_ok, latency_ms=1.0)
-    store.record_query(run_id=run, repo="/r", base_commit="c", task_text=f"task {run}", stage="code_generation",
-                       adapter_sha256="sha5", prompt=[{"role": "user", "content": f"code {run}"}],
-                       output=json.dumps({"diff": "diff --git a/a.py b/a.py\n"}), parsed_ok=True, latency_ms=1.0)
-    store.record_outcome(run, repo="/r", task_text=f"task {run}", plan_valid=plan_ok, diff_applied=True,
-                         tests_passed=tests_passed)
+    store.record_query(
+        run_id=run,
+        repo="/r",
+        base_commit="c",
+        task_text=f"task {run}",
+        stage="plan_generation",
+        adapter_sha256="sha",
+        prompt=[{"role": "user", "content": f"plan {run}"}],
+        output=out,
+        parsed_ok=plan_ok,
+        latency_ms=1.0,
+    )
+    store.record_query(
+        run_id=run,
+        repo="/r",
+        base_commit="c",
+        task_text=f"task {run}",
+        stage="code_generation",
+        adapter_sha256="sha5",
+        prompt=[{"role": "user", "content": f"code {run}"}],
+        output=json.dumps({"diff": "diff --git a/a.py b/a.py\n"}),
+        parsed_ok=True,
+        latency_ms=1.0,
+    )
+    store.record_outcome(
+        run, repo="/r", task_text=f"task {run}", plan_valid=plan_ok, diff_applied=True, tests_passed=tests_passed
+    )
 
 
 def test_successful_production_queries_become_student_rows_and_accumulate(tmp_path):
@@ -50,10 +74,14 @@ def test_successful_production_queries_become_student_rows_and_accumulate(tmp_pa
 
 
 def test_mix_keeps_every_teacher_row_and_caps_student_share():
-    teacher = pl.DataFrame([{k: None for k in SFT_SCHEMA} | {"candidate_key": f"t{i}", "source": "local"}
-                            for i in range(7)], schema=SFT_SCHEMA)
-    student = pl.DataFrame([{k: None for k in SFT_SCHEMA} | {"candidate_key": f"s{i}", "source": "student"}
-                            for i in range(10)], schema=SFT_SCHEMA)
+    teacher = pl.DataFrame(
+        [{k: None for k in SFT_SCHEMA} | {"candidate_key": f"t{i}", "source": "local"} for i in range(7)],
+        schema=SFT_SCHEMA,
+    )
+    student = pl.DataFrame(
+        [{k: None for k in SFT_SCHEMA} | {"candidate_key": f"s{i}", "source": "student"} for i in range(10)],
+        schema=SFT_SCHEMA,
+    )
     mixed = mix(teacher, student, 0.3)
     assert mixed.filter(pl.col("source") == "local").height == 7  # never dropped
     assert mixed.filter(pl.col("source") == "student").height == 3  # 7 * 0.3 / 0.7
@@ -76,8 +104,10 @@ def test_stage4_is_gated_last(tmp_path):
 
 
 def test_diversity_detects_collapse():
-    varied = [f"plan {w} changes the {v} of module {u}" for w, v, u in
-              zip("abcdefgh", ["cart", "tax", "order", "price", "ship", "stock", "user", "log"], range(8))]
+    varied = [
+        f"plan {w} changes the {v} of module {u}"
+        for w, v, u in zip("abcdefgh", ["cart", "tax", "order", "price", "ship", "stock", "user", "log"], range(8))
+    ]
     same = ["plan a changes the cart of module 0"] * 8
     d_var, d_same = diversity(varied), diversity(same)
     assert d_same["mean_similarity"] == 1.0 and d_same["distinct_2"] == pytest.approx(7 / 56)
@@ -104,9 +134,12 @@ def test_feedback_assets_accumulate_and_the_diversity_check_blocks_a_collapse(tm
     job = defs().resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.get()
     try:
-        run = job.execute_in_process(instance=instance, partition_key="code_generation", raise_on_error=False,
-                                     asset_selection=[dg.AssetKey("production_feedback"),
-                                                      dg.AssetKey("self_improvement_data")])
+        run = job.execute_in_process(
+            instance=instance,
+            partition_key="code_generation",
+            raise_on_error=False,
+            asset_selection=[dg.AssetKey("production_feedback"), dg.AssetKey("self_improvement_data")],
+        )
         assert not run.success  # the blocking diversity check failed
         (check,) = [e for e in run.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert check.event_specific_data.passed is False
@@ -114,9 +147,12 @@ def test_feedback_assets_accumulate_and_the_diversity_check_blocks_a_collapse(tm
         pool = pl.read_parquet(dagster_home / "cache" / "self_improvement" / "code_generation.parquet")
         assert pool.height == 3 and set(pool["source"]) == {"student"}
         # stage 4 is gated: no live stage-5 adapter yet, so no plan rows join however many successes
-        run4 = job.execute_in_process(instance=instance, partition_key="plan_generation", raise_on_error=False,
-                                      asset_selection=[dg.AssetKey("production_feedback"),
-                                                       dg.AssetKey("self_improvement_data")])
+        run4 = job.execute_in_process(
+            instance=instance,
+            partition_key="plan_generation",
+            raise_on_error=False,
+            asset_selection=[dg.AssetKey("production_feedback"), dg.AssetKey("self_improvement_data")],
+        )
         assert run4.success
         (mat,) = run4.asset_materializations_for_node("self_improvement_data")
         assert mat.metadata["pool_rows"].value == 0 and "stage 5 is not stable" in mat.metadata["stage4_gate"].value

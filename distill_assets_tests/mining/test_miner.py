@@ -1,4 +1,3 @@
-
 import git
 import pytest
 
@@ -83,10 +82,13 @@ def test_url_sources_are_cloned_and_updated(shop_repo, tmp_path):
     repo = open_repository(source, tmp_path / "cache")
     assert (tmp_path / "cache" / "repos" / "shop.git" / "HEAD").exists()
     first = mine_repository(repo, source, MiningConfig())
-    shop_repo.commit("Add net() doc and test", {
-        "shop/pricing.py": "TAX = 0.25\n\n\ndef net(price, discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return net(price, discount) * (1 + TAX)\n",
-        "tests/test_pricing.py": "import unittest\n\nfrom shop.pricing import gross\n\n\nclass T(unittest.TestCase):\n    def test_gross(self):\n        self.assertAlmostEqual(gross(4), 5.0)\n",
-    })
+    shop_repo.commit(
+        "Add net() doc and test",
+        {
+            "shop/pricing.py": "TAX = 0.25\n\n\ndef net(price, discount=0.0):\n    return price * (1 - discount)\n\n\ndef gross(price, discount=0.0):\n    return net(price, discount) * (1 + TAX)\n",
+            "tests/test_pricing.py": "import unittest\n\nfrom shop.pricing import gross\n\n\nclass T(unittest.TestCase):\n    def test_gross(self):\n        self.assertAlmostEqual(gross(4), 5.0)\n",
+        },
+    )
     shop_repo.git("bundle", "create", str(bundle), "--all")
     again = mine_repository(open_repository(source, tmp_path / "cache"), source, MiningConfig())
     assert len(again.commits) == len(first.commits) + 1
@@ -149,5 +151,7 @@ def test_a_repository_git_refuses_is_one_clear_error(git_repo, tmp_path):
             os.lchown(os.path.join(root, n), 65534, 65534)
     os.chown(git_repo.path, 65534, 65534)
     source = RepoSource(name="theirs", path=git_repo.path)
-    with pytest.raises(MiningError, match="repository .theirs.: git refuses to read .*dubious ownership.*safe.directory"):
+    with pytest.raises(
+        MiningError, match="repository .theirs.: git refuses to read .*dubious ownership.*safe.directory"
+    ):
         mine_repository(open_repository(source, tmp_path), source, MiningConfig())

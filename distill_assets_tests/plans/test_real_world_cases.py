@@ -46,20 +46,40 @@ def edges(plan: Plan) -> set[tuple[str, str]]:
 
 
 def test_latin1_file_and_message_are_a_counted_fallback_not_a_crash(git_repo, tmp_path):
-    git_repo.commit("init", {"app/core.py": "def run():\n    return 1\n", "app/cli.py": "def main():\n    return 0\n",
-                             "NOTES.latin1": "caf\xe9\n".encode("latin-1")})
-    git_repo.write({"app/core.py": "def run():\n    return 2\n",
-                    "app/cli.py": "from app.core import run\n\n\ndef main():\n    return run()\n",
-                    "NOTES.latin1": "caf\xe9 cr\xe8me\n".encode("latin-1")})
+    git_repo.commit(
+        "init",
+        {
+            "app/core.py": "def run():\n    return 1\n",
+            "app/cli.py": "def main():\n    return 0\n",
+            "NOTES.latin1": "caf\xe9\n".encode("latin-1"),
+        },
+    )
+    git_repo.write(
+        {
+            "app/core.py": "def run():\n    return 2\n",
+            "app/cli.py": "from app.core import run\n\n\ndef main():\n    return run()\n",
+            "NOTES.latin1": "caf\xe9 cr\xe8me\n".encode("latin-1"),
+        }
+    )
     git_repo.git("add", "-A")
     # a commit object whose message is Latin-1 bytes with no encoding header (git commit would re-encode it)
     tree = git_repo.git("write-tree").strip()
     parent = git_repo.head()
     who = "Old Author <old@example.com> 1500000000 +0000"
-    raw = f"tree {tree}\nparent {parent}\nauthor {who}\ncommitter {who}\n\n".encode() + \
-        "Caf\xe9: make main call run\n".encode("latin-1")
-    sha = subprocess.run(["git", "-C", str(git_repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
-                         input=raw, capture_output=True, check=True).stdout.decode().strip()
+    raw = (
+        f"tree {tree}\nparent {parent}\nauthor {who}\ncommitter {who}\n\n".encode()
+        + "Caf\xe9: make main call run\n".encode("latin-1")
+    )
+    sha = (
+        subprocess.run(
+            ["git", "-C", str(git_repo.path), "hash-object", "-t", "commit", "-w", "--stdin"],
+            input=raw,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
     git_repo.git("update-ref", "HEAD", sha)
     result, mined, tasks, contexts, plans = pipeline(git_repo, tmp_path)
     c = mined.filter(pl.col("subject").str.contains("make main")).row(0, named=True)
@@ -73,7 +93,9 @@ def test_latin1_file_and_message_are_a_counted_fallback_not_a_crash(git_repo, tm
     wt = tmp_path / "wt"
     git_repo.git("worktree", "add", "-q", "--detach", str(wt), t["base_commit"])
     subprocess.run(["git", "-C", str(wt), "apply", "--index", "-"], input=t["gold_patch"].encode(), check=True)
-    tree = subprocess.run(["git", "-C", str(wt), "write-tree"], capture_output=True, text=True, check=True).stdout.strip()
+    tree = subprocess.run(
+        ["git", "-C", str(wt), "write-tree"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert tree == git_repo.git("rev-parse", f"{t['after_commit']}^{{tree}}").strip()
     row = plans.row(0, named=True)
     assert row["status"] == "ok" and row["valid"], row
@@ -109,8 +131,10 @@ def test_submodule_changes_are_outside_the_tree_and_counted(git_repo, tmp_path):
     second = lib.commit("lib 2", {"lib.py": "def f():\n    return 2\n"})
     subprocess.run(["git", "-C", str(git_repo.path / "vendorlib"), "fetch", "-q"], check=True)
     subprocess.run(["git", "-C", str(git_repo.path / "vendorlib"), "checkout", "-q", second], check=True)
-    git_repo.commit("Bump vendorlib and use it", {"app/a.py": "def a():\n    return b() + 1\n\n\nfrom app.b import b\n",
-                                                  "app/b.py": "def b():\n    return 2\n"})
+    git_repo.commit(
+        "Bump vendorlib and use it",
+        {"app/a.py": "def a():\n    return b() + 1\n\n\nfrom app.b import b\n", "app/b.py": "def b():\n    return 2\n"},
+    )
     assert first != second
     result, mined, tasks, contexts, plans = pipeline(git_repo, tmp_path)
     c = mined.filter(pl.col("subject") == "Bump vendorlib and use it").row(0, named=True)
@@ -128,7 +152,7 @@ def test_submodule_changes_are_outside_the_tree_and_counted(git_repo, tmp_path):
 # --------------------------------------------------------------------------- names defined twice
 
 
-OVERLOADS_BASE = '''from typing import overload
+OVERLOADS_BASE = """from typing import overload
 
 
 @overload
@@ -145,19 +169,36 @@ if HAVE_FAST:
 else:
     def speed():
         return "slow"
-'''
+"""
 
 
 def test_overloads_and_if_else_definitions_are_one_symbol(git_repo, tmp_path):
-    git_repo.commit("init", {"pkg/parse.py": OVERLOADS_BASE, "pkg/use.py": "from pkg.parse import parse\n\n\ndef use(v):\n    return parse(v)\n",
-                             "pkg/parse.pyi": "@overload\ndef parse(x: int) -> int: ...\n@overload\ndef parse(x: str) -> str: ...\n"})
-    new = OVERLOADS_BASE.replace("    return x\n", "    return x if x else None\n").replace('"slow"', '"slower"') \
-        .replace("def parse(x: str) -> str: ...\n", "def parse(x: str) -> str: ...\n@overload\ndef parse(x: bytes) -> bytes: ...\n")
-    git_repo.commit("Parse bytes too", {
-        "pkg/parse.py": new, "pkg/use.py": "from pkg.parse import parse\n\n\ndef use(v):\n    return parse(v) or parse(b'')\n",
-        "pkg/parse.pyi": "@overload\ndef parse(x: int) -> int: ...\n@overload\ndef parse(x: str) -> str: ...\n"
-                         "@overload\ndef parse(x: bytes) -> bytes: ...\n",
-        "pkg/fresh.py": "@overload\ndef g(x: int) -> int: ...\n@overload\ndef g(x: str) -> str: ...\ndef g(x):\n    return x\n"})
+    git_repo.commit(
+        "init",
+        {
+            "pkg/parse.py": OVERLOADS_BASE,
+            "pkg/use.py": "from pkg.parse import parse\n\n\ndef use(v):\n    return parse(v)\n",
+            "pkg/parse.pyi": "@overload\ndef parse(x: int) -> int: ...\n@overload\ndef parse(x: str) -> str: ...\n",
+        },
+    )
+    new = (
+        OVERLOADS_BASE.replace("    return x\n", "    return x if x else None\n")
+        .replace('"slow"', '"slower"')
+        .replace(
+            "def parse(x: str) -> str: ...\n",
+            "def parse(x: str) -> str: ...\n@overload\ndef parse(x: bytes) -> bytes: ...\n",
+        )
+    )
+    git_repo.commit(
+        "Parse bytes too",
+        {
+            "pkg/parse.py": new,
+            "pkg/use.py": "from pkg.parse import parse\n\n\ndef use(v):\n    return parse(v) or parse(b'')\n",
+            "pkg/parse.pyi": "@overload\ndef parse(x: int) -> int: ...\n@overload\ndef parse(x: str) -> str: ...\n"
+            "@overload\ndef parse(x: bytes) -> bytes: ...\n",
+            "pkg/fresh.py": "@overload\ndef g(x: int) -> int: ...\n@overload\ndef g(x: str) -> str: ...\ndef g(x):\n    return x\n",
+        },
+    )
     _, _, tasks, _, plans = pipeline(git_repo, tmp_path)
     row = row_for(tasks, plans, "Parse bytes too")
     assert row["valid"], row["violations"]
@@ -171,17 +212,23 @@ def test_overloads_and_if_else_definitions_are_one_symbol(git_repo, tmp_path):
 
 
 def test_a_method_and_a_function_sharing_a_name_keep_the_real_call_direction(git_repo, tmp_path):
-    git_repo.commit("init", {
-        "app/loader.py": "def load(path):\n    return open(path).read()\n",
-        "app/store.py": "from app.loader import load as read_file\n\n\nclass Store:\n    def load(self, path):\n"
-                        "        return read_file(path)\n\n    def save(self, path, data):\n        return path, data\n",
-    })
-    git_repo.commit("Load with an encoding", {
-        "app/loader.py": "def load(path, encoding='utf-8'):\n    return open(path, encoding=encoding).read()\n",
-        "app/store.py": "from app.loader import load as read_file\n\n\nclass Store:\n    def load(self, path):\n"
-                        "        return read_file(path, encoding='utf-8')\n\n    def save(self, path, data, load=None):\n"
-                        "        return path, data, load\n",
-    })
+    git_repo.commit(
+        "init",
+        {
+            "app/loader.py": "def load(path):\n    return open(path).read()\n",
+            "app/store.py": "from app.loader import load as read_file\n\n\nclass Store:\n    def load(self, path):\n"
+            "        return read_file(path)\n\n    def save(self, path, data):\n        return path, data\n",
+        },
+    )
+    git_repo.commit(
+        "Load with an encoding",
+        {
+            "app/loader.py": "def load(path, encoding='utf-8'):\n    return open(path, encoding=encoding).read()\n",
+            "app/store.py": "from app.loader import load as read_file\n\n\nclass Store:\n    def load(self, path):\n"
+            "        return read_file(path, encoding='utf-8')\n\n    def save(self, path, data, load=None):\n"
+            "        return path, data, load\n",
+        },
+    )
     _, _, tasks, _, plans = pipeline(git_repo, tmp_path)
     row = row_for(tasks, plans, "Load with an encoding")
     plan = plan_of(row)
@@ -193,7 +240,7 @@ def test_a_method_and_a_function_sharing_a_name_keep_the_real_call_direction(git
     assert roles["app/loader.py"] == "primary"
 
 
-GO_STORE = '''package store
+GO_STORE = """package store
 
 type Store struct {
 	items []string
@@ -206,9 +253,9 @@ func (s *Store) Add(item string) {
 func Count(s *Store) int {
 	return len(s.items)
 }
-'''
+"""
 
-GO_TEST = '''package store
+GO_TEST = """package store
 
 import "testing"
 
@@ -219,21 +266,35 @@ func TestAdd(t *testing.T) {
 		t.Fatal("count")
 	}
 }
-'''
+"""
 
 
 def test_go_files_of_one_package_see_each_other_and_parameters_are_not_uses(git_repo, tmp_path):
-    git_repo.commit("init", {"store/store.go": GO_STORE, "store/store_test.go": GO_TEST,
-                             "store/report.go": "package store\n\nfunc Report(Count int) int {\n\treturn Count\n}\n"})
-    new_store = GO_STORE.replace("\ts.items = append(s.items, item)\n",
-                                 "\tif item == \"\" {\n\t\treturn\n\t}\n\ts.items = append(s.items, item)\n") + \
-        "\nfunc Reset(s *Store) {\n\ts.items = nil\n}\n"
-    git_repo.commit("Skip empty items, add Reset", {
-        "store/store.go": new_store,
-        "store/store_test.go": GO_TEST + '\nfunc TestEmpty(t *testing.T) {\n\ts := &Store{}\n\ts.Add("")\n\tReset(s)\n'
-                                         '\tif Count(s) != 0 {\n\t\tt.Fatal("empty")\n\t}\n}\n',
-        "store/report.go": "package store\n\nfunc Report(Count int) int {\n\treturn Count + 1\n}\n",
-    })
+    git_repo.commit(
+        "init",
+        {
+            "store/store.go": GO_STORE,
+            "store/store_test.go": GO_TEST,
+            "store/report.go": "package store\n\nfunc Report(Count int) int {\n\treturn Count\n}\n",
+        },
+    )
+    new_store = (
+        GO_STORE.replace(
+            "\ts.items = append(s.items, item)\n",
+            '\tif item == "" {\n\t\treturn\n\t}\n\ts.items = append(s.items, item)\n',
+        )
+        + "\nfunc Reset(s *Store) {\n\ts.items = nil\n}\n"
+    )
+    git_repo.commit(
+        "Skip empty items, add Reset",
+        {
+            "store/store.go": new_store,
+            "store/store_test.go": GO_TEST
+            + '\nfunc TestEmpty(t *testing.T) {\n\ts := &Store{}\n\ts.Add("")\n\tReset(s)\n'
+            '\tif Count(s) != 0 {\n\t\tt.Fatal("empty")\n\t}\n}\n',
+            "store/report.go": "package store\n\nfunc Report(Count int) int {\n\treturn Count + 1\n}\n",
+        },
+    )
     _, _, tasks, _, plans = pipeline(git_repo, tmp_path)
     row = row_for(tasks, plans, "Skip empty items")
     assert row["valid"], row["violations"]
@@ -251,15 +312,27 @@ def test_go_files_of_one_package_see_each_other_and_parameters_are_not_uses(git_
 
 
 def test_files_under_old_test_folders_are_supporting(git_repo, tmp_path):
-    git_repo.commit("init", {"lib/calc.js": "function add(a, b) {\n  return a + b;\n}\nmodule.exports = { add };\n",
-                             "spec/calc_spec.js": "const { add } = require('../lib/calc');\n"
-                                                  "function checkAdd() {\n  return add(1, 2) === 3;\n}\n"})
-    git_repo.commit("Add three numbers", {
-        "lib/calc.js": "function add(a, b, c = 0) {\n  return a + b + c;\n}\nmodule.exports = { add };\n",
-        "spec/calc_spec.js": "const { add } = require('../lib/calc');\nfunction checkAdd() {\n  return add(1, 2, 3) === 6;\n}\n"})
+    git_repo.commit(
+        "init",
+        {
+            "lib/calc.js": "function add(a, b) {\n  return a + b;\n}\nmodule.exports = { add };\n",
+            "spec/calc_spec.js": "const { add } = require('../lib/calc');\n"
+            "function checkAdd() {\n  return add(1, 2) === 3;\n}\n",
+        },
+    )
+    git_repo.commit(
+        "Add three numbers",
+        {
+            "lib/calc.js": "function add(a, b, c = 0) {\n  return a + b + c;\n}\nmodule.exports = { add };\n",
+            "spec/calc_spec.js": "const { add } = require('../lib/calc');\nfunction checkAdd() {\n  return add(1, 2, 3) === 6;\n}\n",
+        },
+    )
     _, _, tasks, _, plans = pipeline(git_repo, tmp_path)
     plan = plan_of(row_for(tasks, plans, "Add three numbers"))
-    assert {f.path: f.role for f in plan.affected_files} == {"lib/calc.js": "primary", "spec/calc_spec.js": "supporting"}
+    assert {f.path: f.role for f in plan.affected_files} == {
+        "lib/calc.js": "primary",
+        "spec/calc_spec.js": "supporting",
+    }
     assert edges(plan) == {("spec/calc_spec.js:checkAdd", "lib/calc.js:add")}
 
 
@@ -267,11 +340,21 @@ def test_files_under_old_test_folders_are_supporting(git_repo, tmp_path):
 
 
 def test_release_docs_and_dependency_commits_are_dropped_with_reasons(git_repo, tmp_path):
-    git_repo.commit("init", {"pkg/a.py": "VERSION = '1.0'\n", "pkg/b.py": "def b():\n    return 1\n",
-                             "CHANGES.rst": "1.0\n", "docs/index.rst": "Docs\n", "package.json": '{"v": 1}\n'})
+    git_repo.commit(
+        "init",
+        {
+            "pkg/a.py": "VERSION = '1.0'\n",
+            "pkg/b.py": "def b():\n    return 1\n",
+            "CHANGES.rst": "1.0\n",
+            "docs/index.rst": "Docs\n",
+            "package.json": '{"v": 1}\n',
+        },
+    )
     git_repo.commit("Release version 1.1.0", {"pkg/a.py": "VERSION = '1.1'\n", "CHANGES.rst": "1.1\n1.0\n"})
     git_repo.commit("Document the b function", {"CHANGES.rst": "1.2\n1.1\n1.0\n", "docs/index.rst": "Docs on b\n"})
-    git_repo.commit("Bump pytest from 8.0 to 8.1", {"package.json": '{"v": 2}\n', "pkg/b.py": "def b():\n    return 2\n"})
+    git_repo.commit(
+        "Bump pytest from 8.0 to 8.1", {"package.json": '{"v": 2}\n', "pkg/b.py": "def b():\n    return 2\n"}
+    )
     git_repo.commit("Make b return three", {"pkg/b.py": "def b():\n    return 3\n", "CHANGES.rst": "b is 3\n"})
     result, mined, tasks, _, plans = pipeline(git_repo, tmp_path)
     reasons = dict(zip(mined["subject"], mined["drop_reason"]))
@@ -289,16 +372,32 @@ def test_release_docs_and_dependency_commits_are_dropped_with_reasons(git_repo, 
 
 
 def test_difficulty_comes_from_the_plan(git_repo, tmp_path):
-    git_repo.commit("init", {
-        "m/a.py": "def a():\n    return 1\n", "m/b.py": "from m.a import a\n\n\ndef b():\n    return a()\n",
-        "m/c.py": "from m.b import b\n\n\ndef c():\n    return b()\n", "m/d.py": "def d():\n    return 1\n",
-        "tests/test_a.py": "from m.a import a\n\n\ndef test_a():\n    assert a() == 1\n"})
-    git_repo.commit("Easy: a and its test", {"m/a.py": "def a():\n    return 2\n",
-                                             "tests/test_a.py": "from m.a import a\n\n\ndef test_a():\n    assert a() == 2\n"})
+    git_repo.commit(
+        "init",
+        {
+            "m/a.py": "def a():\n    return 1\n",
+            "m/b.py": "from m.a import a\n\n\ndef b():\n    return a()\n",
+            "m/c.py": "from m.b import b\n\n\ndef c():\n    return b()\n",
+            "m/d.py": "def d():\n    return 1\n",
+            "tests/test_a.py": "from m.a import a\n\n\ndef test_a():\n    assert a() == 1\n",
+        },
+    )
+    git_repo.commit(
+        "Easy: a and its test",
+        {
+            "m/a.py": "def a():\n    return 2\n",
+            "tests/test_a.py": "from m.a import a\n\n\ndef test_a():\n    assert a() == 2\n",
+        },
+    )
     git_repo.commit("Medium: a and d", {"m/a.py": "def a():\n    return 3\n", "m/d.py": "def d():\n    return 3\n"})
-    git_repo.commit("Hard: a chain of three files", {
-        "m/a.py": "def a(x=0):\n    return 3 + x\n", "m/b.py": "from m.a import a\n\n\ndef b(x=0):\n    return a(x)\n",
-        "m/c.py": "from m.b import b\n\n\ndef c(x=0):\n    return b(x)\n"})
+    git_repo.commit(
+        "Hard: a chain of three files",
+        {
+            "m/a.py": "def a(x=0):\n    return 3 + x\n",
+            "m/b.py": "from m.a import a\n\n\ndef b(x=0):\n    return a(x)\n",
+            "m/c.py": "from m.b import b\n\n\ndef c(x=0):\n    return b(x)\n",
+        },
+    )
     _, _, tasks, _, plans = pipeline(git_repo, tmp_path)
     assert row_for(tasks, plans, "Easy")["difficulty"] == "easy"
     assert row_for(tasks, plans, "Medium")["difficulty"] == "medium"
@@ -359,8 +458,11 @@ def test_one_bad_task_is_an_error_row_not_a_failed_table(git_repo, tmp_path):
     by = dict(zip(plans["task_id"], plans["status"]))
     assert by[tasks["task_id"][0]] == "ok" and by["git:r:broken"] == "skipped"
     # a task whose gold patch no longer applies is an error row naming it
-    bad_patch = tasks.with_columns(pl.lit("git:r:badpatch").alias("task_id"), pl.lit(None, pl.Utf8).alias("after_commit"),
-                                   pl.lit("diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-nope\n+x\n").alias("gold_patch"))
+    bad_patch = tasks.with_columns(
+        pl.lit("git:r:badpatch").alias("task_id"),
+        pl.lit(None, pl.Utf8).alias("after_commit"),
+        pl.lit("diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-nope\n+x\n").alias("gold_patch"),
+    )
     ctx2, _ = build_contexts(bad_patch, ContextConfig())
     row = build_reference_plans(bad_patch, ctx2).row(0, named=True)
     assert row["status"] == "error" and "does not apply" in row["detail"]

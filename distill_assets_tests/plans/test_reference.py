@@ -89,25 +89,44 @@ def test_swebench_instances_with_a_local_checkout_get_contexts_and_plans(git_rep
 
     from distill_assets.config import ExternalSource
 
-    git_repo.commit("base", {
-        "calc/ops.py": "def divide(a, b):\n    return a / b\n",
-        "calc/report.py": "from calc.ops import divide\n\n\ndef ratio(a, b):\n    return divide(a, b)\n",
-        "tests/test_ops.py": "from calc.ops import divide\n\n\ndef test_divide():\n    assert divide(4, 2) == 2\n",
-    })
+    git_repo.commit(
+        "base",
+        {
+            "calc/ops.py": "def divide(a, b):\n    return a / b\n",
+            "calc/report.py": "from calc.ops import divide\n\n\ndef ratio(a, b):\n    return divide(a, b)\n",
+            "tests/test_ops.py": "from calc.ops import divide\n\n\ndef test_divide():\n    assert divide(4, 2) == 2\n",
+        },
+    )
     base = git_repo.head()
-    git_repo.write({
-        "calc/ops.py": "def divide(a, b):\n    if b == 0:\n        return None\n    return a / b\n",
-        "calc/report.py": "from calc.ops import divide\n\n\ndef ratio(a, b):\n    value = divide(a, b)\n    return 0.0 if value is None else value\n",
-    })
+    git_repo.write(
+        {
+            "calc/ops.py": "def divide(a, b):\n    if b == 0:\n        return None\n    return a / b\n",
+            "calc/report.py": "from calc.ops import divide\n\n\ndef ratio(a, b):\n    value = divide(a, b)\n    return 0.0 if value is None else value\n",
+        }
+    )
     patch = git_repo.git("diff")
     git_repo.git("checkout", "--", ".")
-    git_repo.write({"tests/test_ops.py": "from calc.ops import divide\n\n\ndef test_divide():\n    assert divide(4, 2) == 2\n\n\ndef test_zero():\n    assert divide(1, 0) is None\n"})
+    git_repo.write(
+        {
+            "tests/test_ops.py": "from calc.ops import divide\n\n\ndef test_divide():\n    assert divide(4, 2) == 2\n\n\ndef test_zero():\n    assert divide(1, 0) is None\n"
+        }
+    )
     test_patch = git_repo.git("diff")
     git_repo.git("checkout", "--", ".")
-    row = {"repo": "acme/calc", "instance_id": "acme__calc-1", "base_commit": base, "patch": patch,
-           "test_patch": test_patch, "problem_statement": "divide by zero crashes", "hints_text": "",
-           "created_at": "2024-01-01T00:00:00Z", "version": "0.1", "environment_setup_commit": base,
-           "FAIL_TO_PASS": json.dumps(["tests/test_ops.py::test_zero"]), "PASS_TO_PASS": json.dumps(["tests/test_ops.py::test_divide"])}
+    row = {
+        "repo": "acme/calc",
+        "instance_id": "acme__calc-1",
+        "base_commit": base,
+        "patch": patch,
+        "test_patch": test_patch,
+        "problem_statement": "divide by zero crashes",
+        "hints_text": "",
+        "created_at": "2024-01-01T00:00:00Z",
+        "version": "0.1",
+        "environment_setup_commit": base,
+        "FAIL_TO_PASS": json.dumps(["tests/test_ops.py::test_zero"]),
+        "PASS_TO_PASS": json.dumps(["tests/test_ops.py::test_divide"]),
+    }
     src = tmp_path / "swe.jsonl"
     src.write_text(json.dumps(row) + "\n")
     ext, _ = read_external_sources([ExternalSource(kind="swebench", path=src, checkouts={"acme/calc": git_repo.path})])
@@ -118,6 +137,9 @@ def test_swebench_instances_with_a_local_checkout_get_contexts_and_plans(git_rep
     r = refs.row(0, named=True)
     assert r["status"] == "ok" and r["valid"], r["violations"]
     plan = plan_of(r)
-    assert changes(plan) == {"calc/ops.py": {"divide": "modify"}, "calc/report.py": {"ratio": "modify"},
-                             "tests/test_ops.py": {"test_zero": "add"}}
+    assert changes(plan) == {
+        "calc/ops.py": {"divide": "modify"},
+        "calc/report.py": {"ratio": "modify"},
+        "tests/test_ops.py": {"test_zero": "add"},
+    }
     assert plan.execution_order == ["calc/ops.py", "calc/report.py", "tests/test_ops.py"]

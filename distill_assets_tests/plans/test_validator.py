@@ -20,14 +20,45 @@ def good_plan() -> dict:
     return {
         "task_summary": "Add a timeout to request processing",
         "affected_files": [
-            {"path": "src/handler.py", "role": "primary", "changes": [
-                {"symbol": "RequestHandler.process", "action": "modify", "description": "Accept a timeout.",
-                 "depends_on": [], "depended_by": ["src/client.py:Client.send"]}]},
-            {"path": "src/client.py", "role": "supporting", "changes": [
-                {"symbol": "Client.send", "action": "modify", "description": "Pass the timeout on.",
-                 "depends_on": ["src/handler.py:RequestHandler.process"], "depended_by": []}]},
-            {"path": "src/retry.py", "role": "supporting", "changes": [
-                {"symbol": "backoff", "action": "add", "description": "New helper.", "depends_on": [], "depended_by": []}]},
+            {
+                "path": "src/handler.py",
+                "role": "primary",
+                "changes": [
+                    {
+                        "symbol": "RequestHandler.process",
+                        "action": "modify",
+                        "description": "Accept a timeout.",
+                        "depends_on": [],
+                        "depended_by": ["src/client.py:Client.send"],
+                    }
+                ],
+            },
+            {
+                "path": "src/client.py",
+                "role": "supporting",
+                "changes": [
+                    {
+                        "symbol": "Client.send",
+                        "action": "modify",
+                        "description": "Pass the timeout on.",
+                        "depends_on": ["src/handler.py:RequestHandler.process"],
+                        "depended_by": [],
+                    }
+                ],
+            },
+            {
+                "path": "src/retry.py",
+                "role": "supporting",
+                "changes": [
+                    {
+                        "symbol": "backoff",
+                        "action": "add",
+                        "description": "New helper.",
+                        "depends_on": [],
+                        "depended_by": [],
+                    }
+                ],
+            },
         ],
         "execution_order": ["src/handler.py", "src/client.py", "src/retry.py"],
         "rationale": "The signature change propagates from handler to client.",
@@ -67,8 +98,13 @@ def test_unknown_file_and_symbol():
 
 def test_module_pseudo_symbol_exists_in_every_tree_file():
     p = good_plan()
-    p["affected_files"].append({"path": "README.md", "role": "supporting",
-                                "changes": [{"symbol": "<module>", "action": "modify", "description": "Document it."}]})
+    p["affected_files"].append(
+        {
+            "path": "README.md",
+            "role": "supporting",
+            "changes": [{"symbol": "<module>", "action": "modify", "description": "Document it."}],
+        }
+    )
     p["execution_order"].append("README.md")
     assert validate_plan(p, CTX).valid
     p["affected_files"][-1]["changes"][0]["symbol"] = "Intro"  # README.md has no symbol index
@@ -131,6 +167,7 @@ def test_find_cycle():
 
 # ---------------------------------------------------------------- property tests
 
+
 @st.composite
 def dag_plans(draw):
     """A random valid plan over a random DAG of symbol changes, with its context."""
@@ -147,19 +184,31 @@ def dag_plans(draw):
             if changes[b][0] <= changes[a][0] and draw(st.booleans()):
                 edges.add((a, b))  # a depends on b
     ref = lambda i: f"{files[changes[i][0]]}:{changes[i][1]}"
-    actions = draw(st.lists(st.sampled_from(["modify", "delete", "rename"]), min_size=len(changes), max_size=len(changes)))
+    actions = draw(
+        st.lists(st.sampled_from(["modify", "delete", "rename"]), min_size=len(changes), max_size=len(changes))
+    )
     affected = []
     for fi, path in enumerate(files):
         chs = []
         for ci, (f, sym) in enumerate(changes):
             if f != fi:
                 continue
-            chs.append({"symbol": sym, "action": actions[ci], "description": f"Update {sym}.",
-                        "depends_on": sorted(ref(b) for a, b in edges if a == ci),
-                        "depended_by": sorted(ref(a) for a, b in edges if b == ci)})
+            chs.append(
+                {
+                    "symbol": sym,
+                    "action": actions[ci],
+                    "description": f"Update {sym}.",
+                    "depends_on": sorted(ref(b) for a, b in edges if a == ci),
+                    "depended_by": sorted(ref(a) for a, b in edges if b == ci),
+                }
+            )
         affected.append({"path": path, "role": "primary", "changes": chs})
-    plan = {"task_summary": "Random change", "affected_files": affected, "execution_order": list(files),
-            "rationale": "Generated."}
+    plan = {
+        "task_summary": "Random change",
+        "affected_files": affected,
+        "execution_order": list(files),
+        "rationale": "Generated.",
+    }
     ctx = PlanContext(tree=set(files), symbols={p: {s for f, s in changes if files[f] == p} for p in files})
     return plan, ctx, sorted(edges), changes, files
 
@@ -182,8 +231,12 @@ def test_each_mutation_is_reported_by_name(case, data):
         if not edges:
             return
         a, b = data.draw(st.sampled_from(edges))
-        target = [c for f in plan["affected_files"] for c in f["changes"]
-                  if f"{f['path']}:{c['symbol']}" == f"{files[changes[b][0]]}:{changes[b][1]}"][0]
+        target = [
+            c
+            for f in plan["affected_files"]
+            for c in f["changes"]
+            if f"{f['path']}:{c['symbol']}" == f"{files[changes[b][0]]}:{changes[b][1]}"
+        ][0]
         target["depended_by"] = []
         expected = "edge_not_mutual"
     elif mutation == "reverse_order":

@@ -33,8 +33,18 @@ def test_prompts_carry_the_code_they_need(sample_prompts):
 def test_budget_truncation_is_counted(sample_prompts):
 
     big = {"task_id": "t", "repo": "r", "description": "Change f"}
-    ctx = {"file_tree": ["a.py"], "symbols": [], "candidates": [
-        {"path": "a.py", "content": "".join(f"x{i} = {i}\n" for i in range(3000)), "tokens": 9000, "truncated": False}]}
+    ctx = {
+        "file_tree": ["a.py"],
+        "symbols": [],
+        "candidates": [
+            {
+                "path": "a.py",
+                "content": "".join(f"x{i} = {i}\n" for i in range(3000)),
+                "tokens": 9000,
+                "truncated": False,
+            }
+        ],
+    }
     p = build_prompt("plan_generation", big, ctx, budget_tokens=600, chars_per_token=3.5)
     assert p.files_truncated == 1 and p.prompt_tokens <= 700
     assert "... (truncated)" in p.messages[1]["content"]
@@ -43,16 +53,23 @@ def test_budget_truncation_is_counted(sample_prompts):
 def test_task_schemas_constrain_paths_and_symbols():
     s = task_schema("symbol_selection", ["a.py", "b.py"], ["a.py", "b.py", "c.py"], {"a.py": ["f", "C.m"]})
     a_py, b_py, added = s["properties"]["symbols"]["items"]["anyOf"]  # each file's own symbols; new ones
-    assert a_py["properties"]["path"]["enum"] == ["a.py"] and a_py["properties"]["symbol"]["enum"] == ["f", "C.m", MODULE]
+    assert a_py["properties"]["path"]["enum"] == ["a.py"] and a_py["properties"]["symbol"]["enum"] == [
+        "f",
+        "C.m",
+        MODULE,
+    ]
     assert b_py["properties"]["path"]["enum"] == ["b.py"] and b_py["properties"]["symbol"]["enum"] == [MODULE]
     assert "add" not in a_py["properties"]["action"]["enum"] and added["properties"]["action"]["enum"] == ["add"]
     assert added["properties"]["path"]["enum"] == ["a.py", "b.py"] and "enum" not in added["properties"]["symbol"]
     for item in (a_py, added):
         assert item["additionalProperties"] is False and set(item["required"]) == {"path", "symbol", "action", "reason"}
     from llama_cpp.llama_grammar import json_schema_to_gbnf  # llama.cpp can decode under it
+
     assert "root" in json_schema_to_gbnf(json.dumps(s))
-    ok, err = parse_output("symbol_selection", json.dumps({"symbols": [
-        {"path": "a.py", "symbol": "C.m", "action": "modify", "reason": "r"}]}))
+    ok, err = parse_output(
+        "symbol_selection",
+        json.dumps({"symbols": [{"path": "a.py", "symbol": "C.m", "action": "modify", "reason": "r"}]}),
+    )
     assert err is None and ok.symbols[0].symbol == "C.m"
     plan = task_schema("plan_generation", ["a.py"], ["a.py", "c.py"], {"a.py": ["f"]})
     change = plan["properties"]["plan"]["properties"]["affected_files"]["items"]["properties"]["changes"]["items"]
@@ -74,12 +91,14 @@ def test_parsing_answers():
         extract_json('[REASONING] r\n[PLAN] {"plan": {"task_summary": "cut in the mid')  # cut inside a string
     with pytest.raises(ValueError, match="Expecting"):
         extract_json('{"a": nope} and more')  # balanced but not JSON: the decoder's own message
-    content, thought = split_reasoning("<think>hmm</think>{\"diff\": \"x\"}")
+    content, thought = split_reasoning('<think>hmm</think>{"diff": "x"}')
     assert content == '{"diff": "x"}' and thought == "hmm"
     ok, err = parse_output("code_generation", '<think>plan</think>{"diff": "diff --git a/x b/x"}')
     assert err is None and ok.diff.startswith("diff --git")
-    bad, err = parse_output("task_analysis", json.dumps({"intent": "x", "change_kind": "nope", "scope": "multi_file",
-                                                         "risks": [], "planner_questions": []}))
+    bad, err = parse_output(
+        "task_analysis",
+        json.dumps({"intent": "x", "change_kind": "nope", "scope": "multi_file", "risks": [], "planner_questions": []}),
+    )
     assert bad is None and err.startswith("schema: change_kind")
 
 
@@ -89,14 +108,32 @@ def test_a_real_module_sized_symbol_index_and_tree_stay_within_the_budget(stage)
     in the prompt, 10x the budget: now the files share a symbol budget, the symbols the task names are kept,
     each file says how many were left out, and the prompt notes the cut."""
     task = {"task_id": "t", "repo": "r", "description": "Fix the help text of count options in format_help"}
-    symbols = [{"path": "pkg/core.py", "name": f"Command.method_{i:03d}", "kind": "method", "start_line": 10 + 5 * i,
-                "end_line": 14 + 5 * i} for i in range(400)]
-    symbols.insert(250, {"path": "pkg/core.py", "name": "Command.format_help", "kind": "method", "start_line": 1300,
-                         "end_line": 1320})
-    symbols += [{"path": "pkg/types.py", "name": f"Type{i}", "kind": "class", "start_line": 3 + 20 * i,
-                 "end_line": 20 + 20 * i} for i in range(200)]
-    ctx = {"file_tree": [f"pkg/mod_{i}.py" for i in range(900)], "symbols": symbols, "candidates": [
-        {"path": "pkg/core.py", "content": "x = 1\n" * 2000}, {"path": "pkg/types.py", "content": "y = 2\n" * 50}]}
+    symbols = [
+        {
+            "path": "pkg/core.py",
+            "name": f"Command.method_{i:03d}",
+            "kind": "method",
+            "start_line": 10 + 5 * i,
+            "end_line": 14 + 5 * i,
+        }
+        for i in range(400)
+    ]
+    symbols.insert(
+        250,
+        {"path": "pkg/core.py", "name": "Command.format_help", "kind": "method", "start_line": 1300, "end_line": 1320},
+    )
+    symbols += [
+        {"path": "pkg/types.py", "name": f"Type{i}", "kind": "class", "start_line": 3 + 20 * i, "end_line": 20 + 20 * i}
+        for i in range(200)
+    ]
+    ctx = {
+        "file_tree": [f"pkg/mod_{i}.py" for i in range(900)],
+        "symbols": symbols,
+        "candidates": [
+            {"path": "pkg/core.py", "content": "x = 1\n" * 2000},
+            {"path": "pkg/types.py", "content": "y = 2\n" * 50},
+        ],
+    }
     p = build_prompt(stage, task, ctx, budget_tokens=900, chars_per_token=3.5)
     user = p.messages[1]["content"]
     assert p.prompt_tokens <= 900 + 150, p.prompt_tokens
@@ -108,8 +145,11 @@ def test_a_real_module_sized_symbol_index_and_tree_stay_within_the_budget(stage)
     # the answer may name exactly the symbols shown (an enum that fits), not the 601 the index holds
     shown = set(re.findall(r"([A-Za-z_][\w.]*) \d+-\d+", index))
     if stage == "symbol_selection":
-        allowed = {n for b in p.schema["properties"]["symbols"]["items"]["anyOf"]
-                   for n in b["properties"]["symbol"].get("enum", [])}
+        allowed = {
+            n
+            for b in p.schema["properties"]["symbols"]["items"]["anyOf"]
+            for n in b["properties"]["symbol"].get("enum", [])
+        }
     else:
         change = p.schema["properties"]["plan"]["properties"]["affected_files"]["items"]["properties"]["changes"]
         allowed = set(change["items"]["anyOf"][0]["properties"]["symbol"]["enum"])
@@ -124,9 +164,16 @@ def test_a_cut_symbol_index_keeps_the_symbols_whose_words_the_task_uses():
     from distill_assets.prompts.builders import symbol_rank
 
     task = "fix(typing): use the same type for `param_hint` in BadParameter and its subclasses"
-    syms = [{"name": n, "start_line": i} for i, n in enumerate(
-        ["Abort", "echo", "Context.invoke", "BadParameter.__init__", "param_hint", "ParamType.convert"])]
+    syms = [
+        {"name": n, "start_line": i}
+        for i, n in enumerate(
+            ["Abort", "echo", "Context.invoke", "BadParameter.__init__", "param_hint", "ParamType.convert"]
+        )
+    ]
     ranked = [s["name"] for s in sorted(syms, key=symbol_rank(task))]
     assert ranked[0] == "param_hint"  # named exactly
-    assert ranked[1:3] == ["BadParameter.__init__", "ParamType.convert"]  # share words with the task (bad, parameter / param, type)
+    assert ranked[1:3] == [
+        "BadParameter.__init__",
+        "ParamType.convert",
+    ]  # share words with the task (bad, parameter / param, type)
     assert ranked[3:] == ["Abort", "echo", "Context.invoke"]  # the rest: top-level first, in source order

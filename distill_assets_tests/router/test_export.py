@@ -17,8 +17,13 @@ def dequantised_copy(src, dst):
     loads a GGUF, for exact comparisons. Written once."""
     return dst if dst.exists() else rewrite_gguf(src, dst)
 
-PROMPTS = ["Write a haiku about git.", "What is a change plan?", "List three Python keywords.",
-           "Which file holds the cart total?"]
+
+PROMPTS = [
+    "Write a haiku about git.",
+    "What is a change plan?",
+    "List three Python keywords.",
+    "Which file holds the cart total?",
+]
 N_TOKENS = 16
 
 
@@ -28,8 +33,9 @@ def _llama_greedy(llm, adapter, text: str) -> list[int]:
     if adapter is None:
         llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
     else:
-        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter), 1,
-                                          (ctypes.c_float * 1)(1.0))
+        llama_cpp.llama_set_adapters_lora(
+            llm._ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter), 1, (ctypes.c_float * 1)(1.0)
+        )
     llm.reset()
     out = []
     for tok in llm.generate(llm.tokenize(text.encode(), add_bos=False, special=True), temp=0.0, top_k=1, reset=True):
@@ -39,8 +45,7 @@ def _llama_greedy(llm, adapter, text: str) -> list[int]:
     return out
 
 
-def test_llama_cpp_with_the_gguf_adapter_matches_transformers_peft_token_for_token(tmp_path, smollm2_dir,
-                                                                                    smollm2_gguf):
+def test_llama_cpp_with_the_gguf_adapter_matches_transformers_peft_token_for_token(tmp_path, smollm2_dir, smollm2_gguf):
     import llama_cpp
     from llama_cpp import Llama
     from peft import PeftModel
@@ -52,21 +57,23 @@ def test_llama_cpp_with_the_gguf_adapter_matches_transformers_peft_token_for_tok
     info = export_gguf_lora(peft_dir, base_f32, tmp_path / "adapter.gguf")
     assert info["tensors"] == 30 * 7 * 2 and info["rank"] == 8 and info["alpha"] == 16.0 and info["arch"] == "llama"
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32),
-                                      str(peft_dir)).eval()
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32), str(peft_dir)
+    ).eval()
     llm = Llama(model_path=str(base_f32), n_ctx=512, n_threads=2, seed=0, verbose=False)
     handle = llama_cpp.llama_adapter_lora_init(llm._model.model, info["path"].encode())
     assert handle, "llama.cpp refused the exported adapter"
     changed = 0
     try:
         for prompt in PROMPTS:
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
             ids = tok(text, return_tensors="pt").input_ids
             with torch.no_grad():
-                hf = model.generate(ids, max_new_tokens=N_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist()
+                hf = model.generate(ids, max_new_tokens=N_TOKENS, do_sample=False)[0, ids.shape[1] :].tolist()
                 with model.disable_adapter():
-                    hf_base = model.generate(ids, max_new_tokens=N_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist()
+                    hf_base = model.generate(ids, max_new_tokens=N_TOKENS, do_sample=False)[0, ids.shape[1] :].tolist()
             assert _llama_greedy(llm, handle, text) == hf, prompt  # adapter: the same tokens in both runtimes
             assert _llama_greedy(llm, None, text) == hf_base, prompt  # and the base alone too
             changed += hf != hf_base
@@ -80,8 +87,14 @@ def test_llama_cpp_with_the_gguf_adapter_matches_transformers_peft_token_for_tok
 def test_export_refuses_an_adapter_for_another_model(tmp_path, smollm2_gguf):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tiny = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2)
+    tiny = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     LlamaForCausalLM(tiny).save_pretrained(tmp_path / "tiny")
     peft_dir = make_peft_adapter(tmp_path / "tiny", tmp_path / "peft", seed=0, std=0.01)
     with pytest.raises(ExportError, match="base/adapter mismatch"):
@@ -100,7 +113,9 @@ def test_ollama_modelfile_names_base_adapter_template_and_stops(tmp_path, stage_
     assert f"FROM {base}" in lines and f"ADAPTER {adapter}" in lines
     assert 'PARAMETER stop "<|im_end|>"' in lines and "PARAMETER num_ctx 4096" in lines
     assert "<|im_start|>{{ .Role }}" in text and 'SYSTEM """Plan the change."""' in text
-    assert create_command("plan_generation", tmp_path / "Modelfile").startswith("ollama create distill-plan-generation -f ")
+    assert create_command("plan_generation", tmp_path / "Modelfile").startswith(
+        "ollama create distill-plan-generation -f "
+    )
     assert read_base(smollm2_gguf).n_head_kv == 3
 
 

@@ -28,6 +28,7 @@ class MultiLog:
         for s in self.stores:
             s.record_outcome(run_id, **dict(row))
 
+
 TASK = "Add a discount parameter to the cart total and apply it at checkout"
 
 
@@ -44,8 +45,15 @@ def _adapters(stage_ggufs) -> dict[str, StageAdapter]:
 
 def _cfg():
     cfg = load_config(PROJECT / "data" / "distill.yaml")
-    router = cfg.router.model_copy(update={"n_ctx": 4096, "max_output_tokens": 700, "max_string_chars": 80,
-                                           "prompt_token_budget": 1500, "n_threads": 2})
+    router = cfg.router.model_copy(
+        update={
+            "n_ctx": 4096,
+            "max_output_tokens": 700,
+            "max_string_chars": 80,
+            "prompt_token_budget": 1500,
+            "n_threads": 2,
+        }
+    )
     return cfg.model_copy(update={"router": router})
 
 
@@ -57,8 +65,15 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
         adapters = _adapters(stage_ggufs)
         # the gate promoted nothing for stage 1: the base student answers it, on the same loaded model
         adapters["task_analysis"] = StageAdapter("task_analysis", adapters["task_analysis"].base_gguf, None, "")
-        res = route_task(demo_repo, TASK, adapters, cfg, engine=engine, log=MultiLog(sqlite, pg),
-                         test_commands=cfg.sandbox.test_commands["demo-shop"])
+        res = route_task(
+            demo_repo,
+            TASK,
+            adapters,
+            cfg,
+            engine=engine,
+            log=MultiLog(sqlite, pg),
+            test_commands=cfg.sandbox.test_commands["demo-shop"],
+        )
         assert len(engine.bases) == 1 and len(engine.adapters) == 4  # one model, every adapter loaded once
         assert engine.switches == 4  # one switch per adapter stage, no reload
     finally:
@@ -77,7 +92,7 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
         plan_row = rows[STAGE_ORDER.index("plan_generation")]
         # stage 4 answers in the format the student was trained on: [REASONING] ... [PLAN] {plan}
         assert plan_row["parsed_ok"] and plan_row["output"].startswith("[REASONING] ")
-        reasoning = plan_row["output"].split("[PLAN]")[0][len("[REASONING] "):].strip()
+        reasoning = plan_row["output"].split("[PLAN]")[0][len("[REASONING] ") :].strip()
         code_prompt = rows[-1]["prompt"]
         assert "[REASONING]" not in code_prompt and reasoning not in code_prompt  # the CoT never reaches stage 5
         outcome = [o for o in store.outcomes() if o["run_id"] == res.run_id]
@@ -94,8 +109,14 @@ def test_router_runs_five_stages_on_one_model_and_logs_everywhere(demo_repo, sta
 def test_repo_tests_run_on_a_diff_in_the_sandbox(demo_repo):
     """The outcome step on a real commit: its gold diff passes the repository's tests, a broken one fails."""
     cfg = _cfg()
-    git = lambda *a: subprocess.run(["git", "-C", str(demo_repo), *a], check=True, capture_output=True,  # noqa: E731
-                                    text=True).stdout
+    git = lambda *a: (
+        subprocess.run(
+            ["git", "-C", str(demo_repo), *a],
+            check=True,
+            capture_output=True,  # noqa: E731
+            text=True,
+        ).stdout
+    )
     commit = git("log", "--format=%H", "-1", "--grep", "Format negative amounts").strip()
     parent = git("rev-parse", f"{commit}^").strip()
     git("reset", "-q", "--hard", parent)
@@ -105,10 +126,15 @@ def test_repo_tests_run_on_a_diff_in_the_sandbox(demo_repo):
 
     ok = run_repo_tests(demo_repo, check_repo(demo_repo), gold, commands, cfg)
     assert ok.status == "passed" and ok.pass_rate == 1.0 and len(ok.selected) > 20, ok.log[-2000:]
-    assert any(t.startswith("web/test/") for t in ok.tests) and any(t.startswith("tests/test_") for t in ok.tests), sorted(ok.tests)
+    assert any(t.startswith("web/test/") for t in ok.tests) and any(t.startswith("tests/test_") for t in ok.tests), (
+        sorted(ok.tests)
+    )
     # the same change without its code part: the new tests fail
-    only_tests = "".join(sec for path, sec in __import__("distill_assets.sandbox.runner", fromlist=["x"])
-                         .split_patch(gold) if "test" in path)
+    only_tests = "".join(
+        sec
+        for path, sec in __import__("distill_assets.sandbox.runner", fromlist=["x"]).split_patch(gold)
+        if "test" in path
+    )
     bad = run_repo_tests(demo_repo, check_repo(demo_repo), only_tests, commands, cfg)
     assert bad.status == "tests_failed" and 0 < bad.pass_rate < 1.0
     assert git("status", "--porcelain") == ""  # the user's work tree is never touched
@@ -120,20 +146,45 @@ def test_report_outcome_cli_updates_a_logged_run(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'logs.sqlite'}"
     store = LogStore(url)
-    store.record_query(run_id="r1", repo="/x", base_commit="a" * 40, task_text="t", stage="task_analysis",
-                       prompt=[{"role": "user", "content": "hi"}], parsed_ok=True, latency_ms=1.0)
-    store.record_outcome("r1", repo="/x", task_text="t", plan_valid=True, diff_applied=True, tests_passed=None,
-                         detail=json.dumps({"apply_error": ""}))
+    store.record_query(
+        run_id="r1",
+        repo="/x",
+        base_commit="a" * 40,
+        task_text="t",
+        stage="task_analysis",
+        prompt=[{"role": "user", "content": "hi"}],
+        parsed_ok=True,
+        latency_ms=1.0,
+    )
+    store.record_outcome(
+        "r1",
+        repo="/x",
+        task_text="t",
+        plan_valid=True,
+        diff_applied=True,
+        tests_passed=None,
+        detail=json.dumps({"apply_error": ""}),
+    )
     distill = str(Path(sys.executable).parent / "distill")
     env = {**__import__("os").environ, "DAGSTER_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([distill, "report-outcome", "r1", "--tests-failed", "--note", "CI red", "--log-url", url],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [distill, "report-outcome", "r1", "--tests-failed", "--note", "CI red", "--log-url", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     (row,) = store.outcomes()
     assert row["tests_passed"] is False and row["diff_applied"] is True
     assert json.loads(row["detail"]) == {"apply_error": "", "reported": True, "note": "CI red"}
-    proc = subprocess.run([distill, "report-outcome", "nope", "--tests-passed", "--log-url", url],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [distill, "report-outcome", "nope", "--tests-passed", "--log-url", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no routed run 'nope'" in proc.stderr
     store.close()
 
@@ -162,7 +213,10 @@ def test_router_says_what_is_wrong(demo_repo, stage_ggufs, tmp_path, smollm2_ggu
     w.add_float32("adapter.lora.alpha", 8.0)
     w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, 64), dtype=np.float32))
     w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((64, 4), dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     engine = StageEngine(n_ctx=512)
     try:
         with pytest.raises(RouterError, match="base/adapter mismatch"):
@@ -186,8 +240,13 @@ def test_run_task_cli_reports_missing_adapters(tmp_path, demo_repo):
     import sys
 
     env = {**__import__("os").environ, "DAGSTER_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([str(Path(sys.executable).parent / "distill"), "run-task", "--repo", str(demo_repo), TASK],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "distill"), "run-task", "--repo", str(demo_repo), TASK],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "no adapter for stage(s) task_analysis" in proc.stderr and "gguf_adapters" in proc.stderr
 
@@ -204,13 +263,23 @@ def test_router_serves_the_promoted_adapter_before_the_latest_export(tmp_path):
     for stage in ("relevance", "plan_generation"):
         latest = tmp_path / f"{stage}-latest.gguf"
         latest.write_bytes(b"x")
-        pl.DataFrame([{"stage": stage, "status": "exported", "gguf_path": str(latest), "base_gguf": "/b.gguf",
-                       "sha256": "latest"}]).write_parquet(tables / f"{stage}.parquet")
+        pl.DataFrame(
+            [
+                {
+                    "stage": stage,
+                    "status": "exported",
+                    "gguf_path": str(latest),
+                    "base_gguf": "/b.gguf",
+                    "sha256": "latest",
+                }
+            ]
+        ).write_parquet(tables / f"{stage}.parquet")
     live_file = tmp_path / "live.gguf"
     live_file.write_bytes(b"y")
     live = tmp_path / "live.json"
-    live.write_text(json.dumps({"plan_generation": {"gguf_path": str(live_file), "base_gguf": "/b.gguf",
-                                                    "adapter_sha256": "live"}}))
+    live.write_text(
+        json.dumps({"plan_generation": {"gguf_path": str(live_file), "base_gguf": "/b.gguf", "adapter_sha256": "live"}})
+    )
     got = adapters_from_tables(tmp_path / "tables", live)
     assert got["plan_generation"].sha256 == "live" and got["relevance"].sha256 == "latest"
     assert adapters_from_tables(tmp_path / "tables")["plan_generation"].sha256 == "latest"

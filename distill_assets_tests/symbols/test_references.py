@@ -4,9 +4,11 @@ from distill_assets.symbols import ModuleResolver, ParsedFile, extract_symbols
 
 
 def test_python_uses_exclude_parameters_locals_and_keywords():
-    src = ("from .a import b as c\nimport x.y as z\nfrom click import testing\n"
-           "def render(a, b=1, *c, d: int = 2, **e):\n    g = h(a, k=1)\n    for i, j in q: pass\n"
-           "    self.m(super().n())\n    return click.testing.X(render, testing.CliRunner)\n")
+    src = (
+        "from .a import b as c\nimport x.y as z\nfrom click import testing\n"
+        "def render(a, b=1, *c, d: int = 2, **e):\n    g = h(a, k=1)\n    for i, j in q: pass\n"
+        "    self.m(super().n())\n    return click.testing.X(render, testing.CliRunner)\n"
+    )
     f = ParsedFile("p/m.py", src)
     r = f.references(4, 8)
     assert {"h", "q", "click", "testing", "int"} <= r.names
@@ -17,8 +19,10 @@ def test_python_uses_exclude_parameters_locals_and_keywords():
 
 
 def test_go_receivers_are_self_and_composite_keys_are_not_uses():
-    src = ('package p\nimport (\n  al "github.com/a/b"\n  "fmt"\n)\n'
-           "func (s *Store) Len(name string) int { x := name; y := Foo{Bar: 1}; s.Other(); return al.F(x, y, render) }\n")
+    src = (
+        'package p\nimport (\n  al "github.com/a/b"\n  "fmt"\n)\n'
+        "func (s *Store) Len(name string) int { x := name; y := Foo{Bar: 1}; s.Other(); return al.F(x, y, render) }\n"
+    )
     f = ParsedFile("s.go", src)
     r = f.references(6, 6)
     assert "s" in r.self_names and ("s", "Other") in r.members and ("al", "F") in r.members
@@ -27,23 +31,43 @@ def test_go_receivers_are_self_and_composite_keys_are_not_uses():
 
 
 def test_javascript_bindings_and_uses():
-    src = ("const {a, b: c} = require('./m');\nconst d = require('./n').e;\nimport F, {G as H} from './x';\n"
-           "import * as NS from '../y';\nfunction f(p, {q}, r = 1, ...s) { const t = new K(p); this.m(); obj.k({w}); }\n")
+    src = (
+        "const {a, b: c} = require('./m');\nconst d = require('./n').e;\nimport F, {G as H} from './x';\n"
+        "import * as NS from '../y';\nfunction f(p, {q}, r = 1, ...s) { const t = new K(p); this.m(); obj.k({w}); }\n"
+    )
     f = ParsedFile("t/a.test.js", src)
     r = f.references(5, 5)
     assert {"K", "obj", "w"} <= r.names and not {"p", "q", "r", "s", "t"} & r.names
     assert ("this", "m") in r.members and ("obj", "k") in r.members and "K" in r.called
     assert ("obj", "k") in r.called_members and ("this", "m") in r.called_members
-    assert sorted(f.bindings(), key=str) == sorted([("a", "./m", "a"), ("c", "./m", "b"), ("F", "./x", "default"),
-                                                    ("H", "./x", "G"), ("d", "./n", "e"), ("NS", "../y", None)], key=str)
+    assert sorted(f.bindings(), key=str) == sorted(
+        [
+            ("a", "./m", "a"),
+            ("c", "./m", "b"),
+            ("F", "./x", "default"),
+            ("H", "./x", "G"),
+            ("d", "./n", "e"),
+            ("NS", "../y", None),
+        ],
+        key=str,
+    )
     reads = ParsedFile("b.js", "function g(o) { return o.description + o.run(); }\n").references(1, 1)
     assert ("o", "description") in reads.members and ("o", "description") not in reads.called_members
 
 
 def test_module_resolution_against_the_tree():
-    tree = ["src/click/__init__.py", "src/click/core.py", "src/click/testing.py", "tests/test_core.py",
-            "lib/command.js", "index.js", "tests/help.test.js", "store/store.go", "store/store_test.go",
-            "vendor/x/y.go"]
+    tree = [
+        "src/click/__init__.py",
+        "src/click/core.py",
+        "src/click/testing.py",
+        "tests/test_core.py",
+        "lib/command.js",
+        "index.js",
+        "tests/help.test.js",
+        "store/store.go",
+        "store/store_test.go",
+        "vendor/x/y.go",
+    ]
     m = ModuleResolver(tree)
     assert m.resolve("python", "click.core", "tests/test_core.py").covers("src/click/core.py")
     pkg = m.resolve("python", "click", "tests/test_core.py")  # a package stands for its modules
@@ -60,12 +84,20 @@ def test_module_resolution_against_the_tree():
 
 
 def test_prototype_era_javascript_functions_are_symbols():
-    src = ("function Command(name) {\n  this.name = name;\n}\n"
-           "Command.prototype.option = function(flags) {\n  var listener = function() {};\n  return this;\n};\n"
-           "exports.parseArgs = function(a) { return a; };\nmodule.exports.helper = (x) => x;\n"
-           "Command.create = function() { return new Command(); };\nobj['x'] = function() {};\n"
-           "(function () {\n  Foo.prototype.bar = function () {};\n})();\n")
+    src = (
+        "function Command(name) {\n  this.name = name;\n}\n"
+        "Command.prototype.option = function(flags) {\n  var listener = function() {};\n  return this;\n};\n"
+        "exports.parseArgs = function(a) { return a; };\nmodule.exports.helper = (x) => x;\n"
+        "Command.create = function() { return new Command(); };\nobj['x'] = function() {};\n"
+        "(function () {\n  Foo.prototype.bar = function () {};\n})();\n"
+    )
     got = [(s.kind, s.name, s.start_line, s.end_line) for s in extract_symbols("a.js", src)]
-    assert got == [("function", "Command", 1, 3), ("method", "Command.option", 4, 7),
-                   ("function", "Command.option.listener", 5, 5), ("function", "parseArgs", 8, 8),
-                   ("function", "helper", 9, 9), ("method", "Command.create", 10, 10), ("method", "Foo.bar", 13, 13)]
+    assert got == [
+        ("function", "Command", 1, 3),
+        ("method", "Command.option", 4, 7),
+        ("function", "Command.option.listener", 5, 5),
+        ("function", "parseArgs", 8, 8),
+        ("function", "helper", 9, 9),
+        ("method", "Command.create", 10, 10),
+        ("method", "Foo.bar", 13, 13),
+    ]

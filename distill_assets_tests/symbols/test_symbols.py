@@ -61,7 +61,7 @@ def test_supported_languages_listed() -> None:
 # --------------------------------------------------------------------------- python
 
 PYTHON = src(
-    '''\
+    """\
     import os
     from a.b import c as d
 
@@ -91,7 +91,7 @@ PYTHON = src(
             def m(self):
                 return 1
         return Local
-    '''
+    """
 )
 
 

@@ -4,8 +4,7 @@ import polars as pl
 import pytest
 
 from distill_assets.config import ExternalSource, load_config
-from distill_assets.tasks.external import (ExternalSourceError, read_commitpackft, read_external_sources,
-                                           read_swebench)
+from distill_assets.tasks.external import ExternalSourceError, read_commitpackft, read_external_sources, read_swebench
 
 
 def test_shipped_samples_read_in_their_published_schemas():
@@ -24,9 +23,21 @@ def test_shipped_samples_read_in_their_published_schemas():
 
 def test_bad_rows_are_counted_by_reason(tmp_path):
     p = tmp_path / "swe.jsonl"
-    good = {"repo": "o/r", "instance_id": "o__r-1", "base_commit": "a" * 40, "patch": "diff --git a/x b/x\n",
-            "problem_statement": "bug", "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]", "created_at": "2024-01-01"}
-    rows = [good, {**good, "instance_id": "o__r-2", "patch": ""}, {**good, "instance_id": "o__r-3", "FAIL_TO_PASS": "[oops"}]
+    good = {
+        "repo": "o/r",
+        "instance_id": "o__r-1",
+        "base_commit": "a" * 40,
+        "patch": "diff --git a/x b/x\n",
+        "problem_statement": "bug",
+        "FAIL_TO_PASS": "[]",
+        "PASS_TO_PASS": "[]",
+        "created_at": "2024-01-01",
+    }
+    rows = [
+        good,
+        {**good, "instance_id": "o__r-2", "patch": ""},
+        {**good, "instance_id": "o__r-3", "FAIL_TO_PASS": "[oops"},
+    ]
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
     res = read_swebench(ExternalSource(kind="swebench", path=p))
     assert len(res.rows) == 1 and res.read == 4

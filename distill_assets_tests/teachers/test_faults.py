@@ -54,23 +54,34 @@ def test_exhausted_retries_are_counted_rows_not_cached(llama_server, sample_prom
     teacher = local_teacher(max_retries=1)
     cache = ResponseCache(tmp_path / "c.sqlite")
     with FaultProxy(llama_server, faults=["500", "500"]) as proxy:
-        answers, stats = run_teacher(teacher, proxy.base_url, None, cache, requests_for(sample_prompts["task_analysis"][:1], 1, 60))
+        answers, stats = run_teacher(
+            teacher, proxy.base_url, None, cache, requests_for(sample_prompts["task_analysis"][:1], 1, 60)
+        )
         df = candidates_table(answers, teacher)
         assert df["call_error"][0].startswith("gave up after 2 attempts: InternalServerError")
         assert cache.count() == 0  # a rerun will ask again
-        again, _ = run_teacher(teacher, proxy.base_url, None, cache, requests_for(sample_prompts["task_analysis"][:1], 1, 60))
+        again, _ = run_teacher(
+            teacher, proxy.base_url, None, cache, requests_for(sample_prompts["task_analysis"][:1], 1, 60)
+        )
         assert again[0].error is None and cache.count() == 1
 
 
-@pytest.mark.parametrize("status, expect", [(401, "the API key was rejected (check the env var QWEN_KEY)"),
-                                            (404, "model 'qwen-x' or endpoint not found")])
+@pytest.mark.parametrize(
+    "status, expect",
+    [(401, "the API key was rejected (check the env var QWEN_KEY)"), (404, "model 'qwen-x' or endpoint not found")],
+)
 def test_permanent_errors_stop_at_once_with_one_message(status, expect, llama_server, sample_prompts, tmp_path):
     teacher = local_teacher(kind="openai", base_url="http://x", model="qwen-x", api_key_env="QWEN_KEY")
     with FaultProxy(llama_server) as proxy:
         proxy.status_override = status
         with pytest.raises(TeacherPermanentError) as err:
-            run_teacher(teacher, proxy.base_url, "sk-secret-123", ResponseCache(tmp_path / "c.sqlite"),
-                        requests_for(sample_prompts["task_analysis"], 2, 60))
+            run_teacher(
+                teacher,
+                proxy.base_url,
+                "sk-secret-123",
+                ResponseCache(tmp_path / "c.sqlite"),
+                requests_for(sample_prompts["task_analysis"], 2, 60),
+            )
         assert f"HTTP {status}" in str(err.value) and expect in str(err.value)
         assert "sk-secret-123" not in str(err.value)
         assert proxy.received <= teacher.concurrency + 1  # stopped at once, not retried
@@ -102,8 +113,9 @@ def test_a_killed_run_resumes_without_repeating_finished_calls(llama_server, sam
         """)
         import pickle
 
-        proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, cwd=os.getcwd(),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE, cwd=os.getcwd(), start_new_session=True
+        )
         proc.stdin.write(pickle.dumps(sample_prompts["task_analysis"]))
         proc.stdin.close()
         deadline = time.time() + 120
@@ -123,16 +135,23 @@ def test_a_killed_run_resumes_without_repeating_finished_calls(llama_server, sam
         with sqlite3.connect(db) as c:
             done_before = c.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
         assert 2 <= done_before < 6
-        answers, stats = run_teacher(local_teacher(), proxy.base_url, None, ResponseCache(db),
-                                     requests_for(sample_prompts["task_analysis"], 2, 60))
+        answers, stats = run_teacher(
+            local_teacher(),
+            proxy.base_url,
+            None,
+            ResponseCache(db),
+            requests_for(sample_prompts["task_analysis"], 2, 60),
+        )
         assert all(a.error is None for a in answers) and len(answers) == 6
         assert stats["cache_hits"] == done_before and stats["calls"] == 6 - done_before
 
 
 def test_retry_after_header_forms():
     def exc(headers):
-        return openai.RateLimitError("x", response=httpx.Response(429, headers=headers,
-                                                                   request=httpx.Request("POST", "http://x")), body=None)
+        return openai.RateLimitError(
+            "x", response=httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://x")), body=None
+        )
+
     assert retry_after_seconds(exc({"retry-after": "3"})) == 3.0
     assert retry_after_seconds(exc({"retry-after-ms": "250"})) == 0.25
     assert 0 <= retry_after_seconds(exc({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) <= 0.0 + 1

@@ -9,8 +9,13 @@ from distill_assets.teachers.cache import ResponseCache
 from distill_assets.teachers.runner import candidates_table, run_teacher
 from distill_assets_tests.teachers.helpers import local_teacher, requests_for
 
-MAX_TOKENS = {"task_analysis": 200, "relevance": 300, "symbol_selection": 200, "plan_generation": 600,
-              "code_generation": 400}
+MAX_TOKENS = {
+    "task_analysis": 200,
+    "relevance": 300,
+    "symbol_selection": 200,
+    "plan_generation": 600,
+    "code_generation": 400,
+}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -34,8 +39,9 @@ def test_each_stage_schema_is_parsed_from_real_model_output(stage, llama_server,
 def test_enums_keep_the_model_on_real_files(llama_server, sample_prompts, tmp_path):
     teacher = local_teacher()
     prompt = sample_prompts["relevance"][0]
-    answers, _ = run_teacher(teacher, llama_server, None, ResponseCache(tmp_path / "c.sqlite"),
-                             requests_for([prompt], 2, 300))
+    answers, _ = run_teacher(
+        teacher, llama_server, None, ResponseCache(tmp_path / "c.sqlite"), requests_for([prompt], 2, 300)
+    )
     allowed = set(prompt.schema["properties"]["files"]["items"]["properties"]["path"]["enum"])
     for row in candidates_table(answers, teacher).filter(pl.col("parsed_json").is_not_null()).iter_rows(named=True):
         out = STAGE_MODELS["relevance"].model_validate_json(row["parsed_json"])

@@ -33,9 +33,9 @@ def test_plan_span_weighs_more_than_reasoning_and_prompt_nothing(smollm2_dir):
     assert ex.prompt_tokens > 0 and ex.reasoning_tokens > 0 and ex.plan_tokens > 0
     w = ex.weights
     assert w[: ex.prompt_tokens] == [0.0] * ex.prompt_tokens
-    assert set(w[ex.prompt_tokens: ex.prompt_tokens + ex.reasoning_tokens]) == {0.5}
-    assert set(w[ex.prompt_tokens + ex.reasoning_tokens:]) == {1.0}
-    plan_text = tok.decode(ex.input_ids[ex.prompt_tokens + ex.reasoning_tokens:])
+    assert set(w[ex.prompt_tokens : ex.prompt_tokens + ex.reasoning_tokens]) == {0.5}
+    assert set(w[ex.prompt_tokens + ex.reasoning_tokens :]) == {1.0}
+    plan_text = tok.decode(ex.input_ids[ex.prompt_tokens + ex.reasoning_tokens :])
     assert plan_text.lstrip().startswith("[PLAN]")
     plain = weighted_example(tok, prompt, '{"diff": "x"}', reasoning_weight=0.5, plan_weight=1.0)
     assert plain.reasoning_tokens == 0 and plain.plan_tokens > 0  # no marker: all output

@@ -35,8 +35,13 @@ def test_rows_longer_than_max_length_are_dropped_and_counted(smollm2_dir, plan_r
     full = tokenise_sft(plan_rows["sft"], tok, reasoning_weight=0.5, plan_weight=1.0, max_length=4096)
     assert len(full) == len(plan_rows["sft"]) and full.reasoning_tokens > 0 and full.plan_tokens > 0
     cut = min(len(x) for x in full.input_ids) + 1
-    short = tokenise_sft(plan_rows["sft"] + [{"prompt": "[]", "completion": "[]"}], tok, reasoning_weight=0.5,
-                         plan_weight=1.0, max_length=cut)
+    short = tokenise_sft(
+        plan_rows["sft"] + [{"prompt": "[]", "completion": "[]"}],
+        tok,
+        reasoning_weight=0.5,
+        plan_weight=1.0,
+        max_length=cut,
+    )
     assert len(short) == 1
     assert short.dropped == {"longer_than_max_length": len(plan_rows["sft"]) - 1, "malformed": 1}
     for ids, labels, w in zip(full.input_ids, full.labels, full.loss_weights):
@@ -50,8 +55,10 @@ def test_span_weights_stay_aligned_through_trls_collator(smollm2_dir, plan_rows)
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     t = tokenise_sft(plan_rows["sft"], tok, reasoning_weight=0.5, plan_weight=1.0, max_length=4096)
-    examples = [{"input_ids": i, "labels": lab, "loss_weights": w, "difficulty": d}
-                for i, lab, w, d in zip(t.input_ids, t.labels, t.loss_weights, t.difficulty)]
+    examples = [
+        {"input_ids": i, "labels": lab, "loss_weights": w, "difficulty": d}
+        for i, lab, w, d in zip(t.input_ids, t.labels, t.loss_weights, t.difficulty)
+    ]
     batch = SpanWeightCollator(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id or 0))(examples)
     assert batch["loss_weights"].shape == batch["input_ids"].shape
     for b, ex in enumerate(examples):
@@ -62,7 +69,8 @@ def test_span_weights_stay_aligned_through_trls_collator(smollm2_dir, plan_rows)
     flat = SpanWeightCollator(DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True))(examples)
     assert flat["input_ids"].shape[0] == 1
     assert flat["loss_weights"][0, : sum(len(e["loss_weights"]) for e in examples)].tolist() == pytest.approx(
-        [x for e in examples for x in e["loss_weights"]])
+        [x for e in examples for x in e["loss_weights"]]
+    )
 
 
 def _trainer(smollm2_dir, tmp_path, rows):
@@ -77,15 +85,22 @@ def _trainer(smollm2_dir, tmp_path, rows):
     t = tokenise_sft(rows, tok, reasoning_weight=0.5, plan_weight=1.0, max_length=4096)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     for n, p in model.named_parameters():  # B starts at zero; make it non-zero so A's gradients exist
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.02)
-    args = SFTConfig(output_dir=str(tmp_path / "o"), report_to=[], use_cpu=True, remove_unused_columns=False,
-                     dataset_kwargs={"skip_prepare_dataset": True}, gradient_checkpointing=False, max_length=4096)
-    tr = WeightedSFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(t.as_dict()),
-                            processing_class=tok)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "o"),
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        gradient_checkpointing=False,
+        max_length=4096,
+    )
+    tr = WeightedSFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(t.as_dict()), processing_class=tok)
     return tr, t
 
 
@@ -100,8 +115,9 @@ def _grads(trainer, batch, weights, n_items):
 
 def test_weighted_sft_loss_follows_the_spans_in_the_real_trainer(smollm2_dir, plan_rows, tmp_path):
     trainer, t = _trainer(smollm2_dir, tmp_path, plan_rows["sft"][:1])
-    batch = trainer.data_collator([{"input_ids": t.input_ids[0], "labels": t.labels[0],
-                                    "loss_weights": t.loss_weights[0]}])
+    batch = trainer.data_collator(
+        [{"input_ids": t.input_ids[0], "labels": t.labels[0], "loss_weights": t.loss_weights[0]}]
+    )
     w = batch["loss_weights"]
     n_items = int((batch["labels"] != -100).sum())
     reasoning_only = (w == 0.5).float()  # 1 on the reasoning span, 0 elsewhere
@@ -130,10 +146,12 @@ def test_run_folder_is_keyed_by_data_and_config(tmp_path, plan_rows, smollm2_dir
     a, spec = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"], [], plan_rows["dpo"])
     again, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"], [], plan_rows["dpo"])
     assert again == a and spec["phases"] == ["sft", "dpo"]
-    other_hp, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir, {**hp, "lr": 1e-3}, plan_rows["sft"], [],
-                              plan_rows["dpo"])
-    other_rows, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"][:-1], [],
-                                plan_rows["dpo"])
+    other_hp, _ = prepare_run(
+        tmp_path, "plan_generation", smollm2_dir, {**hp, "lr": 1e-3}, plan_rows["sft"], [], plan_rows["dpo"]
+    )
+    other_rows, _ = prepare_run(
+        tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"][:-1], [], plan_rows["dpo"]
+    )
     assert len({a, other_hp, other_rows}) == 3
     assert json.loads((a / "spec.json").read_text())["run_key"] == a.name
     assert plan_phases(hp, 0) == (["sft"], {"dpo": "no DPO pairs in the train split"})

@@ -16,8 +16,23 @@ from distill_assets.training.launch import TrainingFailed, launch, loss_curve, p
 
 
 def _hp(**kw) -> dict:
-    base = dict(rank=8, alpha=16, dropout=0.0, lr=2e-3, epochs=1, max_length=2048, batch_size=1, grad_accum=1,
-                dpo=True, dpo_lr=1e-3, dpo_epochs=1, max_steps=8, save_steps=100, warmup_ratio=0.0, seed=3)
+    base = dict(
+        rank=8,
+        alpha=16,
+        dropout=0.0,
+        lr=2e-3,
+        epochs=1,
+        max_length=2048,
+        batch_size=1,
+        grad_accum=1,
+        dpo=True,
+        dpo_lr=1e-3,
+        dpo_epochs=1,
+        max_steps=8,
+        save_steps=100,
+        warmup_ratio=0.0,
+        seed=3,
+    )
     base.update(kw)
     return TrainingConfig(**base).model_dump(mode="json")
 
@@ -26,7 +41,9 @@ def _hp(**kw) -> dict:
 def trained(tmp_path_factory, smollm2_dir, plan_rows):
     root = tmp_path_factory.mktemp("runs")
     sft = plan_rows["sft"][:2] * 4  # two tasks seen four times: the loss must fall
-    run_dir, spec = prepare_run(root, "plan_generation", smollm2_dir, _hp(), sft, plan_rows["sft"][2:], plan_rows["dpo"])
+    run_dir, spec = prepare_run(
+        root, "plan_generation", smollm2_dir, _hp(), sft, plan_rows["sft"][2:], plan_rows["dpo"]
+    )
     progress: list[dict] = []
     result = launch(run_dir, num_processes=1, on_progress=progress.append)
     return run_dir, spec, result, progress
@@ -83,13 +100,13 @@ def test_lora_moves_the_base_stays_and_the_adapter_reloads_and_changes_output(tr
 
     def target_nll():
         with torch.no_grad():
-            logits = model(input_ids=full).logits[0, ids.shape[1] - 1:-1]
-        return torch.nn.functional.cross_entropy(logits, full[0, ids.shape[1]:]).item()
+            logits = model(input_ids=full).logits[0, ids.shape[1] - 1 : -1]
+        return torch.nn.functional.cross_entropy(logits, full[0, ids.shape[1] :]).item()
 
     with torch.no_grad():
-        tuned = model.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1]:]
+        tuned = model.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1] :]
         with model.disable_adapter():
-            plain = model.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1]:]
+            plain = model.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1] :]
     assert tuned.tolist() != plain.tolist()
     tuned_nll = target_nll()
     with model.disable_adapter():
@@ -113,8 +130,13 @@ def test_a_killed_run_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path, 
     whole = launch(whole_dir, num_processes=1)["phase_results"]["sft"]["losses"]
 
     run_dir, _ = prepare_run(tmp_path / "killed", "plan_generation", smollm2_dir, hp, sft, [], [])
-    proc = subprocess.Popen(training_command(run_dir, 1), cwd=run_dir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        training_command(run_dir, 1),
+        cwd=run_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ckpt = run_dir / "sft" / "checkpoint-4"
     deadline = time.time() + 600
     while not (ckpt / "trainer_state.json").exists():
@@ -131,9 +153,20 @@ def test_a_killed_run_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path, 
 
 
 def test_a_failing_run_raises_with_its_output(tmp_path, smollm2_dir):
-    run_dir, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir, _hp(max_length=64), 
-                             [{"prompt": json.dumps([{"role": "user", "content": "x " * 200}]),
-                               "completion": json.dumps([{"role": "assistant", "content": "y"}])}], [], [])
+    run_dir, _ = prepare_run(
+        tmp_path,
+        "plan_generation",
+        smollm2_dir,
+        _hp(max_length=64),
+        [
+            {
+                "prompt": json.dumps([{"role": "user", "content": "x " * 200}]),
+                "completion": json.dumps([{"role": "assistant", "content": "y"}]),
+            }
+        ],
+        [],
+        [],
+    )
     with pytest.raises(TrainingFailed, match="no trainable rows.*longer_than_max_length"):
         launch(run_dir, num_processes=1)
 
@@ -141,8 +174,9 @@ def test_a_failing_run_raises_with_its_output(tmp_path, smollm2_dir):
 @pytest.mark.slow
 def test_on_policy_distillation_phase_runs_from_a_same_tokenizer_teacher(tmp_path, smollm2_dir, plan_rows):
     hp = _hp(dpo=False, kd=True, kd_teacher="unused-here", max_steps=2, kd_max_new_tokens=16, kd_lr=1e-3)
-    run_dir, spec = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"][:2], [], [],
-                                kd_teacher_path=str(smollm2_dir))
+    run_dir, spec = prepare_run(
+        tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"][:2], [], [], kd_teacher_path=str(smollm2_dir)
+    )
     result = launch(run_dir, num_processes=1)
     assert result["phases"] == ["sft", "kd"]
     kd = result["phase_results"]["kd"]
@@ -157,8 +191,15 @@ def test_compiled_layers_train_to_the_same_losses_as_eager(trained, tmp_path, sm
     optimisation only: the same run computes the same SFT losses as the eager run of the fixture."""
     _, _, eager, _ = trained
     sft = plan_rows["sft"][:2] * 4
-    run_dir, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir,
-                             _hp(dpo=False, compile="on", activation_memory_budget=0.5), sft, plan_rows["sft"][2:], [])
+    run_dir, _ = prepare_run(
+        tmp_path,
+        "plan_generation",
+        smollm2_dir,
+        _hp(dpo=False, compile="on", activation_memory_budget=0.5),
+        sft,
+        plan_rows["sft"][2:],
+        [],
+    )
     result = launch(run_dir, num_processes=1)
     compiled = result["phase_results"]["sft"]
     assert compiled["compiled_layers"] == 30 and compiled["activation_memory_budget"] == 0.5  # SmolLM2: 30 layers

@@ -17,11 +17,14 @@ from distill_assets.defs.training.assets import adapters
 from distill_assets.router.logstore import LogStore
 
 nightly_retrain = dg.AutomationConditionSensorDefinition(
-    "nightly_retrain", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    "nightly_retrain",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description=f"Runs the assets' automation conditions: data preparation on upstream change, and the whole "
     f"pipeline every night at {CRON} ({TIMEZONE}) in dependency order (mining, new teacher answers, scoring, "
-    "training in pool gpu, export, evaluation, promotion).")
+    "training in pool gpu, export, evaluation, promotion).",
+)
 
 
 def repo_head(repo) -> str | None:
@@ -34,10 +37,14 @@ def repo_head(repo) -> str | None:
     return proc.stdout.split()[0] if proc.returncode == 0 and proc.stdout.strip() else None
 
 
-@dg.sensor(name="source_repos_new_commits", minimum_interval_seconds=300, asset_selection=[mined_commits],
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Mines a repository again when its branch moves; what depends on the mined commits follows "
-           "(their automation conditions).")
+@dg.sensor(
+    name="source_repos_new_commits",
+    minimum_interval_seconds=300,
+    asset_selection=[mined_commits],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Mines a repository again when its branch moves; what depends on the mined commits follows "
+    "(their automation conditions).",
+)
 def source_repos_new_commits(context: dg.SensorEvaluationContext):
     seen = json.loads(context.cursor) if context.cursor else {}
     requests, unreachable = [], []
@@ -47,8 +54,11 @@ def source_repos_new_commits(context: dg.SensorEvaluationContext):
             unreachable.append(repo.name)
             continue
         if seen.get(repo.name) != head:
-            requests.append(dg.RunRequest(partition_key=repo.name, run_key=f"{repo.name}@{head}",
-                                          tags={"distill/trigger": "new_commits"}))
+            requests.append(
+                dg.RunRequest(
+                    partition_key=repo.name, run_key=f"{repo.name}@{head}", tags={"distill/trigger": "new_commits"}
+                )
+            )
             seen[repo.name] = head
     context.update_cursor(json.dumps(seen, sort_keys=True))
     if not requests:
@@ -59,11 +69,15 @@ def source_repos_new_commits(context: dg.SensorEvaluationContext):
 RETRAIN_ASSETS = [production_feedback, self_improvement_data, adapters, gguf_adapters, evaluations]
 
 
-@dg.sensor(name="production_logs_retrain", minimum_interval_seconds=600, asset_selection=RETRAIN_ASSETS,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="When automation.feedback_threshold more routed tasks have an outcome in the production log "
-           "store: refresh the self-improvement data of every stage and request a retrain (training in pool gpu; "
-           "the promotion gate decides what goes live).")
+@dg.sensor(
+    name="production_logs_retrain",
+    minimum_interval_seconds=600,
+    asset_selection=RETRAIN_ASSETS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When automation.feedback_threshold more routed tasks have an outcome in the production log "
+    "store: refresh the self-improvement data of every stage and request a retrain (training in pool gpu; "
+    "the promotion gate decides what goes live).",
+)
 def production_logs_retrain(context: dg.SensorEvaluationContext):
     cfg = load_config()
     store = LogStore(log_url(cfg))
@@ -73,18 +87,27 @@ def production_logs_retrain(context: dg.SensorEvaluationContext):
         store.close()
     last = int(context.cursor or 0)
     if known - last < cfg.automation.feedback_threshold:
-        return dg.SkipReason(f"{known - last} new tasks with an outcome; a retrain needs "
-                             f"{cfg.automation.feedback_threshold}")
+        return dg.SkipReason(
+            f"{known - last} new tasks with an outcome; a retrain needs {cfg.automation.feedback_threshold}"
+        )
     context.update_cursor(str(known))
-    return [dg.RunRequest(partition_key=stage, run_key=f"feedback-{known}-{stage}",
-                          tags={"distill/trigger": "production_logs", "distill/outcomes": str(known)})
-            for stage in STAGE_ORDER]
+    return [
+        dg.RunRequest(
+            partition_key=stage,
+            run_key=f"feedback-{known}-{stage}",
+            tags={"distill/trigger": "production_logs", "distill/outcomes": str(known)},
+        )
+        for stage in STAGE_ORDER
+    ]
 
 
-@dg.run_failure_sensor(name="record_run_failures", default_status=dg.DefaultSensorStatus.RUNNING,
-                       monitor_all_code_locations=False,
-                       description="Records every failed run on the assets it was materializing (an observation with "
-                       "the error, shown on the asset's page) and in failures.jsonl under the cache folder.")
+@dg.run_failure_sensor(
+    name="record_run_failures",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    monitor_all_code_locations=False,
+    description="Records every failed run on the assets it was materializing (an observation with "
+    "the error, shown on the asset's page) and in failures.jsonl under the cache folder.",
+)
 def record_run_failures(context: dg.RunFailureSensorContext):
     run = context.dagster_run
     errors = {}
@@ -96,16 +119,32 @@ def record_run_failures(context: dg.RunFailureSensorContext):
     keys = sorted(run.asset_selection or [], key=lambda k: k.to_user_string())
     failed = [k for k in keys if any(k.to_user_string().replace("/", "__") in s for s in errors)] or keys
     for key in failed:
-        context.instance.report_runless_asset_event(dg.AssetObservation(
-            asset_key=key, partition=partition,
-            metadata={"failed_run": dg.MetadataValue.dagster_run(run.run_id), "error": message[:2000],
-                      "status": "failed"}))
+        context.instance.report_runless_asset_event(
+            dg.AssetObservation(
+                asset_key=key,
+                partition=partition,
+                metadata={
+                    "failed_run": dg.MetadataValue.dagster_run(run.run_id),
+                    "error": message[:2000],
+                    "status": "failed",
+                },
+            )
+        )
     try:
         cache = load_config().resolved_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
         with open(cache / "failures.jsonl", "a") as fh:
-            fh.write(json.dumps({"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                 "run_id": run.run_id, "partition": partition,
-                                 "assets": [k.to_user_string() for k in failed], "error": message}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                        "run_id": run.run_id,
+                        "partition": partition,
+                        "assets": [k.to_user_string() for k in failed],
+                        "error": message,
+                    }
+                )
+                + "\n"
+            )
     except Exception as exc:  # noqa: BLE001 - the observation above is the record; the file is a convenience
         context.log.warning(f"could not append to failures.jsonl: {exc}")

@@ -27,11 +27,28 @@ def environment_metadata(envs: pl.DataFrame, tasks: pl.DataFrame) -> dict[str, A
         "build_seconds_total": round(float(built["seconds"].sum()), 1) if built.height else 0.0,
         "disk_mb_total": round(float(envs["size_mb"].sum()), 1) if envs.height else 0.0,
         "tasks_by_environment_status": md_counts(served, key="status", value="tasks"),
-        "failures": dg.MetadataValue.md("\n\n".join(
-            f"**{r['env_key']}** ({r['language']}, {r['status']}): {r['detail']}\n```\n{(r['log_tail'] or '')[-800:]}\n```"
-            for r in failed.head(5).iter_rows(named=True)) or "_(none)_"),
-        "preview": md_table(envs, ["env_key", "language", "runner", "status", "python_version", "n_tasks",
-                                   "seconds", "size_mb", "cache_hit", "detail"]),
+        "failures": dg.MetadataValue.md(
+            "\n\n".join(
+                f"**{r['env_key']}** ({r['language']}, {r['status']}): {r['detail']}\n```\n{(r['log_tail'] or '')[-800:]}\n```"
+                for r in failed.head(5).iter_rows(named=True)
+            )
+            or "_(none)_"
+        ),
+        "preview": md_table(
+            envs,
+            [
+                "env_key",
+                "language",
+                "runner",
+                "status",
+                "python_version",
+                "n_tasks",
+                "seconds",
+                "size_mb",
+                "cache_hit",
+                "detail",
+            ],
+        ),
         **({"empty_because": why} if why else {}),
     }
 
@@ -40,13 +57,21 @@ def selection_metadata(df: pl.DataFrame) -> dict[str, Any]:
     status = Counter(df["status"].to_list()) if df.height else Counter()
     with_tests = df.filter(pl.col("status") != "no_tests") if df.height else df
     f2p = df.filter(pl.col("fail_to_pass").list.len() > 0) if df.height else df
-    per_repo = (with_tests.group_by("repo").agg(pl.len().alias("tasks_with_tests"),
-                                                 (pl.col("status") == "selected").sum().alias("selected"),
-                                                 (pl.col("fail_to_pass").list.len() > 0).sum().alias("with_fail_to_pass"))
-                .sort("repo") if with_tests.height else with_tests)
+    per_repo = (
+        with_tests.group_by("repo")
+        .agg(
+            pl.len().alias("tasks_with_tests"),
+            (pl.col("status") == "selected").sum().alias("selected"),
+            (pl.col("fail_to_pass").list.len() > 0).sum().alias("with_fail_to_pass"),
+        )
+        .sort("repo")
+        if with_tests.height
+        else with_tests
+    )
     misses = with_tests.filter(pl.col("status") != "selected") if with_tests.height else with_tests
     return {
-        **table_meta(df), **{f"status_{k}": v for k, v in status.items()},
+        **table_meta(df),
+        **{f"status_{k}": v for k, v in status.items()},
         "tasks_scored_by_tests": status.get("selected", 0),
         "tasks_scored_by_overlap_only": df.height - status.get("selected", 0),
         "tasks_with_fail_to_pass": f2p.height,
@@ -55,7 +80,10 @@ def selection_metadata(df: pl.DataFrame) -> dict[str, Any]:
         "reasons": md_counts(dict(status), key="status", value="tasks"),
         "yield_per_repository": md_table(per_repo, n=50),
         "misses": md_table(misses, ["task_id", "status", "runner", "detail"], width=120),
-        "preview": md_table(df.with_columns(pl.col("fail_to_pass").list.len().alias("f2p"),
-                                            pl.col("pass_to_pass").list.len().alias("p2p")),
-                            ["task_id", "status", "runner", "f2p", "p2p", "gold_pass_rate"]),
+        "preview": md_table(
+            df.with_columns(
+                pl.col("fail_to_pass").list.len().alias("f2p"), pl.col("pass_to_pass").list.len().alias("p2p")
+            ),
+            ["task_id", "status", "runner", "f2p", "p2p", "gold_pass_rate"],
+        ),
     }

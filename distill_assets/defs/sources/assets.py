@@ -31,7 +31,8 @@ TASK_CONTEXTS_VERSION = "2"  # 2: per-task error rows
 REFERENCE_PLANS_VERSION = "2"  # 2: hunks on symbol spans, resolved edges, usable, difficulty from the plan
 
 
-@dg.asset(automation_condition=REFRESH, 
+@dg.asset(
+    automation_condition=REFRESH,
     group_name=GROUP,
     partitions_def=repo_partitions,
     code_version=MINED_COMMITS_VERSION,
@@ -55,27 +56,30 @@ def mined_commits(context: dg.AssetExecutionContext, distill: DistillConfigResou
     df = mined_table(result)
     drops = result.drop_counts()
     kept = df.filter(pl.col("kept"))
-    context.add_output_metadata({
-        **table_meta(df),
-        "commits": len(result.commits),
-        "kept": kept.height,
-        "dropped": df.height - kept.height,
-        "kept_rate": round(kept.height / df.height, 3) if df.height else 0.0,
-        **{f"dropped_{r}": drops[r] for r in DROP_REASONS},
-        "drop_reasons": md_counts({r: c for r, c in drops.items() if c}),
-        "message_encoding_fallbacks": int(df["message_encoding"].is_not_null().sum()),
-        "submodule_file_changes": sum(1 for c in result.commits for f in c.files if f.category == "submodule"),
-        "head": result.head,
-        "repo_path": dg.MetadataValue.path(result.repo_path),
-        "preview": md_table(
-            kept.with_columns(pl.col("sha").str.slice(0, 10), pl.col("files").list.len().alias("n_files")),
-            ["sha", "subject", "n_files", "meaningful_files", "changed_lines", "test_files"],
-        ),
-    })
+    context.add_output_metadata(
+        {
+            **table_meta(df),
+            "commits": len(result.commits),
+            "kept": kept.height,
+            "dropped": df.height - kept.height,
+            "kept_rate": round(kept.height / df.height, 3) if df.height else 0.0,
+            **{f"dropped_{r}": drops[r] for r in DROP_REASONS},
+            "drop_reasons": md_counts({r: c for r, c in drops.items() if c}),
+            "message_encoding_fallbacks": int(df["message_encoding"].is_not_null().sum()),
+            "submodule_file_changes": sum(1 for c in result.commits for f in c.files if f.category == "submodule"),
+            "head": result.head,
+            "repo_path": dg.MetadataValue.path(result.repo_path),
+            "preview": md_table(
+                kept.with_columns(pl.col("sha").str.slice(0, 10), pl.col("files").list.len().alias("n_files")),
+                ["sha", "subject", "n_files", "meaningful_files", "changed_lines", "test_files"],
+            ),
+        }
+    )
     return df
 
 
-@dg.asset(automation_condition=REFRESH, 
+@dg.asset(
+    automation_condition=REFRESH,
     group_name=GROUP,
     code_version=EXTERNAL_TASKS_VERSION,
     kinds={"polars"},
@@ -89,33 +93,43 @@ def external_tasks(context: dg.AssetExecutionContext, distill: DistillConfigReso
     except ExternalSourceError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     by_source = Counter(df["source"].to_list())
-    rejected = {f"{src} {k[len('rejected_'):]}": v for src, s in stats.items() for k, v in s.items() if k.startswith("rejected_")}
-    context.add_output_metadata({
-        **table_meta(df),
-        **{f"tasks_{k}": v for k, v in by_source.items()},
-        "rows_read": sum(s["read"] for s in stats.values()),
-        "rows_rejected": sum(rejected.values()),
-        "rejected_by_reason": md_counts(rejected),
-        "sources": dg.MetadataValue.json(stats),
-        "preview": md_table(df, ["task_id", "source", "repo", "changed_files", "description"]),
-    })
+    rejected = {
+        f"{src} {k[len('rejected_') :]}": v
+        for src, s in stats.items()
+        for k, v in s.items()
+        if k.startswith("rejected_")
+    }
+    context.add_output_metadata(
+        {
+            **table_meta(df),
+            **{f"tasks_{k}": v for k, v in by_source.items()},
+            "rows_read": sum(s["read"] for s in stats.values()),
+            "rows_rejected": sum(rejected.values()),
+            "rejected_by_reason": md_counts(rejected),
+            "sources": dg.MetadataValue.json(stats),
+            "preview": md_table(df, ["task_id", "source", "repo", "changed_files", "description"]),
+        }
+    )
     return df
 
 
-@dg.asset(automation_condition=REFRESH, 
+@dg.asset(
+    automation_condition=REFRESH,
     group_name=GROUP,
     code_version=CHANGE_TASKS_VERSION,
     kinds={"polars"},
     ins={
-        "mined_commits": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(),
-                                    metadata={"allow_missing_partitions": True}),
+        "mined_commits": dg.AssetIn(
+            partition_mapping=dg.AllPartitionMapping(), metadata={"allow_missing_partitions": True}
+        ),
         "external_tasks": dg.AssetIn(),
     },
     description="All change tasks in one table: id, repo, base commit, description, gold patch, changed "
     "and test files, has_tests, and a train/val/test split by repository and time.",
 )
-def change_tasks(context: dg.AssetExecutionContext, distill: DistillConfigResource,
-                 mined_commits, external_tasks: pl.DataFrame) -> pl.DataFrame:
+def change_tasks(
+    context: dg.AssetExecutionContext, distill: DistillConfigResource, mined_commits, external_tasks: pl.DataFrame
+) -> pl.DataFrame:
     cfg = distill.load()
     # one partition loads as a table, several as {partition: table}, none as {}
     mined = list(mined_commits.values()) if isinstance(mined_commits, dict) else [mined_commits]
@@ -128,33 +142,37 @@ def change_tasks(context: dg.AssetExecutionContext, distill: DistillConfigResour
         raise dg.Failure(description="no tasks: every repository failed:\n" + "\n".join(errors), allow_retries=False)
     splits = Counter(df["split"].to_list())
     sources = Counter(df["source"].to_list())
-    context.add_output_metadata({
-        **table_meta(df),
-        **{f"split_{s}": splits.get(s, 0) for s in ("train", "val", "test")},
-        **{f"source_{k}": v for k, v in sources.items()},
-        "repos": df["repo"].n_unique() if df.height else 0,
-        "repos_failed": len(errors),
-        "repo_errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in errors) or "_(none)_"),
-        "undecodable_text_files": int(df["undecodable_files"].list.len().sum()) if df.height else 0,
-        "has_tests_rate": round(float(df["has_tests"].mean()), 3) if df.height else 0.0,
-        "files_per_task_p50": percentiles(df["plan_files"].list.len().to_list())["p50"] if df.height else 0,
-        "split_by_source": md_table(
-            df.group_by(["source", "split"]).len().sort(["source", "split"]) if df.height else df, n=20
-        ),
-        "preview": md_table(df, ["task_id", "split", "plan_files", "test_files", "description"]),
-    })
+    context.add_output_metadata(
+        {
+            **table_meta(df),
+            **{f"split_{s}": splits.get(s, 0) for s in ("train", "val", "test")},
+            **{f"source_{k}": v for k, v in sources.items()},
+            "repos": df["repo"].n_unique() if df.height else 0,
+            "repos_failed": len(errors),
+            "repo_errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in errors) or "_(none)_"),
+            "undecodable_text_files": int(df["undecodable_files"].list.len().sum()) if df.height else 0,
+            "has_tests_rate": round(float(df["has_tests"].mean()), 3) if df.height else 0.0,
+            "files_per_task_p50": percentiles(df["plan_files"].list.len().to_list())["p50"] if df.height else 0,
+            "split_by_source": md_table(
+                df.group_by(["source", "split"]).len().sort(["source", "split"]) if df.height else df, n=20
+            ),
+            "preview": md_table(df, ["task_id", "split", "plan_files", "test_files", "description"]),
+        }
+    )
     return df
 
 
-@dg.asset(automation_condition=REFRESH, 
+@dg.asset(
+    automation_condition=REFRESH,
     group_name=GROUP,
     code_version=TASK_CONTEXTS_VERSION,
     kinds={"tree-sitter", "polars"},
     description="Per task, at the base commit: the file tree, candidate files within a token budget, "
     "and a tree-sitter symbol index (Python, JS/TS, Go, Rust, Java).",
 )
-def task_contexts(context: dg.AssetExecutionContext, distill: DistillConfigResource,
-                  change_tasks: pl.DataFrame) -> pl.DataFrame:
+def task_contexts(
+    context: dg.AssetExecutionContext, distill: DistillConfigResource, change_tasks: pl.DataFrame
+) -> pl.DataFrame:
     cfg = distill.load()
 
     def progress(i: int, n: int) -> None:
@@ -165,27 +183,36 @@ def task_contexts(context: dg.AssetExecutionContext, distill: DistillConfigResou
     ok = df.filter(pl.col("status") == "ok")
     status = Counter(df["status"].to_list())
     tok = percentiles(ok["context_tokens"].to_list())
-    context.add_output_metadata({
-        **table_meta(df),
-        **{f"status_{k}": v for k, v in status.items()},
-        "context_tokens_p50": tok["p50"],
-        "context_tokens_p90": tok["p90"],
-        "context_tokens_p99": tok["p99"],
-        "token_budget": cfg.context.token_budget,
-        "symbols_total": int(ok["n_symbols"].sum()) if ok.height else 0,
-        "symbol_cache_hit_rate": round(cache.hits / max(cache.hits + cache.misses, 1), 3),
-        "not_ok_reasons": md_counts(Counter(f"{s}: {(d or '').split(': ', 2)[-1][:100]}" for s, d in
-                                            df.filter(pl.col("status") != "ok").select("status", "detail").iter_rows())),
-        "languages": ", ".join(sorted({lang for ls in ok["languages"].to_list() for lang in ls})),
-        "preview": md_table(
-            df.with_columns(pl.col("candidates").list.eval(pl.element().struct.field("path")).alias("candidate_paths")),
-            ["task_id", "status", "n_tree_files", "candidate_paths", "context_tokens", "n_symbols"],
-        ),
-    })
+    context.add_output_metadata(
+        {
+            **table_meta(df),
+            **{f"status_{k}": v for k, v in status.items()},
+            "context_tokens_p50": tok["p50"],
+            "context_tokens_p90": tok["p90"],
+            "context_tokens_p99": tok["p99"],
+            "token_budget": cfg.context.token_budget,
+            "symbols_total": int(ok["n_symbols"].sum()) if ok.height else 0,
+            "symbol_cache_hit_rate": round(cache.hits / max(cache.hits + cache.misses, 1), 3),
+            "not_ok_reasons": md_counts(
+                Counter(
+                    f"{s}: {(d or '').split(': ', 2)[-1][:100]}"
+                    for s, d in df.filter(pl.col("status") != "ok").select("status", "detail").iter_rows()
+                )
+            ),
+            "languages": ", ".join(sorted({lang for ls in ok["languages"].to_list() for lang in ls})),
+            "preview": md_table(
+                df.with_columns(
+                    pl.col("candidates").list.eval(pl.element().struct.field("path")).alias("candidate_paths")
+                ),
+                ["task_id", "status", "n_tree_files", "candidate_paths", "context_tokens", "n_symbols"],
+            ),
+        }
+    )
     return df
 
 
-@dg.asset(automation_condition=REFRESH, 
+@dg.asset(
+    automation_condition=REFRESH,
     group_name=GROUP,
     code_version=REFERENCE_PLANS_VERSION,
     kinds={"polars"},
@@ -193,8 +220,12 @@ def task_contexts(context: dg.AssetExecutionContext, distill: DistillConfigResou
     "tree-sitter spans, dependency edges from resolved references, execution order, difficulty), checked by the "
     "structural validator. Invalid plans are kept with their violations and never used (`usable`).",
 )
-def reference_plans(context: dg.AssetExecutionContext, distill: DistillConfigResource,
-                    change_tasks: pl.DataFrame, task_contexts: pl.DataFrame) -> pl.DataFrame:
+def reference_plans(
+    context: dg.AssetExecutionContext,
+    distill: DistillConfigResource,
+    change_tasks: pl.DataFrame,
+    task_contexts: pl.DataFrame,
+) -> pl.DataFrame:
     cfg = distill.load()
     classifier = FileClassifier(cfg.mining)
 
@@ -202,33 +233,40 @@ def reference_plans(context: dg.AssetExecutionContext, distill: DistillConfigRes
         if i == n or i % 250 == 0:
             context.log.info(f"reference plans: {i}/{n}")
 
-    df = build_reference_plans(change_tasks, task_contexts, is_test=classifier.is_test, progress=progress,
-                               drop_module_only=cfg.plans.drop_module_only)
+    df = build_reference_plans(
+        change_tasks,
+        task_contexts,
+        is_test=classifier.is_test,
+        progress=progress,
+        drop_module_only=cfg.plans.drop_module_only,
+    )
     summary = summarize_reference_plans(df)
     usable = df.filter(pl.col("usable"))
     example = usable.sort("n_cross_file_edges", descending=True).head(1)
     secs = percentiles(df["seconds"].to_list(), qs=(50, 99))
-    context.add_output_metadata({
-        **table_meta(df),
-        **{f"status_{k}": v for k, v in summary.statuses.items()},
-        "plans_built": summary.built,
-        "plans_invalid": summary.invalid,
-        "invalid_rate": round(summary.invalid_rate, 4),
-        "max_invalid_rate": cfg.plans.max_invalid_rate,
-        "usable": summary.usable,
-        "valid_rate": round(1 - summary.invalid_rate, 4) if summary.built else 0.0,
-        **{f"difficulty_{k}": summary.difficulty[k] for k in DIFFICULTIES},
-        "difficulty": md_counts(summary.difficulty, key="difficulty", value="usable plans"),
-        "violations_by_kind": md_counts(summary.violations, key="violation"),
-        "edges_total": int(usable["n_edges"].sum()) if usable.height else 0,
-        "cross_file_edges_total": int(usable["n_cross_file_edges"].sum()) if usable.height else 0,
-        "weak_edges_total": int(usable["weak_edges"].sum()) if usable.height else 0,
-        "edges_dropped_for_cycles": int(df["dropped_edges"].sum() or 0),
-        "module_only_plans": int(df["module_only"].sum() or 0),
-        "task_seconds_p50": secs["p50"],
-        "task_seconds_max": float(df["seconds"].max() or 0.0),
-        "not_used_reasons": md_counts(summary.reasons),
-        "example_plan": dg.MetadataValue.json(json.loads(example["plan_json"][0])) if example.height else None,
-        "preview": md_table(df, ["task_id", "status", "difficulty", "n_files", "n_changes", "n_edges", "valid"]),
-    })
+    context.add_output_metadata(
+        {
+            **table_meta(df),
+            **{f"status_{k}": v for k, v in summary.statuses.items()},
+            "plans_built": summary.built,
+            "plans_invalid": summary.invalid,
+            "invalid_rate": round(summary.invalid_rate, 4),
+            "max_invalid_rate": cfg.plans.max_invalid_rate,
+            "usable": summary.usable,
+            "valid_rate": round(1 - summary.invalid_rate, 4) if summary.built else 0.0,
+            **{f"difficulty_{k}": summary.difficulty[k] for k in DIFFICULTIES},
+            "difficulty": md_counts(summary.difficulty, key="difficulty", value="usable plans"),
+            "violations_by_kind": md_counts(summary.violations, key="violation"),
+            "edges_total": int(usable["n_edges"].sum()) if usable.height else 0,
+            "cross_file_edges_total": int(usable["n_cross_file_edges"].sum()) if usable.height else 0,
+            "weak_edges_total": int(usable["weak_edges"].sum()) if usable.height else 0,
+            "edges_dropped_for_cycles": int(df["dropped_edges"].sum() or 0),
+            "module_only_plans": int(df["module_only"].sum() or 0),
+            "task_seconds_p50": secs["p50"],
+            "task_seconds_max": float(df["seconds"].max() or 0.0),
+            "not_used_reasons": md_counts(summary.reasons),
+            "example_plan": dg.MetadataValue.json(json.loads(example["plan_json"][0])) if example.height else None,
+            "preview": md_table(df, ["task_id", "status", "difficulty", "n_files", "n_changes", "n_edges", "valid"]),
+        }
+    )
     return df

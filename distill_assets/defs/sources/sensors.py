@@ -35,9 +35,11 @@ def source_repos_sync(context: dg.SensorEvaluationContext):
     if not new and not gone:
         if not wanted:
             return dg.SkipReason("no repository in distill.yaml sources.repos and no partition to remove")
-        return dg.SkipReason(f"the partitions match distill.yaml: {len(wanted)} configured "
-                             f"repositor{'y' if len(wanted) == 1 else 'ies'} ({', '.join(wanted)}), "
-                             "none to add or remove")
+        return dg.SkipReason(
+            f"the partitions match distill.yaml: {len(wanted)} configured "
+            f"repositor{'y' if len(wanted) == 1 else 'ies'} ({', '.join(wanted)}), "
+            "none to add or remove"
+        )
     removals: dict[str, int] = json.loads(context.cursor).get("removals", {}) if context.cursor else {}
     for n in gone:
         removals[n] = removals.get(n, 0) + 1

@@ -39,8 +39,13 @@ class TeachersResource(dg.ConfigurableResource):
         key = dg.EnvVar(teacher.api_key_env).get_value() if teacher.api_key_env else None
         yield str(teacher.base_url), key
 
-    def answer(self, cfg: DistillConfig, teacher: Teacher, requests: list[TeacherRequest],
-               progress: Callable[[int, int], None] | None = None) -> tuple[list[TeacherAnswer], dict]:
+    def answer(
+        self,
+        cfg: DistillConfig,
+        teacher: Teacher,
+        requests: list[TeacherRequest],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[list[TeacherAnswer], dict]:
         """One teacher's answers to ``requests`` within one step, and the call statistics (see
         ``TeacherCalls``); the endpoint is opened only when an answer is not cached, and closed after."""
         with ExitStack() as stack:
@@ -66,8 +71,9 @@ class TeacherCalls:
     def __call__(self, name: str, requests: list[TeacherRequest]) -> list[TeacherAnswer]:
         return self.run(name, requests)[0]
 
-    def run(self, name: str, requests: list[TeacherRequest], progress: Callable[[int, int], None] | None = None
-            ) -> tuple[list[TeacherAnswer], dict]:
+    def run(
+        self, name: str, requests: list[TeacherRequest], progress: Callable[[int, int], None] | None = None
+    ) -> tuple[list[TeacherAnswer], dict]:
         """(answers, statistics: calls, cache hits, retries)."""
         if not requests:
             return [], {}

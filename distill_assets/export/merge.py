@@ -16,7 +16,7 @@ import numpy as np
 
 from distill_assets.export.gguf_lora import ExportError, read_base, rewrite_gguf
 
-QUANT_TYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "Q8_0": 7, "F16": 1}  # llama_ftype values
+QUANT_TYPES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")  # llama.cpp's LLAMA_FTYPE_MOSTLY_<name>
 
 
 def read_lora(adapter_gguf: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, str]:
@@ -85,7 +85,7 @@ def quantize_gguf(src: Path, dst: Path, quant: str = "Q4_K_M", threads: int = 0)
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".partial")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_TYPES[quant]
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
     params.nthread = threads or (os.cpu_count() or 1)
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
     if rc != 0 or not tmp.exists():

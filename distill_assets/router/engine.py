@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill_assets.router.llama_handles import context_handle, model_handle
+
 
 class RouterError(RuntimeError):
     """A user-facing problem: missing adapter, base/adapter mismatch, dirty or non-git repository."""
@@ -119,7 +121,7 @@ class StageEngine:
         if a_arch != b_arch:
             raise RouterError(f"stage {stage}: adapter is for {a_arch!r}, base {Path(base_gguf).name} is {b_arch!r}")
         llm = self._base(base_gguf)
-        handle = llama_cpp.llama_adapter_lora_init(llm._model.model, str(adapter_gguf).encode())
+        handle = llama_cpp.llama_adapter_lora_init(model_handle(llm), str(adapter_gguf).encode())
         if not handle:
             raise RouterError(
                 f"stage {stage}: llama.cpp rejected adapter {Path(adapter_gguf).name} on base "
@@ -138,7 +140,7 @@ class StageEngine:
         if self.active.get(base) != stage:
             arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
             scales = (ctypes.c_float * 1)(1.0)
-            if llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, arr, 1, scales):
+            if llama_cpp.llama_set_adapters_lora(context_handle(llm), arr, 1, scales):
                 raise RouterError(f"stage {stage}: llama.cpp could not set the adapter")
             llm.reset()  # cached KV entries were computed under another adapter
             self.active[base] = stage
@@ -151,7 +153,7 @@ class StageEngine:
 
         llm = self._base(base_gguf)
         if self.active.get(base_gguf) is not None:
-            llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+            llama_cpp.llama_set_adapters_lora(context_handle(llm), None, 0, None)
             llm.reset()
             self.active[base_gguf] = None
         return llm
@@ -191,7 +193,7 @@ class StageEngine:
         import llama_cpp
 
         for llm in self.bases.values():
-            llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+            llama_cpp.llama_set_adapters_lora(context_handle(llm), None, 0, None)
         for _, handle, _ in self.adapters.values():
             llama_cpp.llama_adapter_lora_free(handle)
         self.adapters.clear()

@@ -30,17 +30,13 @@ def jaccard(a: set, b: set) -> float:
 
 def kendall_tau(order_a: list[str], order_b: list[str]) -> float | None:
     """Kendall tau over the items both orders share (None with fewer than two)."""
-    common = [x for x in order_a if x in set(order_b)]
+    from scipy.stats import kendalltau
+
+    common = list(dict.fromkeys(x for x in order_a if x in set(order_b)))
     if len(common) < 2:
         return None
     pos_b = {x: i for i, x in enumerate(order_b)}
-    concordant = discordant = 0
-    for x, y in combinations(common, 2):  # x before y in a
-        if pos_b[x] < pos_b[y]:
-            concordant += 1
-        else:
-            discordant += 1
-    return (concordant - discordant) / (concordant + discordant)
+    return float(kendalltau(range(len(common)), [pos_b[x] for x in common]).statistic)
 
 
 def plan_sets(plan: Plan) -> tuple[set[str], set[str]]:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import polars as pl
 
+from distill_assets.filecache import FileCache
 from distill_assets.evaluation.judge import JudgeScores
 from distill_assets.evaluation.metrics import (
     HEADLINE,
@@ -215,24 +216,11 @@ def _plans_downstream(rows: list[dict], items: Sequence[EvalItem], parsed: Seque
             rows[i]["judge_error"] = err
 
 
-class EvalCache:
+class EvalCache(FileCache[pl.DataFrame]):
     """Scored rows per (stage, system identity, items, settings), as parquet files."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.parquet"
-
-    def get(self, key: str) -> pl.DataFrame | None:
-        p = self.path(key)
-        return pl.read_parquet(p) if p.exists() else None
-
-    def put(self, key: str, df: pl.DataFrame) -> None:
-        tmp = self.path(key).with_suffix(".tmp")
-        df.write_parquet(tmp)
-        tmp.replace(self.path(key))
+        super().__init__(root, ".parquet", lambda df, p: df.write_parquet(p), pl.read_parquet)
 
 
 def evaluate_stage(

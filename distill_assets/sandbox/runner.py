@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from distill_assets.filecache import FileCache
 from distill_assets.diffs import split_sections
 from distill_assets.sandbox import reports
 from distill_assets.sandbox.backends import BwrapBackend, DockerBackend, Limits
@@ -253,17 +254,20 @@ def select_tests(
             [RUNNER_VERSION, repo_path, base_commit, gold_patch, sorted(test_files), plan.key(), backend.name]
         ).encode()
     ).hexdigest()
-    cached = cache_dir / f"{key}.json" if cache_dir else None
-    if cached and cached.exists():
-        return TestSelection.from_json(cached.read_text())
+    cache = (
+        FileCache(
+            cache_dir, ".json", lambda s, p: p.write_text(s.to_json()), lambda p: TestSelection.from_json(p.read_text())
+        )
+        if cache_dir
+        else None
+    )
+    if cache and (hit := cache.get(key)) is not None:
+        return hit
     before = execute(repo_path, base_commit, "", plan, backend, limits, test_patch=tests)
     after = execute(repo_path, base_commit, code, plan, backend, limits, test_patch=tests)
     f2p = sorted(t for t, s in after.tests.items() if s == PASS and before.tests.get(t) != PASS)
     p2p = sorted(t for t, s in after.tests.items() if s == PASS and before.tests.get(t) == PASS)
     sel = TestSelection(f2p, p2p, before, after)
-    if cached:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(sel.to_json())
-        tmp.replace(cached)
+    if cache:
+        cache.put(key, sel)
     return sel

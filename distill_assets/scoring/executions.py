@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import polars as pl
 
+from distill_assets.filecache import FileCache, content_key
 from distill_assets.prompts.builders import build_prompt
 from distill_assets.prompts.schemas import parse_output
 from distill_assets.sandbox import Limits, RunResult, SandboxUnavailable, execute, get_backend, partition_patch
@@ -199,26 +200,15 @@ def coder_requests(
     return out
 
 
-class SandboxCache:
+class SandboxCache(FileCache[RunResult]):
     """Sandbox results by content: task, diff, selected tests, commands, backend."""
 
+    key = staticmethod(content_key)
+
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    @staticmethod
-    def key(*parts: Any) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-    def get(self, key: str) -> RunResult | None:
-        p = self.root / f"{key}.json"
-        return RunResult.from_json(p.read_text()) if p.exists() else None
-
-    def put(self, key: str, result: RunResult) -> None:
-        p = self.root / f"{key}.json"
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(result.to_json())
-        tmp.replace(p)
+        super().__init__(
+            root, ".json", lambda r, p: p.write_text(r.to_json()), lambda p: RunResult.from_json(p.read_text())
+        )
 
 
 def selection_plan(selection: Mapping[str, Any] | None, commands: list[str]) -> TestPlan:

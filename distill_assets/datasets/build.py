@@ -24,7 +24,7 @@ from distill_assets.prompts.schemas import (
     SymbolSelectionOutput,
 )
 
-from distill_assets.datasets.tags import PLAN_TAG, REASONING_TAG
+from distill_assets.prompts.tags import PLAN_TAG, REASONING_TAG
 
 SFT_SCHEMA = {
     "task_id": pl.Utf8,

@@ -14,7 +14,7 @@ import re
 
 from pydantic import BaseModel, ValidationError
 
-from distill_assets.datasets.tags import PLAN_TAG, REASONING_TAG
+from distill_assets.prompts.tags import PLAN_TAG, REASONING_TAG
 from distill_assets.plans.schema import Plan
 from distill_assets.prompts.schemas import PlanOutput, extract_json, parse_output
 

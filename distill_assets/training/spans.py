@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-from distill_assets.datasets.tags import PLAN_TAG
+from distill_assets.prompts.tags import PLAN_TAG
 
 
 @dataclass

@@ -9,6 +9,7 @@ in the table so nothing is lost and the UI can show why.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -364,3 +365,13 @@ def mine_repository(repo: git.Repo, source: RepoSource, cfg: MiningConfig, *, re
         _decide(c, cfg)
         commits.append(c)
     return MiningResult(repo=source.name, repo_path=str(Path(repo.git_dir).resolve()), head=head, commits=commits)
+
+
+def repo_head(repo: RepoSource) -> str | None:
+    """The commit at the tip of the configured branch (local path or URL), or None if unreachable."""
+    ref = f"refs/heads/{repo.branch}" if repo.branch else "HEAD"
+    if repo.path:
+        proc = subprocess.run(["git", "-C", str(repo.path), "rev-parse", ref], capture_output=True, text=True)
+        return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+    proc = subprocess.run(["git", "ls-remote", str(repo.url), ref], capture_output=True, text=True, timeout=60)
+    return proc.stdout.split()[0] if proc.returncode == 0 and proc.stdout.strip() else None

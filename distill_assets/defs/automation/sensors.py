@@ -3,7 +3,6 @@ logs past a threshold, and failed runs recorded where the UI shows them."""
 
 import datetime as dt
 import json
-import subprocess
 
 import dagster as dg
 
@@ -14,6 +13,7 @@ from distill_assets.defs.export.assets import gguf_adapters
 from distill_assets.defs.feedback.assets import log_url, production_feedback, self_improvement_data
 from distill_assets.defs.sources.assets import mined_commits
 from distill_assets.defs.training.assets import adapters
+from distill_assets.mining.miner import repo_head
 from distill_assets.router.logstore import LogStore
 
 nightly_retrain = dg.AutomationConditionSensorDefinition(
@@ -25,16 +25,6 @@ nightly_retrain = dg.AutomationConditionSensorDefinition(
     f"pipeline every night at {CRON} ({TIMEZONE}) in dependency order (mining, new teacher answers, scoring, "
     "training in pool gpu, export, evaluation, promotion).",
 )
-
-
-def repo_head(repo) -> str | None:
-    """The commit at the tip of the configured branch (local path or URL), or None if unreachable."""
-    ref = f"refs/heads/{repo.branch}" if repo.branch else "HEAD"
-    if repo.path:
-        proc = subprocess.run(["git", "-C", str(repo.path), "rev-parse", ref], capture_output=True, text=True)
-        return (proc.stdout.strip() or None) if proc.returncode == 0 else None
-    proc = subprocess.run(["git", "ls-remote", str(repo.url), ref], capture_output=True, text=True, timeout=60)
-    return proc.stdout.split()[0] if proc.returncode == 0 and proc.stdout.strip() else None
 
 
 @dg.sensor(

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import dagster as dg
-import docker
 from dagster_docker import PipesDockerClient
 
+from distill_assets.containers import remove_containers
 from distill_assets.sandbox.backends import (
     BASE_ENV,
     DEFAULT_IMAGE,
@@ -100,9 +100,7 @@ class PipesDockerBackend:
                 },
             )
         finally:
-            client = docker.from_env()
-            for c in client.containers.list(all=True, filters={"label": f"distill-sandbox={label}"}):
-                c.remove(force=True)
+            remove_containers("distill-sandbox", label)
         duration = time.perf_counter() - t0
 
         def read(name: str) -> str:

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from distill_assets.config import ConfigError
+from distill_assets.containers import bind_volumes, remove_containers
 from distill_assets.defs.automation_conditions import NIGHTLY
 from distill_assets.defs.metadata import md_line_plot, md_table, table_meta
 from distill_assets.defs.partitions import stage_partitions
@@ -22,15 +23,10 @@ def _launch_docker(context: dg.AssetExecutionContext, cfg, run_dir: Path) -> Non
     """The same training process in a container through dagster-docker's PipesDockerClient; the cache
     folder is mounted at the same path, so the run folder's paths hold inside; every GPU is requested
     unless ``trainer.docker_gpus`` is off."""
-    import docker
     import docker.types
     from dagster_docker import PipesDockerClient
 
-    cache = str(cfg.resolved_cache_dir())
-    volumes = {cache: {"bind": cache, "mode": "rw"}}
-    for spec in cfg.trainer.docker_volumes:
-        host, bind, *mode = spec.split(":")
-        volumes[host] = {"bind": bind, "mode": mode[0] if mode else "ro"}
+    volumes = bind_volumes([str(cfg.resolved_cache_dir())], cfg.trainer.docker_volumes)
     label = {"distill/training_run": f"{context.run_id}:{context.partition_key}"}
     kwargs = {
         "volumes": volumes,
@@ -55,12 +51,8 @@ def _launch_docker(context: dg.AssetExecutionContext, cfg, run_dir: Path) -> Non
             env={"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
             container_kwargs=kwargs,
         )
-    finally:  # PipesDockerClient stops its container but never removes it; its logs are already in the run
-        client = docker.from_env()
-        for c in client.containers.list(
-            all=True, filters={"label": f"distill/training_run={label['distill/training_run']}"}
-        ):
-            c.remove(force=True)
+    finally:  # the container's logs are already in the run
+        remove_containers("distill/training_run", label["distill/training_run"])
 
 
 @dg.asset(

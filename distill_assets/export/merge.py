@@ -93,3 +93,24 @@ def quantize_gguf(src: Path, dst: Path, quant: str = "Q4_K_M", threads: int = 0)
         raise ExportError(f"llama.cpp could not quantise {src} to {quant} (code {rc})")
     os.replace(tmp, dst)
     return {"path": str(dst), "quant": quant, "bytes": dst.stat().st_size}
+
+
+def merged_model(
+    base_gguf: Path, adapter_gguf: Path, adapter_sha256: str, folder: Path, quant: str, keep_f16: bool = False
+) -> tuple[Path, int | None, int | None]:
+    """The base with the adapter merged in, quantised to ``quant``: (path, merged tensors, F16 bytes). Keyed
+    by the adapter's content, so a second call returns the file it made (tensor counts then None); the F16
+    intermediate is deleted unless ``keep_f16``."""
+    folder = Path(folder)
+    out = folder / f"{adapter_sha256[:16]}-{quant.lower()}.gguf"
+    if out.exists():
+        return out, None, None
+    f16 = folder / f"{adapter_sha256[:16]}-f16.gguf"
+    info = merge_gguf(Path(base_gguf), Path(adapter_gguf), f16)
+    if quant == "F16":
+        f16.replace(out)
+    else:
+        quantize_gguf(f16, out, quant)
+        if not keep_f16:
+            f16.unlink()
+    return out, info["merged_tensors"], info["bytes"]

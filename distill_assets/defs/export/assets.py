@@ -11,7 +11,7 @@ from distill_assets.defs.metadata import table_meta
 from distill_assets.defs.partitions import stage_partitions
 from distill_assets.defs.resources import DistillConfigResource
 from distill_assets.export.gguf_lora import ExportError, export_gguf_lora, file_sha256
-from distill_assets.export.merge import merge_gguf, quantize_gguf
+from distill_assets.export.merge import merged_model
 from distill_assets.export.ollama import create_command, modelfile
 from distill_assets.prompts.builders import SYSTEM
 
@@ -197,21 +197,15 @@ def merged_models(
     if row.get("status") != "exported":
         return _skip(MERGED_SCHEMA, stage, f"no GGUF adapter ({row.get('reason') or 'empty'})", context)
     quant = cfg.export.merged_quant
-    folder = cfg.resolved_cache_dir() / "merged" / stage
-    out = folder / f"{row['sha256'][:16]}-{quant.lower()}.gguf"
-    f16 = folder / f"{row['sha256'][:16]}-f16.gguf"
     try:
-        if out.exists():  # keyed by the adapter's content: a re-run reuses it
-            merged_tensors, f16_bytes = None, None
-        else:
-            info = merge_gguf(Path(row["base_gguf"]), Path(row["gguf_path"]), f16)
-            merged_tensors, f16_bytes = info["merged_tensors"], info["bytes"]
-            if quant == "F16":
-                f16.replace(out)
-            else:
-                quantize_gguf(f16, out, quant)
-                if not cfg.export.keep_f16:
-                    f16.unlink()
+        out, merged_tensors, f16_bytes = merged_model(
+            Path(row["base_gguf"]),
+            Path(row["gguf_path"]),
+            row["sha256"],
+            cfg.resolved_cache_dir() / "merged" / stage,
+            quant,
+            keep_f16=cfg.export.keep_f16,
+        )
     except ExportError as exc:
         raise dg.Failure(description=f"{stage}: {exc}", allow_retries=False) from None
     size = out.stat().st_size

@@ -388,21 +388,37 @@ class TrainingConfig(_Strict):
         default="auto", description="liger-kernel RMSNorm/SwiGLU/RoPE; auto: on when CUDA and liger are present"
     )
     compile: Literal["auto", "on", "off"] = Field(
-        default="off",
+        default="auto",
         description="regional torch.compile of the decoder layers in SFT (replaces liger's in-layer "
-        "kernels); auto: on when CUDA. With checkpoint_layers: none and activation_memory_budget: 0.8, 2.13x plain "
-        "HF+PEFT at 36.7 GB (Qwen3-4B shape, seq 8192, H200)",
+        "kernels); auto: on when CUDA and the base is not 4-bit. Packed stage-4 rows, Qwen3-4B shape, H200: "
+        "17,741 real tokens/s at 36.7 GB against 15,529 at 38.2 GB for liger with 8 checkpointed layers "
+        "(3.41x and 2.98x TRL's defaults, bench/results/train_scale_gpu.md)",
     )
     activation_memory_budget: float | None = Field(
-        default=None,
+        default=0.8,
         gt=0,
         le=1,
         description="with compile: the share of activations the backward keeps; the rest "
         "is recomputed, cheapest first (torch._functorch activation_memory_budget)",
     )
-    checkpoint_layers: int | Literal["all", "none"] = Field(
-        default="all", description="gradient checkpointing: all layers, none, or N layers spread evenly"
+    checkpoint_layers: int | Literal["auto", "all", "none"] = Field(
+        default="auto",
+        description="gradient checkpointing: all layers, none, or N layers spread evenly; auto: none when the "
+        "layers are compiled (the activation memory budget saves memory instead), all otherwise",
     )
+    dpo_checkpoint_layers: int | Literal["all", "none"] = Field(
+        default="all",
+        description="gradient checkpointing in DPO (its own setting: DPO runs the policy on chosen and "
+        "rejected answers, so it keeps twice the activations of SFT on the same rows)",
+    )
+    packing: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="SFT rows packed (best-fit decreasing) into batches of up to pack_tokens tokens, each row "
+        "attending only to itself (variable-length flash attention on CUDA): no padded token is computed and "
+        "each row's loss is what it is alone. auto: on when CUDA. grad_accum is divided by the mean rows per "
+        "packed batch, so an optimizer step still sees about batch_size x grad_accum rows",
+    )
+    pack_tokens: int | None = Field(default=None, ge=64, description="tokens per packed batch (default: max_length)")
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
     save_steps: int = Field(default=50, ge=1, description="checkpoint every N optimizer steps (resumable)")
     keep_checkpoints: int = Field(

@@ -125,15 +125,16 @@ class CurriculumSampler(Sampler[int]):
 
 
 class SpanWeightCollator:
-    """Wraps TRL's collator: it pads input_ids and labels; the loss weights are padded (or, padding-free,
-    concatenated) alongside, so weight[b, t] always belongs to input_ids[b, t]."""
+    """Wraps TRL's collator: it pads input_ids and labels (or, padding-free, flattens them with per-row
+    position ids from a packed batch's ``seq_lengths``); the loss weights are padded (or concatenated)
+    alongside, so weight[b, t] always belongs to input_ids[b, t]."""
 
     def __init__(self, base):
         self.base = base
 
     def __call__(self, examples: list[dict]) -> dict:
         weights = [list(ex["loss_weights"]) for ex in examples]
-        feats = [{k: v for k, v in ex.items() if k in ("input_ids", "labels")} for ex in examples]
+        feats = [{k: v for k, v in ex.items() if k in ("input_ids", "labels", "seq_lengths")} for ex in examples]
         batch = self.base(feats)
         ids = batch["input_ids"]
         total = sum(len(w) for w in weights)

@@ -117,11 +117,15 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
         WeightedSFTTrainer,
         apply_checkpointing,
         apply_liger,
+        checkpoint_setting,
         compile_layers,
+        compile_wanted,
         disable_lora_input_cast,
         load_base,
         trainable_counts,
+        want,
     )
+    from distill_assets.training.packing import pack_rows, use_varlen_attention
 
     hp, out = spec["hp"], run_dir / "sft"
     rows = read_jsonl(run_dir / "data" / "sft_train.jsonl")
@@ -146,8 +150,25 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
     started = time.time()
     torch.manual_seed(hp.get("seed", 42))
     model, load_info = load_base(spec["base_model"], hp)
-    liger = apply_liger(model, hp)
-    ckpt = apply_checkpointing(model, hp.get("checkpoint_layers", "all"))
+    packing = want(hp.get("packing", "off"), torch.cuda.is_available())
+    grad_accum, pack_info = hp["grad_accum"], {}
+    if packing:  # padding-free: rows packed into batches, each attending only to itself
+        pack_tokens = int(hp.get("pack_tokens") or hp["max_length"])
+        train_ds, val_ds = pack_rows(tok, pack_tokens), pack_rows(val, pack_tokens) if len(val) else None
+        rows_per_pack = len(tok) / max(len(train_ds), 1)
+        grad_accum = max(1, round(hp["grad_accum"] * hp["batch_size"] / rows_per_pack))
+        pack_info = {
+            "packed_batches": len(train_ds),
+            "rows_per_packed_batch": round(rows_per_pack, 2),
+            "pack_tokens": pack_tokens,
+            "attention": use_varlen_attention(model),
+        }
+    else:
+        train_ds = Dataset.from_dict(tok.as_dict())
+        val_ds = Dataset.from_dict(val.as_dict()) if len(val) else None
+    qlora = bool(load_info["qlora"])
+    liger = apply_liger(model, hp, qlora)
+    ckpt = apply_checkpointing(model, checkpoint_setting(hp, compile_wanted(hp, qlora)))
     lcfg = LoraConfig(
         r=hp["rank"],
         lora_alpha=hp["alpha"],
@@ -158,26 +179,34 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
     )
     model = get_peft_model(model, lcfg)
     nocast = disable_lora_input_cast(model) if torch.cuda.is_available() else 0
-    compiled = compile_layers(model, hp)
+    compiled = compile_layers(model, hp, qlora)
     trainable, total = trainable_counts(model)
+    common = _common_args(hp, out, lr=hp["lr"], epochs=hp["epochs"], n_rows=len(tok))
+    if packing:  # one packed batch per device step (TRL's padding-free collator flattens it)
+        common.update(
+            per_device_train_batch_size=1, per_device_eval_batch_size=1, gradient_accumulation_steps=grad_accum
+        )
     args = SFTConfig(
-        **_common_args(hp, out, lr=hp["lr"], epochs=hp["epochs"], n_rows=len(tok)),
+        **common,
         max_length=hp["max_length"],
         dataset_kwargs={"skip_prepare_dataset": True},
         eval_strategy="no",
         shuffle_dataset=False,
+        packing=packing,  # the rows come packed already (pack_rows); this selects the padding-free collator
+        padding_free=packing,
     )
     trainer = WeightedSFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_dict(tok.as_dict()),
-        eval_dataset=Dataset.from_dict(val.as_dict()) if len(val) else None,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
         processing_class=tokenizer,
         curriculum=bool(hp.get("curriculum")),
         callbacks=[ProgressCallback("sft", run_dir / "progress.jsonl")],
     )
     resume = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume)
+    graphs = _compiled_graphs() if compiled else None  # before evaluation: training's recompiles only
     val_loss = trainer.evaluate()["eval_loss"] if len(val) else None
     peak = round(torch.cuda.max_memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
     return _finish_phase(
@@ -199,20 +228,34 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
             "lora_input_cast_disabled": nocast,
             "compiled_layers": compiled,
             "activation_memory_budget": hp.get("activation_memory_budget") if compiled else None,
+            "compiled_graphs": graphs,
             "peak_mem_gb": peak,
             "curriculum": bool(hp.get("curriculum")),
+            "packing": packing,
+            "grad_accum": grad_accum,
+            **pack_info,
             **load_info,
         },
     )
 
 
-def _peft_from(spec: dict, adapter: Path, hp: dict):
+def _compiled_graphs() -> int:
+    """Distinct graphs torch.compile made (one per layer code and shape class: a new row length must not
+    add one per length)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _peft_from(spec: dict, adapter: Path, hp: dict, checkpointing: str = "checkpoint_layers"):
     from peft import PeftModel
 
-    from distill_assets.training.trainer import apply_checkpointing, load_base
+    from distill_assets.training.trainer import apply_checkpointing, checkpoint_setting, load_base
 
     model, load_info = load_base(spec["base_model"], hp)
-    apply_checkpointing(model, hp.get("checkpoint_layers", "all"))
+    load_info["checkpointed_layers"] = apply_checkpointing(
+        model, checkpoint_setting({"checkpoint_layers": hp.get(checkpointing, "all")}, False)
+    )
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), load_info
 
 
@@ -229,7 +272,9 @@ def run_dpo(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
     if hp.get("max_train_rows"):
         pairs = pairs[: hp["max_train_rows"]]
     started = time.time()
-    model, load_info = _peft_from(spec, previous, hp)
+    if torch.cuda.is_available():  # DPO's own peak, not SFT's before it in this process
+        torch.cuda.reset_peak_memory_stats()
+    model, load_info = _peft_from(spec, previous, hp, "dpo_checkpoint_layers")
     args = DPOConfig(
         **_common_args(hp, out, lr=hp["dpo_lr"], epochs=hp["dpo_epochs"], n_rows=len(pairs)),
         beta=hp.get("dpo_beta", 0.1),

@@ -164,14 +164,26 @@ def load_base(path: str, hp: dict, *, for_training: bool = True):
     return model, {"qlora": qlora, "dtype": str(kwargs["dtype"]).replace("torch.", "")}
 
 
-def compile_wanted(hp: dict) -> bool:
-    return want(hp.get("compile", "off"), torch.cuda.is_available())
+def compile_wanted(hp: dict, qlora: bool = False) -> bool:
+    """auto: on with CUDA, not with a 4-bit (QLoRA) base (measured only with bf16: packed stage-4 rows,
+    Qwen3-4B shape, H200, 1.14x liger with 8 checkpointed layers at less memory,
+    bench/results/train_scale_gpu.md)."""
+    return want(hp.get("compile", "off"), torch.cuda.is_available() and not qlora)
 
 
-def apply_liger(model, hp: dict) -> bool:
+def checkpoint_setting(hp: dict, compiled: bool):
+    """``checkpoint_layers: auto``: none when the layers are compiled (the activation memory budget does
+    the saving), all otherwise."""
+    setting = hp.get("checkpoint_layers", "all")
+    if setting == "auto":
+        return "none" if compiled else "all"
+    return setting
+
+
+def apply_liger(model, hp: dict, qlora: bool = False) -> bool:
     """liger-kernel RMSNorm / SwiGLU / RoPE on the model instance (the loss is TRL's fused LM head).
     Not with ``compile``: inductor fuses those itself, and liger's kernels would break its graphs."""
-    if compile_wanted(hp) or not want(
+    if compile_wanted(hp, qlora) or not want(
         hp.get("liger", "auto"), torch.cuda.is_available() and _importable("liger_kernel")
     ):
         return False
@@ -224,14 +236,14 @@ def disable_lora_input_cast(model) -> int:
     return n
 
 
-def compile_layers(model, hp: dict) -> int:
+def compile_layers(model, hp: dict, qlora: bool = False) -> int:
     """Regional compilation: every decoder layer, its LoRA modules included, compiled in place by
     torch.compile (the layers share one graph, so one compile serves all). Inductor fuses the pointwise
     work, and ``activation_memory_budget`` (0-1) makes its partitioner recompute the cheapest activations
     in the backward instead of saving them. Qwen3-4B shape, seq 8192, H200: 2.13x plain HF+PEFT tokens/s
     at 36.7 GB with budget 0.8 and no layer checkpointing (bench/results/train_throughput.md).
     Returns the number of compiled layers (0: off)."""
-    if not compile_wanted(hp):
+    if not compile_wanted(hp, qlora):
         return 0
     budget = hp.get("activation_memory_budget")
     if budget is not None:

@@ -207,6 +207,27 @@ def test_compiled_layers_train_to_the_same_losses_as_eager(trained, tmp_path, sm
     assert compiled["losses"] == pytest.approx(eager["phase_results"]["sft"]["losses"], rel=2e-3)
 
 
+def test_packed_sft_trains_on_every_real_token_and_no_padding(tmp_path, smollm2_dir, plan_rows):
+    """`packing: on` (forced here on CPU): the rows go packed, several to a batch, through TRL's padding-free
+    collator; the trainer counts exactly the rows' tokens (nothing padded) and the loss falls."""
+    from transformers import AutoTokenizer
+
+    from distill_assets.training.data import tokenise_sft
+
+    sft = plan_rows["sft"][:2] * 4
+    hp = _hp(dpo=False, packing="on", max_steps=None, epochs=3, grad_accum=2)
+    run_dir, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, sft, plan_rows["sft"][2:], [])
+    result = launch(run_dir, num_processes=1)
+    s = result["phase_results"]["sft"]
+    assert s["packing"] is True and s["attention"] == "distill_varlen"
+    assert s["rows_per_packed_batch"] > 1 and s["packed_batches"] < len(sft)
+    assert s["grad_accum"] == max(1, round(2 / s["rows_per_packed_batch"]))
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    lengths = [len(x) for x in tokenise_sft(sft, tok, reasoning_weight=0.5, plan_weight=1.0, max_length=2048).input_ids]
+    assert s["tokens"] == 3 * sum(lengths)  # every real token, three epochs, no padding
+    assert s["val_loss"] is not None and s["losses"][-1] < s["losses"][0]
+
+
 def test_how_many_checkpoints_are_kept_does_not_change_the_run(tmp_path):
     """keep_checkpoints decides what stays on disk, not the weights: the same rows and settings with another
     value resume the same run (its cache and checkpoints), any weight-changing setting makes a new one."""

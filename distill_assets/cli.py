@@ -255,6 +255,10 @@ def run_task(
     console.print(f"candidates: {', '.join(res.candidates)}")
     if res.plan_json:
         print(_json.dumps(_json.loads(res.plan_json), indent=2))
+        if res.plan_repairs:
+            console.print(
+                "[yellow]plan repaired:[/yellow] " + ", ".join(f"{k}={v}" for k, v in res.plan_repairs.items())
+            )
         if res.plan_violations:
             console.print(f"[yellow]plan violations:[/yellow] {', '.join(res.plan_violations)}")
     else:

@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from distill_assets.plans.repair import repair_plan
 from distill_assets.plans.schema import Plan
 from distill_assets.plans.validator import PlanContext, validate_plan
 from distill_assets.scoring.agreement import kendall_tau, plan_sets
@@ -23,6 +24,7 @@ STAGE_METRICS: dict[str, list[str]] = {
     "plan_generation": [
         "validity",
         "structural_validity",
+        "repaired_validity",
         "file_recall",
         "file_precision",
         "symbol_recall",
@@ -128,33 +130,41 @@ def gold_symbols(ref: Plan) -> set[str]:
     return {s for s in plan_sets(ref)[1] if not s.endswith(":<module>")}
 
 
-def plan_metrics(plan: Plan | None, ref: Plan, ctx: PlanContext | None = None) -> dict[str, float | None]:
-    """Stage 4 against the reference plan: parsed, structurally valid (the validator: real files and
-    symbols, mutual edges, no cycle, order respects edges), file recall/precision, symbol recall,
-    Kendall tau of the execution order over the files both orders share (None under two)."""
+def plan_metrics(plan: Plan | None, ref: Plan, ctx: PlanContext | None = None) -> dict[str, float | str | None]:
+    """Stage 4 against the reference plan: parsed, structurally valid as written (the validator: real files
+    and symbols, mutual edges, no cycle, order respects edges) and after ``repair_plan`` derived its
+    bookkeeping (what the pipeline uses), file recall/precision, symbol recall, Kendall tau of the execution
+    order over the files both orders share (None under two). ``violations`` are the plan's as written,
+    ``repairs`` what the repair changed."""
     if plan is None:
         return {
             "validity": 0.0,
             "structural_validity": 0.0,
+            "repaired_validity": 0.0,
             "file_recall": 0.0,
             "file_precision": 0.0,
             "symbol_recall": 0.0,
             "order_tau": None,
             "violations": "unparsed",
+            "repairs": None,
         }
     files, symbols = plan_sets(plan)
     ref_files, _ = plan_sets(ref)
     fm = prf(files, ref_files)
     gs = gold_symbols(ref)
+    repaired = repair_plan(plan)
     report = validate_plan(plan, ctx) if ctx is not None else None
+    after = validate_plan(repaired.plan, ctx) if ctx is not None else None
     return {
         "validity": 1.0,
         "structural_validity": float(report.valid) if report is not None else None,
+        "repaired_validity": float(after.valid) if after is not None else None,
         "file_recall": fm["recall"],
         "file_precision": fm["precision"],
         "symbol_recall": prf(symbols, gs)["recall"] if gs else None,
         "order_tau": kendall_tau(plan.execution_order, ref.execution_order),
         "violations": ",".join(report.codes) if report is not None else "",
+        "repairs": repaired.summary(),
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import polars as pl
 
 from distill_assets.filecache import FileCache
+from distill_assets.plans.repair import repair_plan
 from distill_assets.evaluation.judge import JudgeScores
 from distill_assets.evaluation.metrics import (
     HEADLINE,
@@ -37,7 +38,7 @@ from distill_assets.plans.validator import PlanContext
 from distill_assets.prompts.student import parse_student_output
 from distill_assets.symbols import language_for_path
 
-EVAL_VERSION = "1"
+EVAL_VERSION = "2"  # 2: stage 4 repaired_validity and repairs; plans are repaired before the coder
 SYSTEMS = ("base", "adapter", "live", "teacher")  # live: the adapter the router serves now
 
 ALL_METRICS = sorted({m for ms in STAGE_METRICS.values() for m in ms})
@@ -51,6 +52,7 @@ ROW_SCHEMA: dict[str, Any] = {
     "latency_ms": pl.Float64,
     "tokens_out": pl.Int64,
     "violations": pl.Utf8,
+    "repairs": pl.Utf8,
     "exec_status": pl.Utf8,
     "diff": pl.Utf8,
     "judge_comment": pl.Utf8,
@@ -174,6 +176,7 @@ def score_rows(
                 "latency_ms": g.latency_ms,
                 "tokens_out": g.tokens_out,
                 "violations": m.pop("violations", None),
+                "repairs": m.pop("repairs", None),
                 **m,
             }
         )
@@ -198,7 +201,10 @@ def _execute(row: dict, item: EvalItem, diff: str | None, down: Downstream) -> N
 
 
 def _plans_downstream(rows: list[dict], items: Sequence[EvalItem], parsed: Sequence[Any], down: Downstream) -> None:
-    todo = [(i, items[i], out.plan.model_dump_json()) for i, out in enumerate(parsed) if out is not None]
+    # the coder and the judge see the plan the pipeline would use: its bookkeeping repaired
+    todo = [
+        (i, items[i], repair_plan(out.plan).plan.model_dump_json()) for i, out in enumerate(parsed) if out is not None
+    ]
     if down.coder is not None and down.execute is not None:
         diffs = down.coder([(item, pj) for _, item, pj in todo])
         for (i, item, _), (diff, err) in zip(todo, diffs):

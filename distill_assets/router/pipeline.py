@@ -14,6 +14,7 @@ from typing import Callable
 
 from distill_assets.config import STAGE_ORDER, DistillConfig
 from distill_assets.contexts.build import SymbolCache, build_context
+from distill_assets.plans.repair import repair_plan
 from distill_assets.plans.validator import PlanContext, validate_plan
 from distill_assets.prompts.builders import build_prompt
 from distill_assets.prompts.student import decoding, parse_student_output
@@ -73,7 +74,8 @@ class RouteResult:
     errors: dict[str, str] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     plan_json: str | None = None
-    plan_violations: list[str] = field(default_factory=list)
+    plan_violations: list[str] = field(default_factory=list)  # of the plan passed on (after its repair)
+    plan_repairs: dict[str, int] = field(default_factory=dict)  # what repair_plan changed in the stage-4 answer
     diff: str | None = None
     diff_applied: bool = False
     apply_error: str = ""
@@ -230,8 +232,9 @@ def route_task(
         plan_out = run_stage("plan_generation", narrowed)
         if plan_out is not None:
             # the chain of thought stays behind: stage 5 sees the plan object only
-            result.plan_json = plan_out.plan.model_dump_json()
-            report = validate_plan(plan_out.plan, PlanContext.from_rows(context["file_tree"], context["symbols"]))
+            repaired = repair_plan(plan_out.plan)  # edges on both ends, duplicates merged, a consistent order
+            result.plan_json, result.plan_repairs = repaired.plan.model_dump_json(), dict(repaired.repairs)
+            report = validate_plan(repaired.plan, PlanContext.from_rows(context["file_tree"], context["symbols"]))
             result.plan_violations = report.codes
         code = run_stage("code_generation", context, plan_json=result.plan_json or "{}")
         if code is not None:
@@ -258,6 +261,7 @@ def route_task(
                     {
                         "errors": result.errors,
                         "apply_error": result.apply_error[:2000],
+                        "plan_repairs": result.plan_repairs,
                         "tests": None
                         if tests is None
                         else {

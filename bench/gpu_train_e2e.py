@@ -13,6 +13,9 @@ Two steps, because the GPU host has no project environment and no model weights:
       for each configuration: LoRA bf16 + liger + selective checkpointing, QLoRA NF4, and the first one
       on 2 GPUs through `accelerate launch` when 2 are visible. Prints tokens/s, peak memory and the
       loss / reward-margin trajectory; writes summary.json.
+
+The training process reads its hyper-parameters as the typed TrainingConfig (pydantic): carry pydantic's
+wheels with the others (pydantic, pydantic-core, annotated-types, typing-inspection, for the host's Python).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def prepare(home: Path, out: Path) -> None:
     for f in base.iterdir():
         if f.is_file() and not f.name.endswith(".safetensors"):
             shutil.copy2(f, out / "smollm2" / f.name)
-    # the GPU host has no pydantic: the typed defaults travel as JSON
+    # the defaults as JSON: the configurations override them before TrainingConfig validates the whole
     (out / "hp_defaults.json").write_text(
         json.dumps(load_config().stage("plan_generation").training.model_dump(mode="json"))
     )
@@ -106,6 +109,7 @@ def run(data: Path, out: Path, gpus: list[int], configs: list[str]) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from distill_assets.training.io import read_jsonl
+    from distill_assets.training.config import TrainingConfig
     from distill_assets.training.launch import launch, prepare_run
 
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,7 @@ def run(data: Path, out: Path, gpus: list[int], configs: list[str]) -> None:
             ),
             **over,
         }
-        run_dir, spec = prepare_run(work / name, "plan_generation", model_dir, hp, sft, val, pairs)
+        run_dir, spec = prepare_run(work / name, "plan_generation", model_dir, TrainingConfig(**hp), sft, val, pairs)
         t0 = time.time()
         try:
             res = launch(
@@ -318,7 +322,7 @@ def prepare_scale(
         },
     }
     (out / "lengths.json").write_text(json.dumps(stats, indent=1))
-    # the GPU host has no pydantic: the typed defaults travel as JSON
+    # the defaults as JSON: the configurations override them before TrainingConfig validates the whole
     (out / "hp_defaults.json").write_text(json.dumps(TrainingConfig().model_dump(mode="json")))
     print(json.dumps(stats, indent=1))
 
@@ -535,6 +539,7 @@ def scale(
     import torch
 
     from distill_assets.training.io import read_jsonl
+    from distill_assets.training.config import TrainingConfig
     from distill_assets.training.launch import launch, prepare_run
 
     out.mkdir(parents=True, exist_ok=True)
@@ -605,7 +610,10 @@ def scale(
                     ),
                     **over,
                 }
-                run_dir, _ = prepare_run(work / name, "plan_generation", model_dir, hp, rows, [], pairs if dpo else [])
+                training = TrainingConfig(**hp)
+                run_dir, _ = prepare_run(
+                    work / name, "plan_generation", model_dir, training, rows, [], pairs if dpo else []
+                )
                 r = launch(run_dir, num_processes=1, timeout_s=timeout)
                 s = r["phase_results"]["sft"]
                 keep = (

@@ -27,6 +27,19 @@ Configuration names are '_'-joined tokens:
                     activations in the backward instead of saving them
   ligerce           liger's fused linear cross-entropy only (RMSNorm/SwiGLU/RoPE left to
                     inductor when combined with compile)
+  ambNN             (with compile) torch._functorch activation_memory_budget = NN/100
+  cudnn             SDPA restricted to the cuDNN attention backend (flash, mem-efficient and math
+                    disabled; the worker fails if cuDNN cannot take the layer's shape).  NB: with
+                    torch 2.11 / cuDNN 9.19 on an H200 the dispatcher already picks cuDNN by default
+                    for this shape (each result records the default pick as `sdpa_backend`)
+  flash             SDPA restricted to the flash-attention (FA2) backend, for comparison (its one
+                    2026-12-04 run hit a stale compile cache and ran cuDNN kernels: not yet measured)
+  fuselora          shared-input projections fused: q/k/v and gate/up each run as ONE frozen-base
+                    GEMM (base weights concatenated once, the per-module weights become views of
+                    it) plus ONE LoRA-A GEMM (the groups' A matrices concatenated); the B matmuls
+                    stay per module.  Same function as PEFT's vanilla LoRA forward.
+  cdt               (with compile) torch._inductor.config.coordinate_descent_tuning = True
+  cg                (with compile) CUDA graphs for the compiled layers (mode="reduce-overhead")
 
 FLOP accounting (reported as two MFU figures, peak = --peak-tflops, 989 dense bf16 for
 H100 SXM / H200):
@@ -44,6 +57,9 @@ H100 SXM / H200):
 Usage:
   python bench/train_throughput.py --out bench/_work/train_throughput.json
   python bench/train_throughput.py --configs plain_ck36,liger_nocast_ck0 --steps 10
+  python bench/train_throughput.py --profile 2 --configs plain_ck36,compile_ligerce_nocast_amb80_ck0
+      (--profile N: after timing, N more steps under torch.profiler; GPU kernel ms/step by category
+       and the top kernels go into each result's "profile")
 """
 
 from __future__ import annotations
@@ -112,37 +128,44 @@ class Spec:
     compile: bool = False  # regional torch.compile of every decoder layer (one compile, reused)
     ligerce: bool = False  # liger's fused linear cross-entropy only (inductor fuses the rest in-layer)
     amb: float | None = None  # compile's activation memory budget (fraction of what it would save)
+    cudnn: bool = False  # SDPA through cuDNN attention only
+    flash: bool = False  # SDPA through flash attention (FA2) only
+    fuselora: bool = False  # fused q/k/v and gate/up projections (base GEMM + LoRA-A GEMM per group)
+    cdt: bool = False  # inductor coordinate-descent tuning of its generated kernels
+    cudagraphs: bool = False  # compile(mode="reduce-overhead")
+
+
+FLAG_TOKENS = ("liger", "nocast", "qlora", "compile", "ligerce", "cudnn", "flash", "fuselora", "cdt", "cg")
 
 
 def parse_spec(name: str, n_layers: int) -> Spec:
-    liger = nocast = qlora = comp = ligerce = False
+    flags: set[str] = set()
     ck = amb = None
     for tok in name.split("_"):
-        if tok == "plain":
-            liger = False
-        elif tok == "liger":
-            liger = True
-        elif tok == "nocast":
-            nocast = True
-        elif tok == "qlora":
-            qlora = True
-        elif tok == "compile":
-            comp = True
-        elif tok == "ligerce":
-            ligerce = True
+        if tok in FLAG_TOKENS:
+            flags.add(tok)
+        elif tok == "plain":
+            flags.discard("liger")
         elif tok.startswith("amb") and tok[3:].isdigit():
             amb = int(tok[3:]) / 100
         elif tok.startswith("ck") and tok[2:].isdigit():
             ck = int(tok[2:])
         else:
             raise ValueError(f"unknown token {tok!r} in config {name!r}")
+    liger, nocast, qlora, comp, ligerce, cudnn, flash, fuselora, cdt, cg = (t in flags for t in FLAG_TOKENS)
     if ck is None:
         ck = n_layers
     if ck > n_layers:
         raise ValueError(f"{name}: ck{ck} > {n_layers} layers")
     if amb is not None and not comp:
         raise ValueError(f"{name}: amb needs compile")
-    return Spec(name, liger, nocast, ck, qlora, comp, ligerce, amb)
+    if (cdt or cg) and not comp:
+        raise ValueError(f"{name}: cdt/cg need compile")
+    if cudnn and flash:
+        raise ValueError(f"{name}: cudnn and flash exclude each other")
+    if fuselora and qlora:
+        raise ValueError(f"{name}: fuselora needs a bf16 base (not qlora)")
+    return Spec(name, liger, nocast, ck, qlora, comp, ligerce, amb, cudnn, flash, fuselora, cdt, cg)
 
 
 def checkpointed_indices(n_layers: int, k: int) -> set[int]:
@@ -183,6 +206,111 @@ def quantize_base_nf4(model, torch):
     torch.cuda.empty_cache()
 
 
+def _lora_group(owner, x):
+    """The fused projections of one group: [base_i(x) + B_i(A_i(x)) * s_i for each module i].
+
+    One GEMM against the concatenated frozen weights, one GEMM against the concatenated LoRA A
+    matrices (fp32 parameters, cast by autocast like PEFT's), then one B matmul per module."""
+    import torch
+    import torch.nn.functional as F
+
+    a = owner._fused_adapter
+    mods = [getattr(owner, n) for n in owner._fused_names]
+    base = F.linear(x, owner._fused_w)
+    t = F.linear(x, torch.cat([m.lora_A[a].weight for m in mods]))
+    outs = base.split(owner._fused_sizes, dim=-1)
+    ts = t.split(owner._fused_ranks, dim=-1)
+    return [o + F.linear(ti, m.lora_B[a].weight) * m.scaling[a] for o, ti, m in zip(outs, ts, mods)]
+
+
+def fuse_lora_projections(model, torch, adapter: str = "default") -> int:
+    """Route q/k/v and gate/up of every decoder layer through `_lora_group` (see `fuselora`).
+
+    The frozen base weights of a group are concatenated once and each module's base weight becomes
+    a view of that buffer (no extra memory). The attention and MLP forwards of this process's model
+    classes are replaced by equivalents that call the fused groups (no KV cache: training only)."""
+    import sys
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    layers = model.base_model.model.model.layers
+    attn_cls, mlp_cls = type(layers[0].self_attn), type(layers[0].mlp)
+    mmod = sys.modules[attn_cls.__module__]
+    rope = mmod.apply_rotary_pos_emb
+
+    def fuse(owner, names):
+        mods = [getattr(owner, n) for n in names]
+        for m in mods:
+            assert not m.merged and m.base_layer.bias is None, "fuselora: unmerged, bias-free layers only"
+            assert adapter not in getattr(m, "lora_variant", {}), "fuselora: vanilla LoRA only"
+            assert isinstance(m.lora_dropout[adapter], torch.nn.Identity), "fuselora: lora_dropout must be 0"
+        w = torch.cat([m.base_layer.weight.detach() for m in mods])
+        off = 0
+        for m in mods:
+            n = m.base_layer.out_features
+            m.base_layer.weight = torch.nn.Parameter(w[off : off + n], requires_grad=False)
+            off += n
+        owner.register_buffer("_fused_w", w, persistent=False)
+        owner._fused_names = list(names)
+        owner._fused_sizes = [m.base_layer.out_features for m in mods]
+        owner._fused_ranks = [m.lora_A[adapter].weight.shape[0] for m in mods]
+        owner._fused_adapter = adapter
+
+    for layer in layers:
+        fuse(layer.self_attn, ["q_proj", "k_proj", "v_proj"])
+        fuse(layer.mlp, ["gate_proj", "up_proj"])
+
+    def attn_forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        for k in ("cache", "past_key_values", "past_key_value"):
+            if kwargs.get(k) is not None:
+                raise NotImplementedError("fuselora: no KV cache (training only)")
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        q, k, v = _lora_group(self, hidden_states)
+        q = self.q_norm(q.view(hidden_shape)).transpose(1, 2)
+        k = self.k_norm(k.view(hidden_shape)).transpose(1, 2)
+        v = v.view(hidden_shape).transpose(1, 2)
+        cos, sin = position_embeddings
+        q, k = rope(q, k, cos, sin)
+        impl = self.config._attn_implementation
+        attn_fn = mmod.eager_attention_forward if impl == "eager" else ALL_ATTENTION_FUNCTIONS[impl]
+        out, w = attn_fn(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            sliding_window=getattr(self, "sliding_window", None),
+        )
+        out = self.o_proj(out.reshape(*input_shape, -1).contiguous())
+        return out, w
+
+    def mlp_forward(self, x):
+        g, u = _lora_group(self, x)
+        return self.down_proj(self.act_fn(g) * u)
+
+    attn_cls.forward = attn_forward
+    mlp_cls.forward = mlp_forward
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return 2 * len(layers)
+
+
+def sdpa_backend_probe(torch, cfg, seq: int, dev) -> str:
+    """The SDPA backend the dispatcher picks for this model's causal GQA attention (HF layout)."""
+    from torch.nn.attention import SDPBackend
+
+    H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    mk = lambda h: torch.randn(1, seq, h, D, device=dev, dtype=torch.bfloat16).transpose(1, 2).requires_grad_()  # noqa: E731
+    c = int(torch._fused_sdp_choice(mk(H), mk(KV), mk(KV), None, 0.0, True, scale=None, enable_gqa=True))
+    try:
+        return SDPBackend(c).name
+    except Exception:
+        return str(c)
+
+
 def worker(args) -> dict:
     import torch
 
@@ -196,7 +324,19 @@ def worker(args) -> dict:
         "qlora": spec.qlora,
         "compile": spec.compile,
         "ligerce": spec.ligerce,
+        "cudnn": spec.cudnn,
+        "flash": spec.flash,
+        "fuselora": spec.fuselora,
+        "cdt": spec.cdt,
+        "cudagraphs": spec.cudagraphs,
     }
+    if spec.cudnn or spec.flash:
+        # what torch.nn.attention.sdpa_kernel(SDPBackend.CUDNN_ATTENTION / FLASH_ATTENTION) does, process-wide
+        # (the compiled graphs pick their SDPA kernel from these flags when they are traced)
+        torch.backends.cuda.enable_flash_sdp(spec.flash)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        torch.backends.cuda.enable_math_sdp(False)
+        torch.backends.cuda.enable_cudnn_sdp(spec.cudnn)
 
     if spec.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_qwen3
@@ -264,6 +404,8 @@ def worker(args) -> dict:
                 m.cast_input_dtype_enabled = False
                 n_set += 1
         res["nocast_modules"] = n_set
+    if spec.fuselora:
+        res["fused_groups"] = fuse_lora_projections(model, torch)
     if spec.amb is not None:
         import torch._functorch.config as fconfig
 
@@ -272,8 +414,15 @@ def worker(args) -> dict:
     if spec.compile:
         # regional compilation: each decoder layer (with its LoRA modules) compiled in place; the layers
         # share one graph (parameters are graph inputs), so 36 layers cost one compile
+        if spec.cdt:
+            import torch._inductor.config as iconfig
+
+            iconfig.coordinate_descent_tuning = True
         for layer in model.base_model.model.model.layers:
-            layer.compile()
+            if spec.cudagraphs:
+                layer.compile(mode="reduce-overhead")
+            else:
+                layer.compile()
         res["compiled_layers"] = len(model.base_model.model.model.layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_lora = sum(p.numel() for p in trainable)
@@ -285,6 +434,14 @@ def worker(args) -> dict:
         transformers=transformers.__version__,
         peft=peft.__version__,
     )
+
+    if dev.type == "cuda":
+        res["sdpa_backend"] = sdpa_backend_probe(torch, cfg, args.seq, dev)
+        res["cudnn_version"] = torch.backends.cudnn.version()
+        if spec.cudnn and res["sdpa_backend"] != "CUDNN_ATTENTION":
+            raise RuntimeError(f"cudnn requested but SDPA picks {res['sdpa_backend']}")
+        if spec.flash and res["sdpa_backend"] != "FLASH_ATTENTION":
+            raise RuntimeError(f"flash requested but SDPA picks {res['sdpa_backend']}")
 
     opt = torch.optim.AdamW(trainable, lr=1e-5, fused=(dev.type == "cuda"))
     g = torch.Generator(device="cpu").manual_seed(1)
@@ -379,7 +536,54 @@ def worker(args) -> dict:
         loss_last=losses[-1],
         gpu=torch.cuda.get_device_name(0) if is_cuda else "cpu",
     )
+    if is_cuda and args.profile:
+        try:
+            res["profile"] = profile_steps(torch, step, args.profile)
+        except Exception as e:  # the timing above stands without it
+            res["profile"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     return res
+
+
+# kernel-name patterns -> category (first match wins; names lower-cased)
+KERNEL_CATEGORIES = [
+    ("inductor triton", ("triton_",)),  # first: inductor names kernels after the ops they fuse
+    ("attention", ("sdpa", "fmha", "flash", "attn", "attention")),
+    ("gemm", ("gemm", "nvjet", "xmma", "cutlass", "wgmma", "sm90_", "cublas")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("loss (liger)", ("cross_entropy", "liger")),
+    ("copy/cast/fill", ("copy", "cast", "fill", "memcpy", "memset", "cat")),
+]
+
+
+def profile_steps(torch, step, n: int) -> dict:
+    """GPU kernel time of n extra training steps by category (torch.profiler, CUDA activity only)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            step()
+        torch.cuda.synchronize()
+    by_kernel: dict[str, list] = {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = e.time_range.elapsed_us()
+        k = by_kernel.setdefault(e.name, [0.0, 0])
+        k[0] += us
+        k[1] += 1
+    cats: dict[str, float] = {}
+    for name, (us, _) in by_kernel.items():
+        low = name.lower()
+        cat = next((c for c, pats in KERNEL_CATEGORIES if any(p in low for p in pats)), "other")
+        cats[cat] = cats.get(cat, 0.0) + us
+    total = sum(cats.values())
+    top = sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:30]
+    return {
+        "steps": n,
+        "kernel_ms_per_step": total / 1e3 / n,
+        "category_ms_per_step": {c: v / 1e3 / n for c, v in sorted(cats.items(), key=lambda kv: -kv[1])},
+        "top_kernels": [{"name": k[:160], "ms_per_step": v[0] / 1e3 / n, "calls_per_step": v[1] / n} for k, v in top],
+    }
 
 
 def _dist_version(name):
@@ -461,6 +665,9 @@ def main():
         help="memory budget (GB = 1e9 bytes) used to pick the best liger configuration",
     )
     ap.add_argument("--tiny", action="store_true", help="tiny model shape, for smoke tests")
+    ap.add_argument(
+        "--profile", type=int, default=0, help="after timing, profile N extra steps' GPU kernels (by category)"
+    )
     ap.add_argument("--timeout", type=int, default=400, help="per-config subprocess timeout, s")
     ap.add_argument("--out", default=None, help="write JSON results here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -498,6 +705,8 @@ def main():
         args.device,
         "--peak-tflops",
         str(args.peak_tflops),
+        "--profile",
+        str(args.profile),
     ]
     if args.tiny:
         passthru.append("--tiny")
@@ -505,10 +714,15 @@ def main():
     for c in configs:
         wout = os.path.join(tmpdir, f"train_throughput_{os.getpid()}_{c}.json")
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", c, "--worker-out", wout] + passthru
+        # one compile cache per configuration: the on-disk inductor/AOT-autograd caches appear not to be keyed
+        # on the SDPA backend flags (2026-12-04: a `flash` config, run after cuDNN ones with a shared cache,
+        # ran cuDNN kernels in its compiled layers); a repeat of the same config still hits its own cache
+        env = dict(os.environ)
+        env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(os.environ.get("TORCHINDUCTOR_CACHE_DIR", tmpdir), f"tt_{c}")
         print(f"\n=== {c}", flush=True)
         t = time.perf_counter()
         try:
-            p = subprocess.run(cmd, timeout=args.timeout, capture_output=True, text=True)
+            p = subprocess.run(cmd, timeout=args.timeout, capture_output=True, text=True, env=env)
             tail = (p.stdout + p.stderr)[-3000:]
             if p.returncode == 0 and os.path.exists(wout):
                 with open(wout) as f:

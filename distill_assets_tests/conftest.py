@@ -131,13 +131,12 @@ def llama_server():
 
 
 @pytest.fixture(scope="session")
-def sample_prompts():
-    """Stage prompts built from the shipped CommitPackFT sample (inline files: no repository needed)."""
+def sample_inputs():
+    """Tasks, contexts and reference plans from the shipped CommitPackFT sample (inline files: no repository)."""
     from distill_assets.config import ContextConfig, load_config
     from distill_assets.contexts.build import build_contexts
     from distill_assets.mining.miner import FileClassifier
     from distill_assets.plans.reference import build_reference_plans
-    from distill_assets.prompts.builders import STAGES, build_prompt
     from distill_assets.tasks.build import build_change_tasks
     from distill_assets.tasks.external import read_external_sources
 
@@ -148,6 +147,15 @@ def sample_prompts():
     refs = build_reference_plans(tasks, contexts, is_test=FileClassifier(cfg.mining).is_test)
     ctx = {r["task_id"]: r for r in contexts.iter_rows(named=True)}
     plans = {r["task_id"]: r["plan_json"] for r in refs.iter_rows(named=True)}
+    return tasks, ctx, plans
+
+
+@pytest.fixture(scope="session")
+def sample_prompts(sample_inputs):
+    """Stage prompts built from the shipped CommitPackFT sample."""
+    from distill_assets.prompts.builders import STAGES, build_prompt
+
+    tasks, ctx, plans = sample_inputs
     out = {}
     for stage in STAGES:
         out[stage] = [

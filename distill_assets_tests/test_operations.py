@@ -3,8 +3,10 @@ partitions that follow distill.yaml (removal included, history kept), `--select`
 
 Real git repositories (GitRepo), the real `distill` typer app (CliRunner) and a real Dagster instance."""
 
+import os
 import socket
 import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -377,3 +379,28 @@ def test_demo_select_unknown_name_exits_2_listing_the_groups_and_runs_nothing(tm
         assert not instance.get_runs() and not instance.get_dynamic_partitions(REPO_PARTITIONS_NAME)
     finally:
         instance.dispose()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("version: 1\nteachers: [\n", "not valid YAML"),
+        ("version: 1\nteachers: 7\n", "teachers"),
+    ],
+)
+def test_a_broken_config_is_one_clear_error_where_the_definitions_load_and_in_the_cli(
+    tmp_path, dagster_home, text, message
+):
+    """The code location (what the UI and `dagster definitions validate` load) and the CLI both name the file
+    and the problem, without an import trace through the asset modules."""
+    bad = tmp_path / "distill.yaml"
+    bad.write_text(text)
+    env = {**os.environ, "DISTILL_CONFIG": str(bad), "DAGSTER_HOME": str(dagster_home)}
+    cmd = [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "distill_assets.definitions"]
+    res = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert f"ConfigError: distill_assets cannot load its definitions: {bad}" in out and message in out
+    assert "partitions.py" not in out and "assets.py" not in out  # no trace through the modules
+    cli = check_config(bad)
+    assert cli.exit_code == 2 and cli.output.startswith("config error:") and str(bad) in cli.output

@@ -10,17 +10,8 @@
 
 import dagster as dg
 
-from distill_assets.config import ConfigError, load_config
+from distill_assets.defs.settings import definitions_config
 
-
-def _cron() -> tuple[str, str]:
-    try:
-        auto = load_config().automation
-        return auto.nightly_cron, auto.timezone
-    except ConfigError:  # the resource reports config errors in runs; definitions still load
-        return "0 2 * * *", "UTC"
-
-
-CRON, TIMEZONE = _cron()
+CRON, TIMEZONE = definitions_config().automation.nightly_cron, definitions_config().automation.timezone
 NIGHTLY = dg.AutomationCondition.on_cron(CRON, TIMEZONE).with_label(f"nightly ({CRON} {TIMEZONE})")
 REFRESH = (dg.AutomationCondition.eager() | NIGHTLY).with_label(f"on upstream change, and nightly ({CRON})")

@@ -7,7 +7,8 @@ stage, or may have no key. Such partitions are skipped with a clear reason
 
 import dagster as dg
 
-from distill_assets.config import STAGE_ORDER, load_config
+from distill_assets.config import STAGE_ORDER
+from distill_assets.defs.settings import definitions_config
 
 REPO_PARTITIONS_NAME = "source_repos"
 repo_partitions = dg.DynamicPartitionsDefinition(name=REPO_PARTITIONS_NAME)
@@ -15,7 +16,7 @@ stage_partitions = dg.StaticPartitionsDefinition(list(STAGE_ORDER))
 
 
 def _teacher_names() -> list[str]:
-    return [t.name for t in load_config().teachers]
+    return [t.name for t in definitions_config().teachers]
 
 
 teacher_partitions = dg.StaticPartitionsDefinition(_teacher_names())

@@ -232,3 +232,60 @@ class Registry:
             return []
         rows = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
         return [r for r in rows if stage is None or r["stage"] == stage]
+
+
+@dataclass
+class Promotion:
+    """The gate's outcome for one stage: a decision recorded in the registry, or skipped (with the reason)."""
+
+    stage: str
+    status: str  # promoted | rejected | skipped
+    reason: str
+    candidate_sha256: str | None
+    live: dict[str, Any]  # the stage's live entry after the decision ({} when the base is served)
+    base_gguf: str | None
+    decision: Decision | None = None
+
+    def row(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "stage": self.stage,
+            "status": self.status,
+            "reason": self.reason,
+            "candidate_sha256": self.candidate_sha256,
+            "live_sha256": self.live.get("adapter_sha256"),
+            "serving": d.serving if d else None,
+            "gguf_path": self.live.get("gguf_path") if d else None,
+            "base_gguf": (self.live.get("base_gguf") or self.base_gguf) if d else None,
+            "metrics_json": json.dumps(d.candidate_metrics) if d else None,
+            "regressions_json": json.dumps(d.regressions) if d else None,
+            "comparisons_json": json.dumps(d.comparisons) if d else None,
+        }
+
+
+def run_gate(
+    registry: Registry, stage: str, candidate: Any | None, rows: pl.DataFrame, settings: GateSettings
+) -> Promotion:
+    """Decide on ``candidate`` (an exported adapter: ``sha256``, ``gguf_path``, ``base_gguf``; None when the
+    stage has none) from its evaluation ``rows``, record the decision and, on promotion, make it live."""
+    live_before = registry.live().get(stage)
+    if candidate is None or not rows.filter(pl.col("system") == "adapter").height:
+        reason = "no evaluated adapter for this stage (train, export and evaluate it first)"
+        return Promotion(stage, "skipped", reason, None, live_before or {}, None)
+    decision = registry.record(
+        decide(stage, candidate.sha256, rows, live_before, settings),
+        {"gguf_path": candidate.gguf_path, "base_gguf": candidate.base_gguf},
+    )
+    status = "promoted" if decision.promote else "rejected"
+    live = registry.live().get(stage) or {}
+    return Promotion(stage, status, decision.reason, candidate.sha256, live, candidate.base_gguf, decision)
+
+
+def decisions_table(decisions: list[Mapping[str, Any]], last: int = 10) -> str:
+    """The latest decisions as a markdown table (when, candidate, promoted, reason)."""
+    lines = ["| when | candidate | promoted | reason |", "|---|---|---|---|"]
+    lines += [
+        f"| {d['ts']} | {d['candidate_sha256'][:12]} | {d['promote']} | {d['reason'][:160]} |"
+        for d in decisions[-last:]
+    ]
+    return "\n".join(lines)

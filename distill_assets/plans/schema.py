@@ -67,7 +67,3 @@ def split_ref(r: str) -> tuple[str, str] | None:
     if not path or not sym:
         return None
     return path, sym
-
-
-def plan_json_schema() -> dict:
-    return Plan.model_json_schema()

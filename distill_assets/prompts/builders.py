@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from distill_assets.contexts.build import estimate_tokens
 from distill_assets.prompts.schemas import task_schema
@@ -265,3 +266,50 @@ def build_prompt(
         files_truncated=truncated,
         notes=notes,
     )
+
+
+def stage_prompt_rows(
+    stage: str,
+    tasks: Iterable[Mapping[str, Any]],
+    contexts: Mapping[str, Mapping[str, Any]],
+    reference_plans: Mapping[str, str],
+    filtered: set[str],
+    *,
+    budget_tokens: int,
+    chars_per_token: float,
+) -> tuple[list[dict[str, Any]], Counter]:
+    """The stage's prompt rows for every task that can be prompted, and why the others were skipped: a task
+    a quality filter left out (``filtered``), without a context, or (stage 5) without a usable reference
+    plan (``reference_plans``: task id -> plan JSON) to implement."""
+    rows, skipped = [], Counter()
+    for task in tasks:
+        ctx = contexts.get(task["task_id"])
+        if task["task_id"] in filtered:
+            skipped["filtered_task"] += 1
+        elif ctx is None or ctx["status"] != "ok":
+            skipped["no_context"] += 1
+        elif stage == "code_generation" and task["task_id"] not in reference_plans:
+            skipped["no_reference_plan"] += 1
+        else:
+            p = build_prompt(
+                stage,
+                task,
+                ctx,
+                budget_tokens=budget_tokens,
+                chars_per_token=chars_per_token,
+                reference_plan=reference_plans.get(task["task_id"]),
+            )
+            rows.append(
+                {
+                    "task_id": p.task_id,
+                    "stage": stage,
+                    "split": task["split"],
+                    "prompt_hash": p.prompt_hash,
+                    "messages_json": json.dumps(p.messages),
+                    "schema_json": json.dumps(p.schema),
+                    "prompt_tokens": p.prompt_tokens,
+                    "files_shown": p.files_shown,
+                    "files_truncated": p.files_truncated,
+                }
+            )
+    return rows, skipped

@@ -74,135 +74,128 @@ STAGE_MODELS: dict[str, type[BaseModel]] = {
 }
 
 MAX_ENUM = 400  # past this many paths, a path is a free string (grammar size)
-
-
-def _obj(props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-
-
 MAX_SYMBOLS = 12  # symbols a stage-3 answer may select
+_ANNOTATIONS = ("title", "description", "default")
 
 
-def _str_or_enum(values: list[str]) -> dict[str, Any]:
+def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema in the form strict providers and llama.cpp's grammar take: ``$ref``s inlined,
+    every property required (a default does not make a field optional to the model), no extra properties,
+    no titles, descriptions or defaults (they would only grow the grammar)."""
+    raw = model.model_json_schema()
+    defs = raw.pop("$defs", {})
+
+    def node(n: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in n:
+            return node(defs[n["$ref"].rsplit("/", 1)[1]])
+        out: dict[str, Any] = {}
+        for k, v in n.items():
+            if k in _ANNOTATIONS:
+                continue
+            if k == "properties":
+                out[k] = {name: node(sub) for name, sub in v.items()}
+            elif isinstance(v, dict):
+                out[k] = node(v)
+            elif isinstance(v, list):
+                out[k] = [node(x) if isinstance(x, dict) else x for x in v]
+            else:
+                out[k] = v
+        if "properties" in out:
+            out["required"] = list(out["properties"])
+            out["additionalProperties"] = False
+        return out
+
+    return node(raw)
+
+
+def _with(schema: dict[str, Any], **props: dict[str, Any]) -> dict[str, Any]:
+    """An object schema with some of its properties replaced."""
+    return {**schema, "properties": {**schema["properties"], **props}}
+
+
+def _capped(array: dict[str, Any], max_items: int, **more: Any) -> dict[str, Any]:
+    return {**array, "maxItems": max_items, **more}
+
+
+def _enum(values: list[str], free: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One of ``values``; past MAX_ENUM of them (or none) the field's own free-string schema."""
     values = list(dict.fromkeys(values))
     if values and len(values) <= MAX_ENUM:
         return {"type": "string", "enum": values}
-    return {"type": "string"}
+    return free or {"type": "string"}
 
 
-def _strs(max_items: int) -> dict[str, Any]:
-    return {"type": "array", "items": {"type": "string"}, "maxItems": max_items}
-
-
-def _symbol_choice(candidates: list[str], symbols: dict[str, list[str]]) -> dict[str, Any]:
-    """A stage-3 selection: an existing symbol is one of its own file's, as the prompt shows them (a name
-    cannot be invented or paired with the wrong file); a new one ("add") is any name in a candidate file.
-    Past MAX_ENUM // 10 indexed files (grammar size) the selection is one flat object."""
+def _symbol_choice(selected: dict[str, Any], candidates: list[str], symbols: dict[str, list[str]]) -> dict[str, Any]:
+    """A stage-3 selection (``selected``: the SelectedSymbol schema): an existing symbol is one of its own
+    file's, as the prompt shows them (a name cannot be invented or paired with the wrong file); a new one
+    ("add") is any name in a candidate file. Past MAX_ENUM // 10 indexed files (grammar size) the selection
+    is one flat object."""
 
     def choice(paths: list[str], names: dict[str, Any], actions: list[str]) -> dict[str, Any]:
-        return _obj(
-            {
-                "path": _str_or_enum(paths),
-                "symbol": names,
-                "action": {"type": "string", "enum": actions},
-                "reason": {"type": "string"},
-            }
-        )
+        return _with(selected, path=_enum(paths, selected["properties"]["path"]), symbol=names, action=_enum(actions))
 
     indexed = [p for p in candidates if symbols.get(p)]
     if not candidates or len(indexed) > MAX_ENUM // 10:
-        return choice(
-            candidates,
-            _str_or_enum([s for p in candidates for s in symbols.get(p, [])] + [MODULE]),
-            ["modify", "add", "delete", "rename"],
-        )
+        names = _enum([s for p in candidates for s in symbols.get(p, [])] + [MODULE])
+        return choice(candidates, names, ["modify", "add", "delete", "rename"])
     existing = ["modify", "delete", "rename"]
-    branches = [choice([p], _str_or_enum(symbols[p] + [MODULE]), existing) for p in indexed]
+    branches = [choice([p], _enum(symbols[p] + [MODULE]), existing) for p in indexed]
     if bare := [p for p in candidates if p not in indexed]:
-        branches.append(choice(bare, _str_or_enum([MODULE]), existing))
-    return {"anyOf": [*branches, choice(candidates, {"type": "string"}, ["add"])]}
+        branches.append(choice(bare, _enum([MODULE]), existing))
+    return {"anyOf": [*branches, choice(candidates, selected["properties"]["symbol"], ["add"])]}
+
+
+def _plan_schema(plan: dict[str, Any], paths: list[str], cand_symbols: list[str]) -> dict[str, Any]:
+    """The Plan schema for one task: real paths, existing symbols from the prompt's index for
+    modify/delete/rename (any new name for add), bounded lists."""
+    afile = plan["properties"]["affected_files"]["items"]
+    change = afile["properties"]["changes"]["items"]
+    cp = change["properties"]
+    edges = {"depends_on": _capped(cp["depends_on"], 5), "depended_by": _capped(cp["depended_by"], 5)}
+    existing = _with(
+        change,
+        symbol=_enum(cand_symbols + [MODULE], cp["symbol"]),
+        action=_enum(["modify", "delete", "rename"]),
+        **edges,
+    )
+    added = _with(change, action=_enum(["add"]), **edges)
+    path = afile["properties"]["path"]
+    afile = _with(
+        afile,
+        path=_enum(paths, path),
+        changes=_capped(afile["properties"]["changes"], 6, items={"anyOf": [existing, added]}),
+    )
+    pp = plan["properties"]
+    return _with(
+        plan,
+        affected_files=_capped(pp["affected_files"], 8, items=afile),
+        execution_order=_capped(pp["execution_order"], 8, items=_enum(paths, path)),
+    )
 
 
 def task_schema(stage: str, candidates: list[str], tree: list[str], symbols: dict[str, list[str]]) -> dict[str, Any]:
-    """The JSON schema for one task's answer. ``symbols``: path -> the candidates' symbol names an answer may
-    name (the ones the prompt's symbol index shows)."""
-    cand_symbols = [s for p in candidates for s in symbols.get(p, [])]
-    paths = candidates + [p for p in tree if p not in candidates]
+    """The JSON schema for one task's answer: the stage model's own schema (``strict_schema``) with the task's
+    real paths and symbols as ``enum``s and ``maxItems`` bounds on top. ``symbols``: path -> the candidates'
+    symbol names an answer may name (the ones the prompt's symbol index shows)."""
+    if stage not in STAGE_MODELS:
+        raise KeyError(f"unknown stage {stage!r}")
+    base = strict_schema(STAGE_MODELS[stage])
+    props = base["properties"]
     if stage == "task_analysis":
-        return _obj(
-            {
-                "intent": {"type": "string"},
-                "change_kind": {"type": "string", "enum": list(ChangeKind.__args__)},
-                "scope": {"type": "string", "enum": list(Scope.__args__)},
-                "risks": _strs(5),
-                "planner_questions": _strs(5),
-            }
-        )
+        return _with(base, risks=_capped(props["risks"], 5), planner_questions=_capped(props["planner_questions"], 5))
     if stage == "relevance":
         n = max(len(candidates), 1)
-        return _obj(
-            {
-                "files": {
-                    "type": "array",
-                    "minItems": n,
-                    "maxItems": n,
-                    "items": _obj(
-                        {
-                            "path": _str_or_enum(candidates),
-                            "relevant": {"type": "boolean"},
-                            "reason": {"type": "string"},
-                        }
-                    ),
-                }
-            }
-        )
+        files = props["files"]
+        item = _with(files["items"], path=_enum(candidates, files["items"]["properties"]["path"]))
+        return _with(base, files={**files, "minItems": n, "maxItems": n, "items": item})
     if stage == "symbol_selection":
-        return _obj(
-            {"symbols": {"type": "array", "maxItems": MAX_SYMBOLS, "items": _symbol_choice(candidates, symbols)}}
-        )
+        sym = props["symbols"]
+        return _with(base, symbols=_capped(sym, MAX_SYMBOLS, items=_symbol_choice(sym["items"], candidates, symbols)))
     if stage == "plan_generation":
-        edge = _strs(5)
-        existing = _obj(
-            {
-                "symbol": _str_or_enum(cand_symbols + [MODULE]),
-                "action": {"type": "string", "enum": ["modify", "delete", "rename"]},
-                "description": {"type": "string"},
-                "depends_on": edge,
-                "depended_by": edge,
-            }
-        )
-        added = _obj(
-            {
-                "symbol": {"type": "string"},
-                "action": {"type": "string", "enum": ["add"]},
-                "description": {"type": "string"},
-                "depends_on": edge,
-                "depended_by": edge,
-            }
-        )
-        afile = _obj(
-            {
-                "path": {"type": "string"} if len(paths) > MAX_ENUM else _str_or_enum(paths),
-                "role": {"type": "string", "enum": ["primary", "supporting", "type_stub"]},
-                "changes": {"type": "array", "minItems": 1, "maxItems": 6, "items": {"anyOf": [existing, added]}},
-            }
-        )
-        plan = _obj(
-            {
-                "task_summary": {"type": "string"},
-                "affected_files": {"type": "array", "minItems": 1, "maxItems": 8, "items": afile},
-                "execution_order": {
-                    "type": "array",
-                    "maxItems": 8,
-                    "items": {"type": "string"} if len(paths) > MAX_ENUM else _str_or_enum(paths),
-                },
-                "rationale": {"type": "string"},
-            }
-        )
-        return _obj({"reasoning": {"type": "string"}, "plan": plan})
-    if stage == "code_generation":
-        return _obj({"diff": {"type": "string", "minLength": 1}})
-    raise KeyError(f"unknown stage {stage!r}")
+        cand_symbols = [s for p in candidates for s in symbols.get(p, [])]
+        paths = candidates + [p for p in tree if p not in candidates]
+        return _with(base, plan=_plan_schema(props["plan"], paths, cand_symbols))
+    return base
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.S)

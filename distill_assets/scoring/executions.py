@@ -15,12 +15,14 @@ from typing import Any, Callable, Mapping
 
 import polars as pl
 
+from distill_assets.config import DistillConfig, Teacher
 from distill_assets.filecache import FileCache, content_key
 from distill_assets.prompts.builders import build_prompt
 from distill_assets.prompts.schemas import parse_output
 from distill_assets.sandbox import Limits, RunResult, SandboxUnavailable, execute, get_backend, partition_patch
 from distill_assets.sandbox.plans import TestPlan, plan_for_commands
 from distill_assets.teachers.client import TeacherRequest
+from distill_assets.teachers.runner import samples_for
 
 SELECTION_SCHEMA = {
     "task_id": pl.Utf8,
@@ -161,6 +163,22 @@ def overlap_only_row(p: PlanToRun) -> dict[str, Any]:
     }
 
 
+def coder_requests_for(
+    cfg: DistillConfig,
+    coder: Teacher,
+    plans: list[PlanToRun],
+    tasks: Mapping[str, Mapping],
+    contexts: Mapping[str, Mapping],
+) -> list[tuple[PlanToRun, TeacherRequest]]:
+    """The coder's requests for ``plans``: the stage-5 prompt budget, temperature and output cap (lowered to
+    the coder's own cap), ``scoring.executions_per_plan`` samples (at most what the coder may give)."""
+    st = cfg.stage("code_generation")
+    max_tokens = min(st.max_output_tokens, coder.max_output_tokens or st.max_output_tokens)
+    samples = min(cfg.scoring.executions_per_plan, samples_for(st, coder))
+    budget, cpt = st.prompt_token_budget, cfg.context.chars_per_token
+    return coder_requests(plans, tasks, contexts, budget, cpt, samples, st.temperature, max_tokens)
+
+
 def coder_requests(
     plans: list[PlanToRun],
     tasks: Mapping[str, Mapping],
@@ -265,3 +283,70 @@ __all__ = [
     "EXECUTION_SCHEMA",
     "SandboxUnavailable",
 ]
+
+
+@dataclass
+class PlanRunner:
+    """Runs a plan's diff on its task in the sandbox (cached); ``None`` diff: nothing runs."""
+
+    tasks: Mapping[str, Mapping[str, Any]]
+    selections: Mapping[str, Mapping[str, Any]]
+    test_commands: Mapping[str, list[str]]  # repo -> configured test commands
+    backend: str
+    image: str | None
+    limits: Limits
+    cache: SandboxCache
+    backends: Callable[[str, str | None], Any] = get_backend
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: DistillConfig,
+        tasks: Mapping[str, Mapping[str, Any]],
+        selections: Mapping[str, Mapping[str, Any]],
+        backends: Callable[[str, str | None], Any] = get_backend,
+    ) -> "PlanRunner":
+        sb = cfg.sandbox
+        limits = Limits(timeout_s=sb.timeout_s, memory_mb=sb.memory_mb, max_processes=sb.max_processes)
+        cache = SandboxCache(cfg.resolved_cache_dir() / "sandbox_runs")
+        return cls(tasks, selections, sb.test_commands, sb.backend, sb.docker_image, limits, cache, backends)
+
+    def __call__(self, p: PlanToRun, diff: str | None) -> tuple[RunResult | None, bool]:
+        if diff is None:
+            return None, False
+        task = self.tasks[p.task_id]
+        return run_in_sandbox(
+            task,
+            self.selections.get(p.task_id),
+            diff,
+            list(self.test_commands.get(task["repo"], [])),
+            self.backend,
+            self.image,
+            self.limits,
+            self.cache,
+            self.backends,
+        )
+
+
+def execution_rows(
+    ex: ExecutionPlan,
+    coded: list[tuple[PlanToRun, Any]],
+    coder: str,
+    coder_model: str,
+    run: PlanRunner,
+    with_gold: bool = False,
+) -> list[dict[str, Any]]:
+    """plan_executions rows: each coder answer (``coded``: plan and its TeacherAnswer) parsed and run; with
+    ``with_gold`` (the reference source) also the gold code of each scored task, the upper bound and the
+    chosen side of stage-5 DPO; then the plans scored by overlap only."""
+    rows = []
+    for p, ans in coded:
+        diff, err = parse_diff(ans.content) if ans.error is None else (None, ans.error)
+        rows.append(execution_row(p, coder, coder_model, ans.request.sample_index, ans.key, diff, err, *run(p, diff)))
+    if with_gold:
+        for p in ex.scored:
+            task = run.tasks[p.task_id]
+            code, _ = partition_patch(task["gold_patch"], task["test_files"])
+            rows.append(execution_row(p, "gold", "gold_patch", 0, f"gold:{p.task_id}", code, None, *run(p, code)))
+    rows += [overlap_only_row(p) for p in ex.plans if p not in ex.scored]
+    return rows

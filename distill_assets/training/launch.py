@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from distill_assets.training.config import TrainingConfig
 from distill_assets.training.io import PROGRESS_PREFIX, write_jsonl
 
 TRAINER_VERSION = "1"  # bump when a change to the training code changes the adapters it makes
@@ -43,17 +44,17 @@ def base_identity(base_dir: str | Path) -> str:
     return _digest({"files": parts, "config": cfg})
 
 
-def plan_phases(hp: dict, n_pairs: int) -> tuple[list[str], dict[str, str]]:
+def plan_phases(hp: TrainingConfig, n_pairs: int) -> tuple[list[str], dict[str, str]]:
     """Phases to run, and why others are left out."""
     phases, skipped = ["sft"], {}
-    if hp.get("dpo"):
+    if hp.dpo:
         if n_pairs:
             phases.append("dpo")
         else:
             skipped["dpo"] = "no DPO pairs in the train split"
     else:
         skipped["dpo"] = "dpo is off for this stage"
-    if hp.get("kd"):
+    if hp.kd:
         phases.append("kd")
     return phases, skipped
 
@@ -66,14 +67,16 @@ def prepare_run(
     root: Path,
     stage: str,
     base_model: str | Path,
-    hp: dict,
+    training: TrainingConfig,
     sft_train: list[dict],
     sft_val: list[dict],
     dpo_train: list[dict],
     kd_teacher_path: str | None = None,
 ) -> tuple[Path, dict]:
-    """Write the run folder (data + spec) under ``root/stage/<key>``; returns (run_dir, spec)."""
-    phases, skipped = plan_phases(hp, len(dpo_train))
+    """Write the run folder (data + spec) under ``root/stage/<key>``; returns (run_dir, spec). The spec carries
+    ``training`` serialised; the training process validates it again (``run.read_hp``)."""
+    phases, skipped = plan_phases(training, len(dpo_train))
+    hp = training.model_dump(mode="json")
     data_hash = _digest({"sft_train": sft_train, "sft_val": sft_val, "dpo_train": dpo_train if "dpo" in phases else []})
     weights_hp = {k: v for k, v in hp.items() if k not in NOT_IN_WEIGHTS}
     config_hash = _digest({"hp": weights_hp, "phases": phases, "trainer": TRAINER_VERSION})[:16]

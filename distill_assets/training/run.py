@@ -24,7 +24,19 @@ import shutil
 import time
 from pathlib import Path
 
+from distill_assets.training.config import TrainingConfig
+
 PHASES = ("sft", "dpo", "kd")
+
+
+def read_hp(spec: dict) -> TrainingConfig:
+    """The run's hyper-parameters, validated again on this side of the process boundary."""
+    from pydantic import ValidationError
+
+    try:
+        return TrainingConfig.model_validate(spec["hp"])
+    except ValidationError as exc:
+        raise SystemExit(f"spec.json: hp is not a valid training config: {exc}") from None
 
 
 def _rank0() -> bool:
@@ -37,7 +49,7 @@ def _last_checkpoint(folder: Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def _common_args(hp: dict, out: Path, *, lr: float, epochs: float, n_rows: int) -> dict:
+def _common_args(hp: TrainingConfig, out: Path, *, lr: float, epochs: float, n_rows: int) -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
@@ -45,17 +57,17 @@ def _common_args(hp: dict, out: Path, *, lr: float, epochs: float, n_rows: int) 
         output_dir=str(out),
         learning_rate=lr,
         num_train_epochs=epochs,
-        per_device_train_batch_size=hp["batch_size"],
-        gradient_accumulation_steps=hp["grad_accum"],
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.grad_accum,
         lr_scheduler_type="cosine",
-        warmup_steps=float(hp.get("warmup_ratio", 0.03)),
+        warmup_steps=float(hp.warmup_ratio),
         weight_decay=0.0,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=hp.get("save_steps", 50),
-        save_total_limit=hp.get("keep_checkpoints", 2),
-        seed=hp.get("seed", 42),
-        data_seed=hp.get("seed", 42),
+        save_steps=hp.save_steps,
+        save_total_limit=hp.keep_checkpoints,
+        seed=hp.seed,
+        data_seed=hp.seed,
         report_to=[],
         bf16=cuda,
         fp16=False,
@@ -66,8 +78,8 @@ def _common_args(hp: dict, out: Path, *, lr: float, epochs: float, n_rows: int) 
         use_cpu=not cuda,
         ddp_find_unused_parameters=False if cuda else None,
     )
-    if hp.get("max_steps"):
-        args["max_steps"] = int(hp["max_steps"])
+    if hp.max_steps:
+        args["max_steps"] = hp.max_steps
     return args
 
 
@@ -105,7 +117,7 @@ def _finish_phase(trainer, out: Path, started: float, extra: dict) -> dict:
     return info
 
 
-def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
+def run_sft(spec: dict, hp: TrainingConfig, run_dir: Path, tokenizer) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -127,36 +139,34 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
     )
     from distill_assets.training.packing import pack_rows, use_varlen_attention
 
-    hp, out = spec["hp"], run_dir / "sft"
-    rows = read_jsonl(run_dir / "data" / "sft_train.jsonl")
-    if hp.get("max_train_rows"):
-        rows = rows[: hp["max_train_rows"]]
+    out = run_dir / "sft"
+    rows = read_jsonl(run_dir / "data" / "sft_train.jsonl")[: hp.max_train_rows]
     tok = tokenise_sft(
         rows,
         tokenizer,
-        reasoning_weight=hp["reasoning_weight"],
-        plan_weight=hp["plan_weight"],
-        max_length=hp["max_length"],
+        reasoning_weight=hp.reasoning_weight,
+        plan_weight=hp.plan_weight,
+        max_length=hp.max_length,
     )
     if not len(tok):
         raise SystemExit(f"sft: no trainable rows ({dict(tok.dropped) or 'the train split is empty'})")
     val = tokenise_sft(
         read_jsonl(run_dir / "data" / "sft_val.jsonl"),
         tokenizer,
-        reasoning_weight=hp["reasoning_weight"],
-        plan_weight=hp["plan_weight"],
-        max_length=hp["max_length"],
+        reasoning_weight=hp.reasoning_weight,
+        plan_weight=hp.plan_weight,
+        max_length=hp.max_length,
     )
     started = time.time()
-    torch.manual_seed(hp.get("seed", 42))
+    torch.manual_seed(hp.seed)
     model, load_info = load_base(spec["base_model"], hp)
-    packing = want(hp.get("packing", "off"), torch.cuda.is_available())
-    grad_accum, pack_info = hp["grad_accum"], {}
+    packing = want(hp.packing, torch.cuda.is_available())
+    grad_accum, pack_info = hp.grad_accum, {}
     if packing:  # padding-free: rows packed into batches, each attending only to itself
-        pack_tokens = int(hp.get("pack_tokens") or hp["max_length"])
+        pack_tokens = hp.pack_tokens or hp.max_length
         train_ds, val_ds = pack_rows(tok, pack_tokens), pack_rows(val, pack_tokens) if len(val) else None
         rows_per_pack = len(tok) / max(len(train_ds), 1)
-        grad_accum = max(1, round(hp["grad_accum"] * hp["batch_size"] / rows_per_pack))
+        grad_accum = max(1, round(hp.grad_accum * hp.batch_size / rows_per_pack))
         pack_info = {
             "packed_batches": len(train_ds),
             "rows_per_packed_batch": round(rows_per_pack, 2),
@@ -168,12 +178,12 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
         val_ds = Dataset.from_dict(val.as_dict()) if len(val) else None
     qlora = bool(load_info["qlora"])
     liger = apply_liger(model, hp, qlora)
-    ckpt = apply_checkpointing(model, checkpoint_setting(hp, compile_wanted(hp, qlora)))
+    ckpt = apply_checkpointing(model, checkpoint_setting(hp.checkpoint_layers, compile_wanted(hp, qlora)))
     lcfg = LoraConfig(
-        r=hp["rank"],
-        lora_alpha=hp["alpha"],
-        lora_dropout=hp["dropout"],
-        target_modules=hp["target_modules"],
+        r=hp.rank,
+        lora_alpha=hp.alpha,
+        lora_dropout=hp.dropout,
+        target_modules=hp.target_modules,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -181,14 +191,14 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
     nocast = disable_lora_input_cast(model) if torch.cuda.is_available() else 0
     compiled = compile_layers(model, hp, qlora)
     trainable, total = trainable_counts(model)
-    common = _common_args(hp, out, lr=hp["lr"], epochs=hp["epochs"], n_rows=len(tok))
+    common = _common_args(hp, out, lr=hp.lr, epochs=hp.epochs, n_rows=len(tok))
     if packing:  # one packed batch per device step (TRL's padding-free collator flattens it)
         common.update(
             per_device_train_batch_size=1, per_device_eval_batch_size=1, gradient_accumulation_steps=grad_accum
         )
     args = SFTConfig(
         **common,
-        max_length=hp["max_length"],
+        max_length=hp.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},
         eval_strategy="no",
         shuffle_dataset=False,
@@ -201,7 +211,7 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
-        curriculum=bool(hp.get("curriculum")),
+        curriculum=hp.curriculum,
         callbacks=[ProgressCallback("sft", run_dir / "progress.jsonl")],
     )
     resume = _last_checkpoint(out)
@@ -227,10 +237,10 @@ def run_sft(spec: dict, run_dir: Path, tokenizer) -> dict:
             "liger": liger,
             "lora_input_cast_disabled": nocast,
             "compiled_layers": compiled,
-            "activation_memory_budget": hp.get("activation_memory_budget") if compiled else None,
+            "activation_memory_budget": hp.activation_memory_budget if compiled else None,
             "compiled_graphs": graphs,
             "peak_mem_gb": peak,
-            "curriculum": bool(hp.get("curriculum")),
+            "curriculum": hp.curriculum,
             "packing": packing,
             "grad_accum": grad_accum,
             **pack_info,
@@ -247,19 +257,17 @@ def _compiled_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def _peft_from(spec: dict, adapter: Path, hp: dict, checkpointing: str = "checkpoint_layers"):
+def _peft_from(spec: dict, adapter: Path, hp: TrainingConfig, checkpointing: int | str):
     from peft import PeftModel
 
     from distill_assets.training.trainer import apply_checkpointing, checkpoint_setting, load_base
 
     model, load_info = load_base(spec["base_model"], hp)
-    load_info["checkpointed_layers"] = apply_checkpointing(
-        model, checkpoint_setting({"checkpoint_layers": hp.get(checkpointing, "all")}, False)
-    )
+    load_info["checkpointed_layers"] = apply_checkpointing(model, checkpoint_setting(checkpointing, False))
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), load_info
 
 
-def run_dpo(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
+def run_dpo(spec: dict, hp: TrainingConfig, run_dir: Path, tokenizer, previous: Path) -> dict:
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -267,18 +275,16 @@ def run_dpo(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
     from distill_assets.training.data import preference_rows, read_jsonl
     from distill_assets.training.trainer import ProgressCallback, trainable_counts
 
-    hp, out = spec["hp"], run_dir / "dpo"
-    pairs = preference_rows(read_jsonl(run_dir / "data" / "dpo_train.jsonl"))
-    if hp.get("max_train_rows"):
-        pairs = pairs[: hp["max_train_rows"]]
+    out = run_dir / "dpo"
+    pairs = preference_rows(read_jsonl(run_dir / "data" / "dpo_train.jsonl"))[: hp.max_train_rows]
     started = time.time()
     if torch.cuda.is_available():  # DPO's own peak, not SFT's before it in this process
         torch.cuda.reset_peak_memory_stats()
-    model, load_info = _peft_from(spec, previous, hp, "dpo_checkpoint_layers")
+    model, load_info = _peft_from(spec, previous, hp, hp.dpo_checkpoint_layers)
     args = DPOConfig(
-        **_common_args(hp, out, lr=hp["dpo_lr"], epochs=hp["dpo_epochs"], n_rows=len(pairs)),
-        beta=hp.get("dpo_beta", 0.1),
-        max_length=hp["max_length"],
+        **_common_args(hp, out, lr=hp.dpo_lr, epochs=hp.dpo_epochs, n_rows=len(pairs)),
+        beta=hp.dpo_beta,
+        max_length=hp.max_length,
     )
     trainer = DPOTrainer(
         model=model,
@@ -315,7 +321,7 @@ def run_dpo(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
     )
 
 
-def run_kd(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
+def run_kd(spec: dict, hp: TrainingConfig, run_dir: Path, tokenizer, previous: Path) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -324,12 +330,10 @@ def run_kd(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
     from distill_assets.training.data import prompt_rows, read_jsonl
     from distill_assets.training.trainer import ProgressCallback
 
-    hp, out = spec["hp"], run_dir / "kd"
-    rows = prompt_rows(read_jsonl(run_dir / "data" / "sft_train.jsonl"))
-    if hp.get("max_train_rows"):
-        rows = rows[: hp["max_train_rows"]]
+    out = run_dir / "kd"
+    rows = prompt_rows(read_jsonl(run_dir / "data" / "sft_train.jsonl"))[: hp.max_train_rows]
     started = time.time()
-    model, load_info = _peft_from(spec, previous, hp)
+    model, load_info = _peft_from(spec, previous, hp, hp.checkpoint_layers)
     cuda = torch.cuda.is_available()
     teacher = AutoModelForCausalLM.from_pretrained(
         spec["kd_teacher_path"], dtype=torch.bfloat16 if cuda else torch.float32
@@ -339,10 +343,8 @@ def run_kd(spec: dict, run_dir: Path, tokenizer, previous: Path) -> dict:
             f"kd: teacher vocabulary {teacher.config.vocab_size} != student "
             f"{model.config.vocab_size}; logit distillation needs the same tokenizer"
         )
-    common = _common_args(hp, out, lr=hp["kd_lr"], epochs=hp["kd_epochs"], n_rows=len(rows))
-    args = DistillationConfig(
-        **common, beta=hp.get("kd_beta", 0.5), max_completion_length=hp["kd_max_new_tokens"], temperature=1.0
-    )
+    common = _common_args(hp, out, lr=hp.kd_lr, epochs=hp.kd_epochs, n_rows=len(rows))
+    args = DistillationConfig(**common, beta=hp.kd_beta, max_completion_length=hp.kd_max_new_tokens, temperature=1.0)
     trainer = DistillationTrainer(
         model=model,
         teacher_model=teacher,
@@ -383,7 +385,8 @@ def train(spec: dict, run_dir: Path) -> dict:
     import torch
     from transformers import AutoTokenizer, set_seed
 
-    set_seed(spec["hp"].get("seed", 42))
+    hp = read_hp(spec)
+    set_seed(hp.seed)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     tokenizer = AutoTokenizer.from_pretrained(spec["base_model"])
@@ -397,11 +400,11 @@ def train(spec: dict, run_dir: Path) -> dict:
             done[phase] = json.loads((folder / "phase.json").read_text())
             done[phase]["cached"] = True
         elif phase == "sft":
-            done[phase] = run_sft(spec, run_dir, tokenizer)
+            done[phase] = run_sft(spec, hp, run_dir, tokenizer)
         elif phase == "dpo":
-            done[phase] = run_dpo(spec, run_dir, tokenizer, previous)
+            done[phase] = run_dpo(spec, hp, run_dir, tokenizer, previous)
         elif phase == "kd":
-            done[phase] = run_kd(spec, run_dir, tokenizer, previous)
+            done[phase] = run_kd(spec, hp, run_dir, tokenizer, previous)
         else:
             raise SystemExit(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
         previous = folder / "final"

@@ -14,6 +14,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from distill_assets.training.config import TrainingConfig
 from distill_assets.training.data import CurriculumSampler, SpanWeightCollator
 from distill_assets.training.io import PROGRESS_PREFIX
 
@@ -135,13 +136,13 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def load_base(path: str, hp: dict, *, for_training: bool = True):
-    """The frozen base: fp32 on CPU; bf16 on CUDA, or 4-bit NF4 (QLoRA) when ``hp['qlora']`` asks for it."""
+def load_base(path: str, hp: TrainingConfig, *, for_training: bool = True):
+    """The frozen base: fp32 on CPU; bf16 on CUDA, or 4-bit NF4 (QLoRA) when ``hp.qlora`` asks for it."""
     from transformers import AutoModelForCausalLM
 
     cuda = torch.cuda.is_available()
     kwargs: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
-    qlora = want(hp.get("qlora", "auto"), cuda and _importable("bitsandbytes"))
+    qlora = want(hp.qlora, cuda and _importable("bitsandbytes"))
     if qlora and not cuda:
         raise RuntimeError("qlora: on needs a CUDA GPU (bitsandbytes NF4)")
     if qlora:
@@ -164,28 +165,25 @@ def load_base(path: str, hp: dict, *, for_training: bool = True):
     return model, {"qlora": qlora, "dtype": str(kwargs["dtype"]).replace("torch.", "")}
 
 
-def compile_wanted(hp: dict, qlora: bool = False) -> bool:
+def compile_wanted(hp: TrainingConfig, qlora: bool = False) -> bool:
     """auto: on with CUDA, not with a 4-bit (QLoRA) base (measured only with bf16: packed stage-4 rows,
     Qwen3-4B shape, H200, 1.14x liger with 8 checkpointed layers at less memory,
     bench/results/train_scale_gpu.md)."""
-    return want(hp.get("compile", "off"), torch.cuda.is_available() and not qlora)
+    return want(hp.compile, torch.cuda.is_available() and not qlora)
 
 
-def checkpoint_setting(hp: dict, compiled: bool):
-    """``checkpoint_layers: auto``: none when the layers are compiled (the activation memory budget does
-    the saving), all otherwise."""
-    setting = hp.get("checkpoint_layers", "all")
+def checkpoint_setting(setting: int | str, compiled: bool) -> int | str:
+    """A ``checkpoint_layers`` setting resolved: ``auto`` is none when the layers are compiled (the activation
+    memory budget does the saving), all otherwise."""
     if setting == "auto":
         return "none" if compiled else "all"
     return setting
 
 
-def apply_liger(model, hp: dict, qlora: bool = False) -> bool:
+def apply_liger(model, hp: TrainingConfig, qlora: bool = False) -> bool:
     """liger-kernel RMSNorm / SwiGLU / RoPE on the model instance (the loss is TRL's fused LM head).
     Not with ``compile``: inductor fuses those itself, and liger's kernels would break its graphs."""
-    if compile_wanted(hp, qlora) or not want(
-        hp.get("liger", "auto"), torch.cuda.is_available() and _importable("liger_kernel")
-    ):
+    if compile_wanted(hp, qlora) or not want(hp.liger, torch.cuda.is_available() and _importable("liger_kernel")):
         return False
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
@@ -236,7 +234,7 @@ def disable_lora_input_cast(model) -> int:
     return n
 
 
-def compile_layers(model, hp: dict, qlora: bool = False) -> int:
+def compile_layers(model, hp: TrainingConfig, qlora: bool = False) -> int:
     """Regional compilation: every decoder layer, its LoRA modules included, compiled in place by
     torch.compile (the layers share one graph, so one compile serves all). Inductor fuses the pointwise
     work, and ``activation_memory_budget`` (0-1) makes its partitioner recompute the cheapest activations
@@ -245,7 +243,7 @@ def compile_layers(model, hp: dict, qlora: bool = False) -> int:
     Returns the number of compiled layers (0: off)."""
     if not compile_wanted(hp, qlora):
         return 0
-    budget = hp.get("activation_memory_budget")
+    budget = hp.activation_memory_budget
     if budget is not None:
         import torch._functorch.config as functorch_config
 

@@ -296,3 +296,41 @@ def test_open_npm_ranges_are_capped_at_their_major(tmp_path):
     assert cap_open_ranges(pkg) == ["x >=2 -> ^2", "sinon >= 1.14.1 -> ^1.14.1"]
     data = json.loads(pkg.read_text())
     assert data["devDependencies"] == {"sinon": "^1.14.1", "should": ">= 0.0.1", "ms": "2.1.3"}
+
+
+def test_plan_executions_rows_run_coder_diffs_and_the_gold_code_in_the_sandbox(py_repo, tmp_path, env_root):
+    """The rows plan_executions writes, from a real selection: a coder's diff run by the PlanRunner (a sandbox
+    run, then a cache hit), a coder error (no diff, nothing run), the gold code, and a plan scored by overlap."""
+    from distill_assets.sandbox import partition_patch
+    from distill_assets.scoring.executions import PlanRunner, SandboxCache, execution_plan, execution_rows
+    from distill_assets.teachers.client import TeacherAnswer, TeacherRequest
+
+    repo, base, head = py_repo
+    task = _task(repo, base, head, ["tests/test_ops.py"])
+    other = {**task, "task_id": "t2"}
+    envs = environments_for_tasks([task], EnvironmentCache(env_root / "envs"), "calc")
+    backend = get_backend("bwrap")
+    sel = {
+        "t1": selection_for_task(task, env_by_task(envs)["t1"], None, backend, Limits(timeout_s=120), tmp_path / "s")
+    }
+    assert sel["t1"]["status"] == "selected", sel["t1"]["detail"]
+    plan = '{"task_summary": "s", "affected_files": [], "execution_order": [], "rationale": ""}'
+    by_source = {t: {"reference": [(f"reference:{t}", plan, None)]} for t in ("t1", "t2")}
+    tasks = {"t1": {**task, "split": "train"}, "t2": {**other, "split": "train"}}
+    ex = execution_plan(by_source, "reference", tasks, {"t1": {}, "t2": {}}, sel, 1, None)
+    code, _ = partition_patch(task["gold_patch"], task["test_files"])
+    req = TeacherRequest("t1", "code_generation", "h", 0, [], None, 0.0, 100)
+    coded = [
+        (ex.coded[0], TeacherAnswer(req, "k0", content=json.dumps({"diff": code}))),
+        (ex.coded[0], TeacherAnswer(req, "k1", error="timeout after 3 attempts")),
+    ]
+    run = PlanRunner(tasks, sel, {}, "bwrap", None, Limits(timeout_s=120), SandboxCache(tmp_path / "runs"))
+    rows = execution_rows(ex, coded, "coder", "m", run, with_gold=True)
+    got = [(r["coder"], r["status"], r["pass_rate"], r["scored_by"], r["sandbox_cached"]) for r in rows]
+    assert got == [
+        ("coder", "passed", 1.0, "tests", False),
+        ("coder", "no_diff", 0.0, "tests", False),
+        ("gold", "passed", 1.0, "tests", True),  # the same code as the coder's: the cached run
+        (None, "no_tests", None, "overlap_only", False),
+    ]
+    assert rows[1]["code_error"] == "timeout after 3 attempts" and rows[3]["task_id"] == "t2"

@@ -119,3 +119,22 @@ def test_live_rows_of_another_adapter_do_not_judge_the_candidate():
     d = decide(STAGE, "cand", current, live, GATE)
     assert not d.promote and set(d.regressions) == {"file_recall"}
     assert {c["against"] for c in d.comparisons[1:]} == {"live"}
+
+
+def test_run_gate_records_each_outcome_as_the_assets_row(tmp_path):
+    from types import SimpleNamespace
+
+    from distill_assets.evaluation.gate import decisions_table, run_gate
+
+    reg = Registry(tmp_path)
+    cand = SimpleNamespace(sha256="cand", gguf_path="/c.gguf", base_gguf="/b.gguf")
+    skipped = run_gate(reg, STAGE, None, rows(base=BASE, adapter=BETTER), GATE)
+    assert skipped.status == "skipped" and "no evaluated adapter" in skipped.reason and not reg.judged(STAGE)
+    assert run_gate(reg, STAGE, cand, rows(base=BASE), GATE).status == "skipped"  # no adapter rows: nothing judged
+    worse = run_gate(reg, STAGE, cand, rows(base=BASE, adapter={"file_recall": [0.0] * 8}), GATE).row()
+    assert worse["status"] == "rejected" and worse["serving"] == "base" and worse["live_sha256"] is None
+    assert worse["gguf_path"] is None and worse["base_gguf"] == "/b.gguf"
+    good = run_gate(reg, STAGE, cand, rows(base=BASE, adapter=BETTER), GATE).row()
+    assert good["status"] == "promoted" and good["live_sha256"] == "cand" and good["gguf_path"] == "/c.gguf"
+    assert [d["promote"] for d in reg.decisions(STAGE)] == [False, True]
+    assert decisions_table(reg.decisions(STAGE)).count("| cand |") == 2

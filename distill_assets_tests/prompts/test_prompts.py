@@ -177,3 +177,64 @@ def test_a_cut_symbol_index_keeps_the_symbols_whose_words_the_task_uses():
         "ParamType.convert",
     ]  # share words with the task (bad, parameter / param, type)
     assert ranked[3:] == ["Abort", "echo", "Context.invoke"]  # the rest: top-level first, in source order
+
+
+def test_stage_prompt_rows_say_why_a_task_was_not_prompted(sample_inputs):
+    from distill_assets.prompts.builders import stage_prompt_rows
+
+    tasks, ctx, plans = sample_inputs
+    ids = [t["task_id"] for t in tasks.iter_rows(named=True)]
+    contexts = {**ctx, ids[1]: {**ctx[ids[1]], "status": "too_large"}}
+    kw = dict(budget_tokens=1200, chars_per_token=3.5)
+    rows, skipped = stage_prompt_rows("plan_generation", tasks.iter_rows(named=True), contexts, plans, {ids[0]}, **kw)
+    assert [r["task_id"] for r in rows] == ids[2:] and skipped == {"filtered_task": 1, "no_context": 1}
+    r = rows[0]
+    assert r["stage"] == "plan_generation" and json.loads(r["messages_json"])[0]["role"] == "system"
+    assert json.loads(r["schema_json"])["required"] == ["reasoning", "plan"] and r["prompt_tokens"] > 0
+    # stage 5 implements a reference plan: a task without a usable one is skipped, and said so
+    no_plan = {k: v for k, v in plans.items() if k != ids[2]}
+    rows, skipped = stage_prompt_rows("code_generation", tasks.iter_rows(named=True), ctx, no_plan, set(), **kw)
+    assert ids[2] not in {r["task_id"] for r in rows} and skipped == {"no_reference_plan": 1}
+
+
+def _fields(schema: dict, prefix: str = "") -> set[str]:
+    """Every property path of a schema, through arrays and anyOf branches."""
+    out = set()
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "array":
+            out |= _fields(branch["items"], prefix + "[]")
+        for name, sub in (branch.get("properties") or {}).items():
+            out |= {prefix + "." + name} | _fields(sub, prefix + "." + name)
+    return out
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_task_schema_is_its_stage_model_with_the_task_on_top(stage):
+    """One source of truth: the per-task schema has exactly the pydantic model's fields, every one required,
+    no extra properties anywhere; its constraints (minLength, minItems, enums of the Literal types) come along."""
+    from distill_assets.prompts.schemas import STAGE_MODELS, strict_schema
+
+    model = strict_schema(STAGE_MODELS[stage])
+    assert "$defs" not in json.dumps(model) and '"title"' not in json.dumps(model)
+    s = task_schema(stage, ["a.py", "b.py"], ["a.py", "b.py", "c.py"], {"a.py": ["f", "C.m"]})
+    assert _fields(s) == _fields(model) and _fields(s)
+
+    def objects(node):
+        if isinstance(node, dict):
+            if "properties" in node:
+                yield node
+            for v in node.values():
+                yield from objects(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from objects(v)
+
+    for obj in objects(s):
+        assert obj["required"] == list(obj["properties"]) and obj["additionalProperties"] is False
+    if stage == "plan_generation":  # 'description' is a Change field, not an annotation to strip
+        change = s["properties"]["plan"]["properties"]["affected_files"]["items"]["properties"]["changes"]["items"]
+        added = change["anyOf"][1]["properties"]
+        assert added["description"] == {"type": "string"} and added["symbol"]["minLength"] == 1
+    if stage == "task_analysis":
+        assert s["properties"]["intent"]["minLength"] == 1 and s["properties"]["risks"]["maxItems"] == 5
+        assert s["properties"]["change_kind"]["enum"][0] == "feature"

@@ -142,12 +142,18 @@ def test_weighted_sft_loss_follows_the_spans_in_the_real_trainer(smollm2_dir, pl
 
 
 def test_run_folder_is_keyed_by_data_and_config(tmp_path, plan_rows, smollm2_dir):
-    hp = TrainingConfig(dpo=True).model_dump(mode="json")
+    hp = TrainingConfig(dpo=True)
     a, spec = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"], [], plan_rows["dpo"])
     again, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"], [], plan_rows["dpo"])
     assert again == a and spec["phases"] == ["sft", "dpo"]
     other_hp, _ = prepare_run(
-        tmp_path, "plan_generation", smollm2_dir, {**hp, "lr": 1e-3}, plan_rows["sft"], [], plan_rows["dpo"]
+        tmp_path,
+        "plan_generation",
+        smollm2_dir,
+        hp.model_copy(update={"lr": 1e-3}),
+        plan_rows["sft"],
+        [],
+        plan_rows["dpo"],
     )
     other_rows, _ = prepare_run(
         tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"][:-1], [], plan_rows["dpo"]

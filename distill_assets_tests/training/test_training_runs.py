@@ -15,7 +15,7 @@ from distill_assets.config import TrainingConfig
 from distill_assets.training.launch import TrainingFailed, launch, loss_curve, prepare_run, training_command
 
 
-def _hp(**kw) -> dict:
+def _hp(**kw) -> TrainingConfig:
     base = dict(
         rank=8,
         alpha=16,
@@ -34,7 +34,7 @@ def _hp(**kw) -> dict:
         seed=3,
     )
     base.update(kw)
-    return TrainingConfig(**base).model_dump(mode="json")
+    return TrainingConfig(**base)
 
 
 @pytest.fixture(scope="module")

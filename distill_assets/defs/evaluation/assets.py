@@ -2,7 +2,6 @@
 and the promotion gate that decides which adapter the router serves."""
 
 import datetime as dt
-import json
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -15,7 +14,14 @@ from distill_assets.defs.metadata import md_table, table_meta
 from distill_assets.defs.partitions import stage_partitions
 from distill_assets.defs.resources import TRANSIENT_RETRY, DistillConfigResource
 from distill_assets.defs.teachers.resources import TeachersResource
-from distill_assets.evaluation.gate import GateSettings, Registry, comparisons_table, decide
+from distill_assets.evaluation.gate import (
+    GateSettings,
+    Promotion,
+    Registry,
+    comparisons_table,
+    decisions_table,
+    run_gate,
+)
 from distill_assets.evaluation.harness import EvaluationSetupError, StudentAdapter, evaluate, held_out_items
 from distill_assets.evaluation.metrics import GAIN_METRIC, HEADLINE
 from distill_assets.evaluation.report import HISTORY_SCHEMA, render, stage_bars
@@ -125,6 +131,11 @@ def evaluations(
             )
         except (EvaluationSetupError, SandboxUnavailable) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+    yield dg.Output(res.rows, metadata=_evaluation_metadata(stage, res, counts, candidate))
+    yield dg.AssetCheckResult(check_name="evaluated_tasks", passed=True, metadata={"tasks": res.n_tasks, **counts})
+
+
+def _evaluation_metadata(stage: str, res, counts: dict, candidate: StudentAdapter | None) -> dict:
     summary, rows = res.summary, res.rows
     heads = {
         f"{r['system']}/{r['metric']}": dg.MetadataValue.float(round(r["mean"], 4))
@@ -132,32 +143,26 @@ def evaluations(
     }
     bars = stage_bars(summary, stage)
     calib = judge_calibration(rows.filter(pl.col("stage") == "plan_generation")) if stage == "plan_generation" else {}
-    yield dg.Output(
-        rows,
-        metadata={
-            **table_meta(rows),
-            "tasks": res.n_tasks,
-            **counts,
-            "systems": ", ".join(res.systems),
-            "teacher": res.teacher or "none available",
-            "coder": res.coder or "none",
-            "judge": res.judge or "off",
-            "cache_hits": ", ".join(res.cache_hits) or "none",
-            "adapter_sha256": candidate.sha256 if candidate else "not trained",
-            **heads,
-            "summary": md_table(
-                summary, ["system", "metric", "n", "mean", "ci_low", "ci_high", "share_of_teacher"], n=60
-            ),
-            **({"metrics_plot": dg.MetadataValue.md(f"![{stage}](data:image/png;base64,{bars})")} if bars else {}),
-            **(
-                {"judge_exec_spearman": dg.MetadataValue.float(calib["spearman"])}
-                if calib.get("spearman") is not None
-                else {}
-            ),
-            "preview": md_table(rows, ["task_id", "system", "parse_error", "exec_status", "validity"], n=15),
-        },
-    )
-    yield dg.AssetCheckResult(check_name="evaluated_tasks", passed=True, metadata={"tasks": res.n_tasks, **counts})
+    return {
+        **table_meta(rows),
+        "tasks": res.n_tasks,
+        **counts,
+        "systems": ", ".join(res.systems),
+        "teacher": res.teacher or "none available",
+        "coder": res.coder or "none",
+        "judge": res.judge or "off",
+        "cache_hits": ", ".join(res.cache_hits) or "none",
+        "adapter_sha256": candidate.sha256 if candidate else "not trained",
+        **heads,
+        "summary": md_table(summary, ["system", "metric", "n", "mean", "ci_low", "ci_high", "share_of_teacher"], n=60),
+        **({"metrics_plot": dg.MetadataValue.md(f"![{stage}](data:image/png;base64,{bars})")} if bars else {}),
+        **(
+            {"judge_exec_spearman": dg.MetadataValue.float(calib["spearman"])}
+            if calib.get("spearman") is not None
+            else {}
+        ),
+        "preview": md_table(rows, ["task_id", "system", "parse_error", "exec_status", "validity"], n=15),
+    }
 
 
 @dg.asset(
@@ -258,73 +263,32 @@ def promoted_adapters(
     cfg = distill.load()
     stage, ev = context.partition_key, cfg.evaluation
     registry = _registry(cfg)
-    candidate = _candidate(gguf_adapters)
-    live_before = registry.live().get(stage)
-    if candidate is None or not evaluations.filter(pl.col("system") == "adapter").height:
-        reason = "no evaluated adapter for this stage (train, export and evaluate it first)"
-        df = pl.DataFrame(
-            [
-                {
-                    "stage": stage,
-                    "status": "skipped",
-                    "reason": reason,
-                    "live_sha256": (live_before or {}).get("adapter_sha256"),
-                }
-            ],
-            schema=PROMOTED_SCHEMA,
-        )
-        return dg.Output(df, metadata={**table_meta(df), "status": "skipped", "reason": reason})
     settings = GateSettings(ev.min_gain_over_base, ev.tolerance, ev.bootstrap, ev.ci_level, ev.seed)
-    decision = registry.record(
-        decide(stage, candidate.sha256, evaluations, live_before, settings),
-        {"gguf_path": candidate.gguf_path, "base_gguf": candidate.base_gguf},
-    )
-    live = registry.live().get(stage) or {}
-    status = "promoted" if decision.promote else "rejected"
-    df = pl.DataFrame(
-        [
-            {
-                "stage": stage,
-                "status": status,
-                "reason": decision.reason,
-                "candidate_sha256": candidate.sha256,
-                "live_sha256": live.get("adapter_sha256"),
-                "serving": decision.serving,
-                "gguf_path": live.get("gguf_path"),
-                "base_gguf": live.get("base_gguf") or candidate.base_gguf,
-                "metrics_json": json.dumps(decision.candidate_metrics),
-                "regressions_json": json.dumps(decision.regressions),
-                "comparisons_json": json.dumps(decision.comparisons),
-            }
-        ],
-        schema=PROMOTED_SCHEMA,
-    )
-    context.log.info(f"{stage}: {status}: {decision.reason}")
-    return dg.Output(
-        df,
-        metadata={
-            **table_meta(df),
-            "decision": status,
-            "reason": decision.reason,
-            "serving": decision.serving,
-            "candidate_sha256": candidate.sha256,
-            "live_sha256": live.get("adapter_sha256") or "none",
-            "gain_metric": GAIN_METRIC[stage],
-            "min_gain_over_base": ev.min_gain_over_base,
-            "tolerance": ev.tolerance,
-            "headline_metrics": ", ".join(HEADLINE[stage]),
-            **{
-                f"candidate/{k}": dg.MetadataValue.float(round(v, 4))
-                for k, v in decision.candidate_metrics.items()
-                if v is not None
-            },
-            "comparisons": dg.MetadataValue.md(comparisons_table(decision.comparisons)),
-            "decisions": dg.MetadataValue.md(
-                "| when | candidate | promoted | reason |\n|---|---|---|---|\n"
-                + "\n".join(
-                    f"| {d['ts']} | {d['candidate_sha256'][:12]} | {d['promote']} | {d['reason'][:160]} |"
-                    for d in registry.decisions(stage)[-10:]
-                )
-            ),
+    result = run_gate(registry, stage, _candidate(gguf_adapters), evaluations, settings)
+    df = pl.DataFrame([result.row()], schema=PROMOTED_SCHEMA)
+    context.log.info(f"{stage}: {result.status}: {result.reason}")
+    return dg.Output(df, metadata={**table_meta(df), **_gate_metadata(result, ev, registry)})
+
+
+def _gate_metadata(result: Promotion, ev, registry: Registry) -> dict:
+    d = result.decision
+    if d is None:
+        return {"status": result.status, "reason": result.reason}
+    return {
+        "decision": result.status,
+        "reason": result.reason,
+        "serving": d.serving,
+        "candidate_sha256": result.candidate_sha256,
+        "live_sha256": result.live.get("adapter_sha256") or "none",
+        "gain_metric": GAIN_METRIC[result.stage],
+        "min_gain_over_base": ev.min_gain_over_base,
+        "tolerance": ev.tolerance,
+        "headline_metrics": ", ".join(HEADLINE[result.stage]),
+        **{
+            f"candidate/{k}": dg.MetadataValue.float(round(v, 4))
+            for k, v in d.candidate_metrics.items()
+            if v is not None
         },
-    )
+        "comparisons": dg.MetadataValue.md(comparisons_table(d.comparisons)),
+        "decisions": dg.MetadataValue.md(decisions_table(registry.decisions(result.stage))),
+    }

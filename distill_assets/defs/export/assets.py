@@ -73,9 +73,10 @@ def gguf_adapters(
 ) -> dg.Output[pl.DataFrame]:
     cfg = distill.load()
     stage = context.partition_key
-    row = adapters.row(0, named=True) if adapters.height else {}
-    if row.get("status") != "trained":
-        return _skip(GGUF_SCHEMA, stage, f"no trained adapter ({row.get('reason') or 'adapters is empty'})", context)
+    row_in = adapters.row(0, named=True) if adapters.height else {}
+    if row_in.get("status") != "trained":
+        why = row_in.get("reason") or "adapters is empty"
+        return _skip(GGUF_SCHEMA, stage, f"no trained adapter ({why})", context)
     spec = cfg.stage(stage).inference_gguf()
     if not spec:
         return _skip(
@@ -86,44 +87,28 @@ def gguf_adapters(
         )
     try:
         base = resolve_model_file(spec)
-        out = cfg.resolved_cache_dir() / "gguf_adapters" / stage / f"{row['adapter_sha256'][:16]}.gguf"
-        info = export_gguf_lora(Path(row["adapter_dir"]), base, out, name=f"distill-{stage}")
+        out = cfg.resolved_cache_dir() / "gguf_adapters" / stage / f"{row_in['adapter_sha256'][:16]}.gguf"
+        info = export_gguf_lora(Path(row_in["adapter_dir"]), base, out, name=f"distill-{stage}")
     except (ConfigError, ExportError) as exc:
         raise dg.Failure(description=f"{stage}: {exc}", allow_retries=False) from None
-    df = pl.DataFrame(
-        [
-            {
-                "stage": stage,
-                "status": "exported",
-                "reason": "",
-                "gguf_path": info["path"],
-                "sha256": info["sha256"],
-                "bytes": info["bytes"],
-                "tensors": info["tensors"],
-                "rank": info["rank"],
-                "alpha": info["alpha"],
-                "arch": info["arch"],
-                "base_gguf": info["base_gguf"],
-                "adapter_sha256": row["adapter_sha256"],
-            }
-        ],
-        schema=GGUF_SCHEMA,
-    )
-    return dg.Output(
-        df,
-        metadata={
-            **table_meta(df),
-            "gguf_path": dg.MetadataValue.path(info["path"]),
-            "sha256": info["sha256"],
-            "megabytes": round(info["bytes"] / 1e6, 2),
-            "tensors": info["tensors"],
-            "rank": info["rank"],
-            "alpha": info["alpha"],
-            "arch": info["arch"],
-            "base_gguf": dg.MetadataValue.path(info["base_gguf"]),
-            "llama_cpp": dg.MetadataValue.md(f"```\nllama-cli -m {info['base_gguf']} --lora {info['path']}\n```"),
-        },
-    )
+    keys = ("sha256", "bytes", "tensors", "rank", "alpha", "arch", "base_gguf")
+    row = {"stage": stage, "status": "exported", "reason": "", "gguf_path": info["path"], **{k: info[k] for k in keys}}
+    df = pl.DataFrame([{**row, "adapter_sha256": row_in["adapter_sha256"]}], schema=GGUF_SCHEMA)
+    return dg.Output(df, metadata={**table_meta(df), **_gguf_metadata(info)})
+
+
+def _gguf_metadata(info: dict) -> dict:
+    return {
+        "gguf_path": dg.MetadataValue.path(info["path"]),
+        "sha256": info["sha256"],
+        "megabytes": round(info["bytes"] / 1e6, 2),
+        "tensors": info["tensors"],
+        "rank": info["rank"],
+        "alpha": info["alpha"],
+        "arch": info["arch"],
+        "base_gguf": dg.MetadataValue.path(info["base_gguf"]),
+        "llama_cpp": dg.MetadataValue.md(f"```\nllama-cli -m {info['base_gguf']} --lora {info['path']}\n```"),
+    }
 
 
 @dg.asset(
@@ -189,19 +174,18 @@ def merged_models(
 ) -> dg.Output[pl.DataFrame]:
     cfg = distill.load()
     stage = context.partition_key
-    row = gguf_adapters.row(0, named=True) if gguf_adapters.height else {}
+    adapter = gguf_adapters.row(0, named=True) if gguf_adapters.height else {}
     if not cfg.export.merged:
-        return _skip(
-            MERGED_SCHEMA, stage, "export.merged is off (the GGUF adapter on its base is the default)", context
-        )
-    if row.get("status") != "exported":
-        return _skip(MERGED_SCHEMA, stage, f"no GGUF adapter ({row.get('reason') or 'empty'})", context)
+        why = "export.merged is off (the GGUF adapter on its base is the default)"
+        return _skip(MERGED_SCHEMA, stage, why, context)
+    if adapter.get("status") != "exported":
+        return _skip(MERGED_SCHEMA, stage, f"no GGUF adapter ({adapter.get('reason') or 'empty'})", context)
     quant = cfg.export.merged_quant
     try:
         out, merged_tensors, f16_bytes = merged_model(
-            Path(row["base_gguf"]),
-            Path(row["gguf_path"]),
-            row["sha256"],
+            Path(adapter["base_gguf"]),
+            Path(adapter["gguf_path"]),
+            adapter["sha256"],
             cfg.resolved_cache_dir() / "merged" / stage,
             quant,
             keep_f16=cfg.export.keep_f16,
@@ -209,40 +193,26 @@ def merged_models(
     except ExportError as exc:
         raise dg.Failure(description=f"{stage}: {exc}", allow_retries=False) from None
     size = out.stat().st_size
-    df = pl.DataFrame(
-        [
+    row = {"stage": stage, "status": "merged", "reason": "", "gguf_path": str(out), "quant": quant, "bytes": size}
+    row |= {"sha256": file_sha256(out), "merged_tensors": merged_tensors, "f16_bytes": f16_bytes}
+    df = pl.DataFrame([{**row, "adapter_gguf_sha256": adapter["sha256"]}], schema=MERGED_SCHEMA)
+    return dg.Output(df, metadata={**table_meta(df), **_merged_metadata(out, quant, size, merged_tensors, f16_bytes)})
+
+
+def _merged_metadata(out: Path, quant: str, size: int, merged_tensors: int | None, f16_bytes: int | None) -> dict:
+    return {
+        "gguf_path": dg.MetadataValue.path(str(out)),
+        "quant": quant,
+        "megabytes": round(size / 1e6, 1),
+        "cache_hit": merged_tensors is None,
+        **(
             {
-                "stage": stage,
-                "status": "merged",
-                "reason": "",
-                "gguf_path": str(out),
-                "quant": quant,
-                "bytes": size,
-                "sha256": file_sha256(out),
                 "merged_tensors": merged_tensors,
-                "f16_bytes": f16_bytes,
-                "adapter_gguf_sha256": row["sha256"],
+                "f16_megabytes": round(f16_bytes / 1e6, 1),
+                "compression": round(f16_bytes / size, 2),
             }
-        ],
-        schema=MERGED_SCHEMA,
-    )
-    return dg.Output(
-        df,
-        metadata={
-            **table_meta(df),
-            "gguf_path": dg.MetadataValue.path(str(out)),
-            "quant": quant,
-            "megabytes": round(size / 1e6, 1),
-            "cache_hit": merged_tensors is None,
-            **(
-                {
-                    "merged_tensors": merged_tensors,
-                    "f16_megabytes": round(f16_bytes / 1e6, 1),
-                    "compression": round(f16_bytes / size, 2),
-                }
-                if merged_tensors
-                else {}
-            ),
-            "llama_cpp": dg.MetadataValue.md(f"```\nllama-cli -m {out}\n```"),
-        },
-    )
+            if merged_tensors
+            else {}
+        ),
+        "llama_cpp": dg.MetadataValue.md(f"```\nllama-cli -m {out}\n```"),
+    }

@@ -10,23 +10,18 @@ from distill_assets.datasets.build import dpo_rows, reference_rows, sft_rows
 from distill_assets.environments.build import environment_cache, wants_environment
 from distill_assets.environments.selection import ENV_SCHEMA, env_by_task, environments_for_tasks, selection_for_task
 from distill_assets.plans.schema import Plan
-from distill_assets.sandbox import Limits, SandboxUnavailable, partition_patch
+from distill_assets.sandbox import Limits, SandboxUnavailable
 from distill_assets.scoring.agreement import agreement_table
 from distill_assets.scoring.executions import (
     EXECUTION_SCHEMA,
     SELECTION_SCHEMA,
-    PlanToRun,
-    SandboxCache,
-    coder_requests,
+    PlanRunner,
+    coder_requests_for,
     execution_plan,
-    execution_row,
-    overlap_only_row,
-    parse_diff,
-    run_in_sandbox,
+    execution_rows,
 )
 from distill_assets.scoring.plans import code_dpo_candidates, plan_dpo_candidates, plans_by_source, score_plans
 from distill_assets.scoring.validate import validate_candidates
-from distill_assets.teachers.runner import samples_for
 from distill_assets.defs.automation_conditions import REFRESH
 from distill_assets.defs.metadata import md_counts, md_table, table_meta
 from distill_assets.defs.partitions import (
@@ -241,61 +236,18 @@ def plan_executions(
         if not ok:
             context.add_output_metadata({**table_meta(empty), "skipped": why})
             return dg.Output(empty)
-    code_stage, coder = cfg.stage("code_generation"), _coder(cfg)
+    coder = _coder(cfg)
     tasks, ctxs, sel = _by_id(change_tasks), _by_id(task_contexts), _by_id(test_selections)
-    ex = execution_plan(
-        _plans_by_source(validated_outputs, reference_plans),
-        source,
-        tasks,
-        ctxs,
-        sel,
-        cfg.scoring.max_plans_per_task,
-        coder.max_tasks,
-    )
-    max_tokens = min(code_stage.max_output_tokens, coder.max_output_tokens or code_stage.max_output_tokens)
-    reqs = coder_requests(
-        ex.coded,
-        tasks,
-        ctxs,
-        code_stage.prompt_token_budget,
-        cfg.context.chars_per_token,
-        min(cfg.scoring.executions_per_plan, samples_for(code_stage, coder)),
-        code_stage.temperature,
-        max_tokens,
-    )
+    plans = _plans_by_source(validated_outputs, reference_plans)
+    ex = execution_plan(plans, source, tasks, ctxs, sel, cfg.scoring.max_plans_per_task, coder.max_tasks)
+    reqs = coder_requests_for(cfg, coder, ex.coded, tasks, ctxs)
     answers, _ = teachers.answer(cfg, coder, [r for _, r in reqs])
-    sandbox_cache = SandboxCache(cfg.resolved_cache_dir() / "sandbox_runs")
-
-    def run(p: PlanToRun, diff: str | None):
-        if diff is None:
-            return None, False
-        task = tasks[p.task_id]
-        try:
-            return run_in_sandbox(
-                task,
-                sel.get(p.task_id),
-                diff,
-                cfg.sandbox.test_commands.get(task["repo"], []),
-                cfg.sandbox.backend,
-                cfg.sandbox.docker_image,
-                _limits(cfg),
-                sandbox_cache,
-                backends(context),
-            )
-        except SandboxUnavailable as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-    rows = []
-    for (p, _req), ans in zip(reqs, answers):
-        diff, err = parse_diff(ans.content) if ans.error is None else (None, ans.error)
-        rows.append(
-            execution_row(p, coder.name, coder.model, ans.request.sample_index, ans.key, diff, err, *run(p, diff))
-        )
-    if source == "reference":  # the gold code itself: the upper bound, and stage-5 DPO's chosen side
-        for p in ex.scored:
-            code, _ = partition_patch(tasks[p.task_id]["gold_patch"], tasks[p.task_id]["test_files"])
-            rows.append(execution_row(p, "gold", "gold_patch", 0, f"gold:{p.task_id}", code, None, *run(p, code)))
-    rows += [overlap_only_row(p) for p in ex.plans if p not in ex.scored]
+    run = PlanRunner.from_config(cfg, tasks, sel, backends(context))
+    coded = [(p, ans) for (p, _), ans in zip(reqs, answers)]
+    try:
+        rows = execution_rows(ex, coded, coder.name, coder.model, run, with_gold=source == "reference")
+    except SandboxUnavailable as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     df = pl.DataFrame(rows, schema=EXECUTION_SCHEMA) if rows else empty
     context.add_output_metadata(_executions_metadata(df, ex, coder.name))
     return dg.Output(df)  # explicit: with the dagster_docker backend the step has opened Pipes sessions

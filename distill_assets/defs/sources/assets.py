@@ -240,33 +240,35 @@ def reference_plans(
         progress=progress,
         drop_module_only=cfg.plans.drop_module_only,
     )
+    context.add_output_metadata(_reference_plans_metadata(df, cfg.plans.max_invalid_rate))
+    return df
+
+
+def _reference_plans_metadata(df: pl.DataFrame, max_invalid_rate: float) -> dict:
     summary = summarize_reference_plans(df)
     usable = df.filter(pl.col("usable"))
     example = usable.sort("n_cross_file_edges", descending=True).head(1)
     secs = percentiles(df["seconds"].to_list(), qs=(50, 99))
-    context.add_output_metadata(
-        {
-            **table_meta(df),
-            **{f"status_{k}": v for k, v in summary.statuses.items()},
-            "plans_built": summary.built,
-            "plans_invalid": summary.invalid,
-            "invalid_rate": round(summary.invalid_rate, 4),
-            "max_invalid_rate": cfg.plans.max_invalid_rate,
-            "usable": summary.usable,
-            "valid_rate": round(1 - summary.invalid_rate, 4) if summary.built else 0.0,
-            **{f"difficulty_{k}": summary.difficulty[k] for k in DIFFICULTIES},
-            "difficulty": md_counts(summary.difficulty, key="difficulty", value="usable plans"),
-            "violations_by_kind": md_counts(summary.violations, key="violation"),
-            "edges_total": int(usable["n_edges"].sum()) if usable.height else 0,
-            "cross_file_edges_total": int(usable["n_cross_file_edges"].sum()) if usable.height else 0,
-            "weak_edges_total": int(usable["weak_edges"].sum()) if usable.height else 0,
-            "edges_dropped_for_cycles": int(df["dropped_edges"].sum() or 0),
-            "module_only_plans": int(df["module_only"].sum() or 0),
-            "task_seconds_p50": secs["p50"],
-            "task_seconds_max": float(df["seconds"].max() or 0.0),
-            "not_used_reasons": md_counts(summary.reasons),
-            "example_plan": dg.MetadataValue.json(json.loads(example["plan_json"][0])) if example.height else None,
-            "preview": md_table(df, ["task_id", "status", "difficulty", "n_files", "n_changes", "n_edges", "valid"]),
-        }
-    )
-    return df
+    return {
+        **table_meta(df),
+        **{f"status_{k}": v for k, v in summary.statuses.items()},
+        "plans_built": summary.built,
+        "plans_invalid": summary.invalid,
+        "invalid_rate": round(summary.invalid_rate, 4),
+        "max_invalid_rate": max_invalid_rate,
+        "usable": summary.usable,
+        "valid_rate": round(1 - summary.invalid_rate, 4) if summary.built else 0.0,
+        **{f"difficulty_{k}": summary.difficulty[k] for k in DIFFICULTIES},
+        "difficulty": md_counts(summary.difficulty, key="difficulty", value="usable plans"),
+        "violations_by_kind": md_counts(summary.violations, key="violation"),
+        "edges_total": int(usable["n_edges"].sum()) if usable.height else 0,
+        "cross_file_edges_total": int(usable["n_cross_file_edges"].sum()) if usable.height else 0,
+        "weak_edges_total": int(usable["weak_edges"].sum()) if usable.height else 0,
+        "edges_dropped_for_cycles": int(df["dropped_edges"].sum() or 0),
+        "module_only_plans": int(df["module_only"].sum() or 0),
+        "task_seconds_p50": secs["p50"],
+        "task_seconds_max": float(df["seconds"].max() or 0.0),
+        "not_used_reasons": md_counts(summary.reasons),
+        "example_plan": dg.MetadataValue.json(json.loads(example["plan_json"][0])) if example.height else None,
+        "preview": md_table(df, ["task_id", "status", "difficulty", "n_files", "n_changes", "n_edges", "valid"]),
+    }

@@ -6,7 +6,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from distill_assets.prompts.builders import build_prompt
+from distill_assets.prompts.builders import stage_prompt_rows
 from distill_assets.teachers.cost import cost_table
 from distill_assets.teachers.runner import CANDIDATE_SCHEMA, build_requests, candidates_table, too_long_for_context
 from distill_assets.defs.automation_conditions import REFRESH
@@ -60,39 +60,15 @@ def stage_prompts(
     ctx_by = {r["task_id"]: r for r in task_contexts.iter_rows(named=True)}
     plan_by = {r["task_id"]: r["plan_json"] for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True)}
     filtered = set(reference_plans.filter(pl.col("status") == "filtered")["task_id"].to_list())
-    rows, skipped = [], Counter()
-    for task in change_tasks.iter_rows(named=True):
-        if task["task_id"] in filtered:
-            skipped["filtered_task"] += 1  # a task quality filter (plans.drop_module_only) left it out
-            continue
-        ctx = ctx_by.get(task["task_id"])
-        if ctx is None or ctx["status"] != "ok":
-            skipped["no_context"] += 1
-            continue
-        if stage == "code_generation" and task["task_id"] not in plan_by:
-            skipped["no_reference_plan"] += 1
-            continue
-        p = build_prompt(
-            stage,
-            task,
-            ctx,
-            budget_tokens=st.prompt_token_budget,
-            chars_per_token=cfg.context.chars_per_token,
-            reference_plan=plan_by.get(task["task_id"]),
-        )
-        rows.append(
-            {
-                "task_id": p.task_id,
-                "stage": stage,
-                "split": task["split"],
-                "prompt_hash": p.prompt_hash,
-                "messages_json": json.dumps(p.messages),
-                "schema_json": json.dumps(p.schema),
-                "prompt_tokens": p.prompt_tokens,
-                "files_shown": p.files_shown,
-                "files_truncated": p.files_truncated,
-            }
-        )
+    rows, skipped = stage_prompt_rows(
+        stage,
+        change_tasks.iter_rows(named=True),
+        ctx_by,
+        plan_by,
+        filtered,
+        budget_tokens=st.prompt_token_budget,
+        chars_per_token=cfg.context.chars_per_token,
+    )
     df = pl.DataFrame(rows, schema=PROMPT_SCHEMA) if rows else pl.DataFrame(schema=PROMPT_SCHEMA)
     tok = percentiles(df["prompt_tokens"].to_list(), qs=(50, 90, 99))
     example = json.loads(df["messages_json"][0])[1]["content"][:3000] if df.height else ""

@@ -97,7 +97,7 @@ def adapters(
         cache / "adapters",
         stage,
         base_dir,
-        st.training.model_dump(mode="json"),
+        st.training,
         rows.train,
         rows.val,
         rows.pairs,

@@ -307,7 +307,7 @@ def sdpa_backend_probe(torch, cfg, seq: int, dev) -> str:
     c = int(torch._fused_sdp_choice(mk(H), mk(KV), mk(KV), None, 0.0, True, scale=None, enable_gqa=True))
     try:
         return SDPBackend(c).name
-    except Exception:
+    except ValueError:  # a choice this torch's enum does not name: report the number
         return str(c)
 
 

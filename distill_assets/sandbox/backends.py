@@ -95,6 +95,25 @@ def decode_output(b: bytes | None, limit: int = 200_000) -> str:
     return text if len(text) <= limit else text[: limit // 2] + "\n... (cut) ...\n" + text[-limit // 2 :]
 
 
+def run_killable(argv: list[str], timeout_s: float, kill, cleanup=None) -> Execution:
+    """Run ``argv`` in its own session; past ``timeout_s`` call ``kill(proc)`` and keep what it wrote so far.
+    ``cleanup()`` runs in every case (e.g. removing a container)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        out, err = proc.communicate()
+        timed_out = True
+    finally:
+        if cleanup is not None:
+            cleanup()
+    rc = None if timed_out else proc.returncode
+    return Execution(rc, decode_output(out), decode_output(err), time.perf_counter() - t0, timed_out)
+
+
 class BwrapBackend:
     """bubblewrap: new user/pid/net/ipc/uts namespaces; only the host's programs, libraries and a few /etc files
     (``system_binds``) and the test environment's mounts, read-only; the workspace at WORKDIR (/sandbox); rlimits.
@@ -178,27 +197,11 @@ class BwrapBackend:
         env: Mapping[str, str] | None = None,
     ) -> Execution:
         self.prepare(workspace)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
+        # killing bwrap tears down its pid namespace: every process inside dies with it
+        return run_killable(
             self.argv(workspace, command, limits, mounts, env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(timeout=limits.timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            # killing bwrap tears down its pid namespace: every process inside dies with it
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            timed_out = True
-        return Execution(
-            None if timed_out else proc.returncode,
-            decode_output(out),
-            decode_output(err),
-            time.perf_counter() - t0,
-            timed_out,
+            limits.timeout_s,
+            kill=lambda proc: os.killpg(proc.pid, signal.SIGKILL),
         )
 
 
@@ -285,28 +288,11 @@ class DockerBackend:
     ) -> Execution:
         self.prepare(workspace)
         name = f"distill-sbx-{uuid.uuid4().hex[:12]}"
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
+        return run_killable(
             self.argv(name, workspace, command, limits, mounts, env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(timeout=limits.timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            subprocess.run([self.docker, "kill", name], capture_output=True)
-            out, err = proc.communicate()
-            timed_out = True
-        finally:
-            subprocess.run([self.docker, "rm", "-f", name], capture_output=True)
-        return Execution(
-            None if timed_out else proc.returncode,
-            decode_output(out),
-            decode_output(err),
-            time.perf_counter() - t0,
-            timed_out,
+            limits.timeout_s,
+            kill=lambda proc: subprocess.run([self.docker, "kill", name], capture_output=True),
+            cleanup=lambda: subprocess.run([self.docker, "rm", "-f", name], capture_output=True),
         )
 
 

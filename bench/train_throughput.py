@@ -40,6 +40,21 @@ Configuration names are '_'-joined tokens:
                     stay per module.  Same function as PEFT's vanilla LoRA forward.
   cdt               (with compile) torch._inductor.config.coordinate_descent_tuning = True
   cg                (with compile) CUDA graphs for the compiled layers (mode="reduce-overhead")
+  fp8 / fp8e5       frozen base GEMMs in float8 (Hopper, torch._scaled_mm, rowwise scales): every
+                    LoRA layer's base linear becomes `FP8FrozenLinear`, which holds W twice in
+                    float8_e4m3fn -- W (out x in) with one scale per output channel for the forward
+                    x @ W^T, and W^T (in x out) with one scale per input channel for the backward
+                    dY @ W -- and frees the bf16 weight (same bytes: 2 x 1 B against 2 B). The
+                    activation x is quantised per token (e4m3), the incoming gradient dY per token
+                    (e4m3 with `fp8`, e5m2 with `fp8e5`); outputs are bf16. `fp8fwd` (a diagnostic /
+                    middle tier): float8 forward only, the backward's dY @ W in bf16 against the kept
+                    bf16 W (weights 1.5x the bf16 bytes). Nothing is saved for the
+                    backward of the base GEMM (W is constant). LoRA A/B stay as they were (fp32
+                    params, bf16 matmuls under autocast). This changes the base model's numerics
+                    (like QLoRA's NF4): a separate tier, not the bf16 result. Each fp8 config first
+                    computes one step's LoRA gradients with the bf16 base in eager mode on the same
+                    weights and batch, then quantises, and reports loss / gradient cosine against it.
+                    On CPU the float8 GEMM is emulated (dequantise, fp32 matmul): same math.
 
 FLOP accounting (reported as two MFU figures, peak = --peak-tflops, 989 dense bf16 for
 H100 SXM / H200):
@@ -60,6 +75,9 @@ Usage:
   python bench/train_throughput.py --profile 2 --configs plain_ck36,compile_ligerce_nocast_amb80_ck0
       (--profile N: after timing, N more steps under torch.profiler; GPU kernel ms/step by category
        and the top kernels go into each result's "profile")
+  python bench/train_throughput.py --configs plain_ck36,compile_ligerce_nocast_amb80_fp8_cg_ck0
+      (the fp8 tier: float8 frozen-base GEMMs, reported apart from the bf16 best)
+  python bench/train_throughput.py --fp8-probe   (one layer's base GEMMs, bf16 vs float8, CUDA only)
 """
 
 from __future__ import annotations
@@ -133,9 +151,12 @@ class Spec:
     fuselora: bool = False  # fused q/k/v and gate/up projections (base GEMM + LoRA-A GEMM per group)
     cdt: bool = False  # inductor coordinate-descent tuning of its generated kernels
     cudagraphs: bool = False  # compile(mode="reduce-overhead")
+    fp8: bool = False  # frozen base GEMMs in float8 (FP8FrozenLinear)
+    fp8_grad: str = "e4m3"  # the backward's dY: e4m3 (fp8), e5m2 (fp8e5), or bf16 against the bf16 W (fp8fwd)
 
 
-FLAG_TOKENS = ("liger", "nocast", "qlora", "compile", "ligerce", "cudnn", "flash", "fuselora", "cdt", "cg")
+FP8_GRAD = {"fp8e5": "e5m2", "fp8fwd": "bf16"}  # variant tokens -> the backward's dY format (plain fp8: e4m3)
+FLAG_TOKENS = ("liger", "nocast", "qlora", "compile", "ligerce", "cudnn", "flash", "fuselora", "cdt", "cg", "fp8")
 
 
 def parse_spec(name: str, n_layers: int) -> Spec:
@@ -144,6 +165,8 @@ def parse_spec(name: str, n_layers: int) -> Spec:
     for tok in name.split("_"):
         if tok in FLAG_TOKENS:
             flags.add(tok)
+        elif tok in FP8_GRAD:
+            flags.update(("fp8", tok))
         elif tok == "plain":
             flags.discard("liger")
         elif tok.startswith("amb") and tok[3:].isdigit():
@@ -152,7 +175,7 @@ def parse_spec(name: str, n_layers: int) -> Spec:
             ck = int(tok[2:])
         else:
             raise ValueError(f"unknown token {tok!r} in config {name!r}")
-    liger, nocast, qlora, comp, ligerce, cudnn, flash, fuselora, cdt, cg = (t in flags for t in FLAG_TOKENS)
+    liger, nocast, qlora, comp, ligerce, cudnn, flash, fuselora, cdt, cg, fp8 = (t in flags for t in FLAG_TOKENS)
     if ck is None:
         ck = n_layers
     if ck > n_layers:
@@ -165,7 +188,14 @@ def parse_spec(name: str, n_layers: int) -> Spec:
         raise ValueError(f"{name}: cudnn and flash exclude each other")
     if fuselora and qlora:
         raise ValueError(f"{name}: fuselora needs a bf16 base (not qlora)")
-    return Spec(name, liger, nocast, ck, qlora, comp, ligerce, amb, cudnn, flash, fuselora, cdt, cg)
+    if len(flags & set(FP8_GRAD)) > 1:
+        raise ValueError(f"{name}: one fp8 variant at most")
+    if fp8 and (qlora or fuselora):
+        raise ValueError(f"{name}: fp8 replaces the bf16 base GEMMs (not with qlora or fuselora)")
+    return Spec(
+        name, liger, nocast, ck, qlora, comp, ligerce, amb, cudnn, flash, fuselora, cdt, cg, fp8,
+        next((v for k, v in FP8_GRAD.items() if k in flags), "e4m3"),
+    )  # fmt: skip
 
 
 def checkpointed_indices(n_layers: int, k: int) -> set[int]:
@@ -298,6 +328,124 @@ def fuse_lora_projections(model, torch, adapter: str = "default") -> int:
     return 2 * len(layers)
 
 
+_FP8: dict = {}
+
+
+def fp8_classes():
+    """(FP8FrozenLinear, the autograd function), built once per process (torch is imported lazily)."""
+    if _FP8:
+        return _FP8["module"], _FP8["function"]
+    import torch
+
+    E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+
+    def quant_rows(t, dtype):
+        """Per-row (last dim) scaled cast: t ~= q * s, q in `dtype` (float8), s (rows, 1) fp32."""
+        fmax = torch.finfo(dtype).max
+        amax = t.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
+        s = amax / fmax
+        q = (t.float() / s).clamp(-fmax, fmax).to(dtype)
+        return q, s
+
+    def mm(a_q, a_s, b_q, b_s_row):
+        """(a_q * a_s) @ (b_q * b_s)^T in bf16: a (M, K) row-major float8 with per-row scales (M, 1); b (N, K)
+        row-major float8 (passed to _scaled_mm as the column-major (K, N) view) with per-row scales given as
+        (1, N). On CPU: the same product, dequantised and multiplied in fp32."""
+        if a_q.is_cuda:
+            return torch._scaled_mm(a_q, b_q.t(), scale_a=a_s, scale_b=b_s_row, out_dtype=torch.bfloat16)
+        return ((a_q.float() * a_s) @ (b_q.float() * b_s_row.t()).t()).to(torch.bfloat16)
+
+    class FP8BaseMatmul(torch.autograd.Function):
+        """y = x @ W^T with W frozen: forward in float8 against W (per-output-channel scales), backward
+        dx = dY @ W in float8 against the pre-quantised W^T (per-input-channel scales). No weight gradient;
+        nothing of x is saved."""
+
+        @staticmethod
+        def forward(ctx, x, w_q, w_s, wt_q, wt_s, grad: int):
+            k = x.shape[-1]
+            xq, xs = quant_rows(x.reshape(-1, k), E4M3)
+            y = mm(xq, xs, w_q, w_s)
+            ctx.save_for_backward(wt_q, wt_s)
+            ctx.grad = grad  # 0: dY in e4m3, 1: e5m2, 2: bf16 (wt_q is then the bf16 W, out x in; wt_s unused)
+            ctx.x_dtype = x.dtype
+            return y.view(*x.shape[:-1], w_q.shape[0])
+
+        @staticmethod
+        def backward(ctx, dy):
+            if not ctx.needs_input_grad[0]:
+                return None, None, None, None, None, None
+            wt_q, wt_s = ctx.saved_tensors
+            n = dy.shape[-1]
+            if ctx.grad == 2:
+                dx = dy.reshape(-1, n).to(wt_q.dtype) @ wt_q
+            else:
+                gq, gs = quant_rows(dy.reshape(-1, n), E5M2 if ctx.grad == 1 else E4M3)
+                dx = mm(gq, gs, wt_q, wt_s)
+            return dx.view(*dy.shape[:-1], dx.shape[-1]).to(ctx.x_dtype), None, None, None, None, None
+
+    class FP8FrozenLinear(torch.nn.Module):
+        """A frozen bias-free nn.Linear as two float8_e4m3fn copies of its weight (see `fp8` in the module doc);
+        the bf16 weight is not kept."""
+
+        def __init__(self, lin, grad: str = "e4m3"):
+            super().__init__()
+            assert lin.bias is None, "fp8: bias-free base layers only"
+            w = lin.weight.detach()
+            self.in_features, self.out_features = lin.in_features, lin.out_features
+            self.grad = grad
+            self.grad_code = {"e4m3": 0, "e5m2": 1, "bf16": 2}[grad]
+            w_q, w_s = quant_rows(w, E4M3)  # (out, in), per output channel
+            self.register_buffer("w_q", w_q, persistent=False)
+            self.register_buffer("w_s", w_s.reshape(1, -1).contiguous(), persistent=False)
+            if grad == "bf16":  # fp8fwd: the backward uses the bf16 weight itself
+                self.register_buffer("wt_q", w.clone(), persistent=False)
+                self.wt_s = None
+            else:
+                wt_q, wt_s = quant_rows(w.t().contiguous(), E4M3)  # (in, out), per input channel
+                self.register_buffer("wt_q", wt_q, persistent=False)
+                self.register_buffer("wt_s", wt_s.reshape(1, -1).contiguous(), persistent=False)
+
+        def forward(self, x):
+            return FP8BaseMatmul.apply(x, self.w_q, self.w_s, self.wt_q, self.wt_s, self.grad_code)
+
+        def dequantised(self):
+            """W as the forward sees it (bf16), for checks."""
+            return (self.w_q.float() * self.w_s.t()).to(torch.bfloat16)
+
+        def extra_repr(self):
+            return (
+                f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 weights, grad {self.grad}"
+            )
+
+    _FP8.update(module=FP8FrozenLinear, function=FP8BaseMatmul, quant_rows=quant_rows)
+    return FP8FrozenLinear, FP8BaseMatmul
+
+
+def fp8_base_layers(model, torch, grad: str) -> dict:
+    """Replace the base linear of every PEFT LoRA layer by an FP8FrozenLinear; the bf16 weights are freed."""
+    FP8FrozenLinear, _ = fp8_classes()
+    n, numel, err = 0, 0, None
+    for m in list(model.modules()):
+        if hasattr(m, "lora_A") and isinstance(getattr(m, "base_layer", None), torch.nn.Linear):
+            lin = m.base_layer
+            m.base_layer = FP8FrozenLinear(lin, grad)
+            if err is None:  # quantisation error of the first weight (relative Frobenius)
+                w = lin.weight.detach().float()
+                err = float((m.base_layer.dequantised().float() - w).norm() / w.norm())
+            numel += lin.weight.numel()
+            lin.weight = None  # drop the bf16 weight now (the module object may linger in PEFT's bookkeeping)
+            del lin
+            n += 1
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {
+        "fp8_modules": n,
+        "fp8_base_params": numel,
+        "fp8_weight_bytes": (3 if grad == "bf16" else 2) * numel,
+        "fp8_weight_rel_err": err,
+    }
+
+
 def sdpa_backend_probe(torch, cfg, seq: int, dev) -> str:
     """The SDPA backend the dispatcher picks for this model's causal GQA attention (HF layout)."""
     from torch.nn.attention import SDPBackend
@@ -329,6 +477,8 @@ def worker(args) -> dict:
         "fuselora": spec.fuselora,
         "cdt": spec.cdt,
         "cudagraphs": spec.cudagraphs,
+        "fp8": spec.fp8,
+        "fp8_grad_dtype": spec.fp8_grad if spec.fp8 else None,
     }
     if spec.cudnn or spec.flash:
         # what torch.nn.attention.sdpa_kernel(SDPBackend.CUDNN_ATTENTION / FLASH_ATTENTION) does, process-wide
@@ -456,26 +606,61 @@ def worker(args) -> dict:
         opt.zero_grad(set_to_none=True)
         return loss
 
+    def grads():
+        """One step's loss and LoRA gradients (flattened, fp32), without an optimizer step."""
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        g = torch.cat([p.grad.float().flatten() for p in trainable])
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach()), g
+
+    def agree(a, b):
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=0)), float((a - b).norm() / b.norm())
+
+    import contextlib
+
+    eager = (lambda: torch.compiler.set_stance("force_eager")) if spec.compile else contextlib.nullcontext
+    g_ref = None
+    if spec.fp8:
+        # reference: the same weights and batch with the bf16 base, eager (the layers are compiled lazily: their
+        # first compiled call comes after the quantisation)
+        with eager():
+            l_ref, g_ref = grads()
+        res.update(fp8_base_layers(model, torch, spec.fp8_grad))
+        res["fp8_ref_loss_bf16_eager"] = l_ref
+        if dev.type == "cuda":
+            res["mem_after_fp8_gb"] = torch.cuda.memory_allocated() / 1e9
+
     if spec.compile:
         # the compiled layers must compute what eager computes: LoRA gradients of one step, both ways
-        def grads():
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
-                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-            loss.backward()
-            g = torch.cat([p.grad.float().flatten() for p in trainable])
-            opt.zero_grad(set_to_none=True)
-            return float(loss.detach()), g
-
         l_c, g_c = grads()
-        with torch.compiler.set_stance("force_eager"):
+        with eager():
             l_e, g_e = grads()
+        cos, rel = agree(g_c, g_e)
         res.update(
             gradcheck_loss_compiled=l_c,
             gradcheck_loss_eager=l_e,
-            gradcheck_cosine=float(torch.nn.functional.cosine_similarity(g_c, g_e, dim=0)),
-            gradcheck_rel_norm=float((g_c - g_e).norm() / g_e.norm()),
+            gradcheck_cosine=cos,
+            gradcheck_rel_norm=rel,
         )
-        del g_c, g_e
+    elif spec.fp8:
+        l_c, g_c = grads()
+        l_e, g_e = l_c, g_c
+    if g_ref is not None:
+        # fp8 against the bf16 base (both eager; and this config's own path, compiled or not)
+        cos_e, rel_e = agree(g_e, g_ref)
+        cos_c, rel_c = agree(g_c, g_ref)
+        res.update(
+            fp8_loss=l_c,
+            fp8_loss_eager=l_e,
+            fp8_vs_bf16_eager_cosine=cos_e,
+            fp8_vs_bf16_eager_rel_norm=rel_e,
+            fp8_run_vs_bf16_eager_cosine=cos_c,
+            fp8_run_vs_bf16_eager_rel_norm=rel_c,
+        )
+    if spec.compile or spec.fp8:
+        del g_c, g_e, g_ref
 
     is_cuda = dev.type == "cuda"
     if is_cuda:
@@ -542,6 +727,95 @@ def worker(args) -> dict:
         except Exception as e:  # the timing above stands without it
             res["profile"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     return res
+
+
+def fp8_probe(args) -> dict:
+    """The GEMMs of one decoder layer at M = batch*seq tokens: bf16 matmul against torch._scaled_mm with rowwise
+    scales (e4m3 x e4m3; and e5m2 x e4m3 for the backward), TFLOP/s by CUDA events; plus the eager per-token
+    quantisation cost. Says which float8 operand combinations this torch / cuBLAS accepts."""
+    import torch
+
+    fp8_classes()
+    quant = _FP8["quant_rows"]
+    arch = TINY if args.tiny else QWEN3_4B
+    h, f = arch["hidden_size"], arch["intermediate_size"]
+    qd, kvd = arch["num_attention_heads"] * arch["head_dim"], arch["num_key_value_heads"] * arch["head_dim"]
+    M = args.batch * args.seq
+    dev = torch.device("cuda")
+    # (name, K, N): y = a (M, K) @ W^T, W (N, K); forward shapes, then the backward's dX = dY @ W as (N -> K)
+    fwd = [("q", h, qd), ("kv", h, kvd), ("o", qd, h), ("gate/up", h, f), ("down", f, h)]
+    shapes = [(n, k, o, "fwd") for n, k, o in fwd] + [(n, o, k, "bwd") for n, k, o in fwd]
+
+    def timed(fn, it=20):
+        for _ in range(3):
+            fn()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        a.record()
+        for _ in range(it):
+            fn()
+        b.record()
+        torch.cuda.synchronize()
+        return a.elapsed_time(b) / it / 1e3
+
+    out: dict = {"M": M, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "gemms": []}
+    combos = {}
+    for adt in ("e4m3", "e5m2"):
+        a = torch.randn(64, 64, device=dev).to(torch.float8_e4m3fn if adt == "e4m3" else torch.float8_e5m2)
+        b = torch.randn(64, 64, device=dev).to(torch.float8_e4m3fn)
+        try:
+            torch._scaled_mm(
+                a,
+                b.t(),
+                scale_a=torch.ones(64, 1, device=dev),
+                scale_b=torch.ones(1, 64, device=dev),
+                out_dtype=torch.bfloat16,
+            )
+            combos[f"{adt} x e4m3 rowwise"] = "ok"
+        except Exception as e:
+            combos[f"{adt} x e4m3 rowwise"] = f"{type(e).__name__}: {e}"[:200]
+    out["combos"] = combos
+    tot_bf16 = tot_fp8 = tot_q = 0.0
+    for name, K, N, d in shapes:
+        x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(N, K, device=dev, dtype=torch.bfloat16) / K**0.5
+        xq, xs = quant(x, torch.float8_e4m3fn)
+        wq, ws = quant(w, torch.float8_e4m3fn)
+        wsr = ws.reshape(1, -1).contiguous()
+        t_bf = timed(lambda: x @ w.t())
+        t_f8 = timed(lambda: torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=wsr, out_dtype=torch.bfloat16))
+        t_q = timed(lambda: quant(x, torch.float8_e4m3fn))
+        fl = 2.0 * M * K * N
+        y_ref = x.float() @ w.float().t()
+        y8 = torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=wsr, out_dtype=torch.bfloat16).float()
+        out["gemms"].append(
+            dict(
+                name=name,
+                dir=d,
+                M=M,
+                K=K,
+                N=N,
+                bf16_ms=t_bf * 1e3,
+                fp8_ms=t_f8 * 1e3,
+                quant_eager_ms=t_q * 1e3,
+                bf16_tflops=fl / t_bf / 1e12,
+                fp8_tflops=fl / t_f8 / 1e12,
+                fp8_rel_err=float((y8 - y_ref).norm() / y_ref.norm()),
+            )
+        )
+        # per layer: q, o, down once; kv twice (k and v); gate/up twice
+        mult = 2 if name in ("kv", "gate/up") else 1
+        tot_bf16 += mult * t_bf
+        tot_fp8 += mult * t_f8
+        tot_q += mult * t_q
+    L = arch["num_hidden_layers"]
+    out["per_step_ms"] = {
+        "bf16_base_gemms": tot_bf16 * L * 1e3,
+        "fp8_base_gemms": tot_fp8 * L * 1e3,
+        "eager_quantisation": tot_q * L * 1e3,
+        "layers": L,
+    }
+    return out
 
 
 # kernel-name patterns -> category (first match wins; names lower-cased)
@@ -669,11 +943,23 @@ def main():
         "--profile", type=int, default=0, help="after timing, profile N extra steps' GPU kernels (by category)"
     )
     ap.add_argument("--timeout", type=int, default=400, help="per-config subprocess timeout, s")
+    ap.add_argument(
+        "--fp8-probe",
+        action="store_true",
+        help="only time one layer's base GEMMs, bf16 against float8 torch._scaled_mm (CUDA), and exit",
+    )
     ap.add_argument("--out", default=None, help="write JSON results here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    if args.fp8_probe:
+        res = fp8_probe(args)
+        print(json.dumps(res, indent=1))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"args": vars(args), "fp8_probe": res}, f, indent=2)
+        return
     if args.worker:
         res = worker(args)
         with open(args.worker_out, "w") as f:
@@ -754,7 +1040,14 @@ def main():
                 flush=True,
             )
 
-    base = next((r for r in rows if r["config"].startswith("plain") and "error" not in r and not r.get("qlora")), None)
+    base = next(
+        (
+            r
+            for r in rows
+            if r["config"].startswith("plain") and "error" not in r and not r.get("qlora") and not r.get("fp8")
+        ),
+        None,
+    )
     base_tok = base["tokens_per_s"] if base else None
     ok_liger = [
         r
@@ -765,7 +1058,32 @@ def main():
         and r.get("peak_mem_gb") is not None
         and r["peak_mem_gb"] <= args.mem_limit_gb
     ]
+    # fp8 changes the base model's numerics: its own tier, never the bf16 best
+    ok_fp8 = [r for r in ok_liger if r.get("fp8")]
+    ok_liger = [r for r in ok_liger if not r.get("fp8")]
     best = max(ok_liger, key=lambda r: r["tokens_per_s"]) if ok_liger else None
+    best_fp8 = max(ok_fp8, key=lambda r: r["tokens_per_s"]) if ok_fp8 else None
+    by_name = {r["config"]: r for r in rows if "error" not in r}
+    fp8_vs_bf16 = {}
+    for r in rows:
+        if "error" in r or not r.get("fp8"):
+            continue
+        twin = "_".join(t for t in r["config"].split("_") if t != "fp8" and t not in FP8_GRAD)
+        d = {
+            "grad_cosine_vs_bf16_eager": r.get("fp8_vs_bf16_eager_cosine"),
+            "grad_cosine_run_vs_bf16_eager": r.get("fp8_run_vs_bf16_eager_cosine"),
+            "loss_step0_fp8_vs_bf16": [r.get("fp8_loss"), r.get("fp8_ref_loss_bf16_eager")],
+        }
+        if twin in by_name:
+            a, b = r["losses"], by_name[twin]["losses"]
+            d.update(
+                bf16_twin=twin,
+                speedup_vs_twin=r["tokens_per_s"] / by_name[twin]["tokens_per_s"],
+                losses_fp8_first_last=[a[0], a[-1]],
+                losses_bf16_first_last=[b[0], b[-1]],
+                max_abs_loss_diff=max(abs(x - y) for x, y in zip(a, b)),
+            )
+        fp8_vs_bf16[r["config"]] = d
     qlora_rows = [r for r in rows if r.get("qlora") and "error" not in r]
 
     print("\n" + fmt_table(rows, base_tok))
@@ -776,6 +1094,11 @@ def main():
         "best_liger_tokens_per_s": best["tokens_per_s"] if best else None,
         "best_liger_peak_gb": best["peak_mem_gb"] if best else None,
         "ratio_best_over_plain": (best["tokens_per_s"] / base_tok) if (best and base_tok) else None,
+        "best_fp8_within_limit": best_fp8["config"] if best_fp8 else None,
+        "best_fp8_tokens_per_s": best_fp8["tokens_per_s"] if best_fp8 else None,
+        "best_fp8_peak_gb": best_fp8["peak_mem_gb"] if best_fp8 else None,
+        "ratio_best_fp8_over_plain": (best_fp8["tokens_per_s"] / base_tok) if (best_fp8 and base_tok) else None,
+        "fp8_vs_bf16": fp8_vs_bf16,
         "mem_limit_gb": args.mem_limit_gb,
         "qlora_peak_gb": {r["config"]: r["peak_mem_gb"] for r in qlora_rows},
     }

@@ -15,6 +15,9 @@ configurations alike; ratios are against (a) of the same run:
   (c) nocap    (b) without the StringCap logits processor
   (d) cached   (b) with the LlamaGrammar objects (schema -> GBNF done once) and StringCap's quote-token
                table built once before the run, passed as grammar=/logits_processor=
+  (e) fullmask (b) with llama-cpp-python's own grammar sampler, which masks the whole vocabulary at every
+               step (production before `router/fast_grammar.py`; (b)-(d) offer the grammar the best
+               tokens first); its answers must equal (b)'s
 
 Prompt processing is measured once per stage from an empty KV cache (llm.reset(), max_tokens=1); the four
 generation calls then reuse the cached prompt (llama-cpp-python keeps the common prefix and re-evaluates the
@@ -49,12 +52,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TASK = "Add a discount parameter to the cart total and apply it at checkout"
-CONFIGS = ("a", "b", "c", "d")
+CONFIGS = ("a", "b", "c", "d", "e")
 LABELS = {
     "a": "(a) plain greedy",
     "b": "(b) production constraint",
     "c": "(c) constraint, no StringCap",
     "d": "(d) grammar + StringCap table cached",
+    "e": "(e) (b) with the whole-vocabulary grammar mask",
 }
 
 
@@ -227,11 +231,13 @@ def main() -> None:
                 out["usage"]["prompt_tokens"],
                 out["usage"]["completion_tokens"],
             )
-        elif conf in ("b", "c"):
+        elif conf in ("b", "c", "e"):
             kw = {"grammar": c["grammar"]} if c["grammar"] else {"schema": c["schema"]}
+            engine.fast_grammar = conf != "e"
             comp = engine.complete(
-                llm, c["messages"], max_tokens=max_tokens, max_string_chars=cap_chars if conf == "b" else None, **kw
+                llm, c["messages"], max_tokens=max_tokens, max_string_chars=cap_chars if conf != "c" else None, **kw
             )
+            engine.fast_grammar = True
             text, n_in, n_out = comp.text, comp.tokens_in, comp.tokens_out
         else:
             cap = copy.copy(cap_proto)
@@ -414,10 +420,13 @@ def main() -> None:
             f"{(tot[k] + pp_tot) / 1000:.1f} |"
         )
     same = all(results["b"][s]["text"] == results["d"][s]["text"] for s in stages)
+    same_e = all(results["b"][s]["text"] == results["e"][s]["text"] for s in stages)
     md += [
         "",
         f"(b) and (d) wrote {'the same' if same else 'different'} text on every stage"
-        f"{'' if same else ' (see the script output)'}; prompt processing of all five prompts: "
+        f"{'' if same else ' (see the script output)'}; (b) and (e) (greedy-grammar fast path against the "
+        f"whole-vocabulary mask) wrote {'the same' if same_e else 'DIFFERENT'} text on every stage; "
+        f"generation (e) / (b): {tot['e'] / max(tot['b'], 1e-6):.2f}x; prompt processing of all five prompts: "
         f"{pp_tot / 1000:.1f} s.",
         "",
     ]

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill_assets.router.fast_grammar import GrammarStats
+from distill_assets.router.fast_grammar import install as install_fast_grammar
 from distill_assets.router.llama_handles import context_handle, model_handle
 
 
@@ -88,8 +90,19 @@ def _gguf_field(path: Path, key: str):
 class StageEngine:
     """``bases``: base GGUF path -> Llama; ``adapters``: stage -> (base path, adapter handle, sha256)."""
 
-    def __init__(self, *, n_ctx: int = 8192, n_threads: int | None = None, seed: int = 0, repeat_penalty: float = 1.15):
+    def __init__(
+        self,
+        *,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        seed: int = 0,
+        repeat_penalty: float = 1.15,
+        fast_grammar: bool = True,
+    ):
         self.n_ctx, self.n_threads, self.seed, self.repeat_penalty = n_ctx, n_threads, seed, repeat_penalty
+        # greedy decoding offers the grammar the best token first (fast_grammar: same output, less CPU)
+        self.fast_grammar = fast_grammar
+        self.grammar_stats = GrammarStats()
         self.bases: dict[str, object] = {}
         self.adapters: dict[str, tuple[str, object, str]] = {}
         self.active: dict[str, str | None] = {}  # base -> stage whose adapter is set
@@ -104,6 +117,7 @@ class StageEngine:
             self.bases[base_gguf] = Llama(
                 model_path=base_gguf, n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed, verbose=False
             )
+            install_fast_grammar(self.bases[base_gguf], self.grammar_stats, enabled=lambda: self.fast_grammar)
             self.active[base_gguf] = None
         return self.bases[base_gguf]
 

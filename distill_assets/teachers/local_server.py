@@ -31,9 +31,16 @@ class LocalLlamaServer:
     """``with LocalLlamaServer(model) as base_url: ...`` - the server lives for the block."""
 
     def __init__(
-        self, model_path: str | Path, n_ctx: int = 8192, n_threads: int | None = None, startup_timeout_s: float = 180.0
+        self,
+        model_path: str | Path,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        startup_timeout_s: float = 180.0,
+        fast_grammar: bool = True,
     ):
         self.model_path = Path(model_path)
+        # llama_server: llama_cpp.server with the fast grammar samplers (same answers); False: the plain server
+        self.module = "distill_assets.teachers.llama_server" if fast_grammar else "llama_cpp.server"
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(os.cpu_count() or 1, 1)
         self.startup_timeout_s = startup_timeout_s
@@ -55,7 +62,7 @@ class LocalLlamaServer:
             [
                 sys.executable,
                 "-m",
-                "llama_cpp.server",
+                self.module,
                 "--model",
                 str(self.model_path),
                 "--host",

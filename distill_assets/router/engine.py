@@ -11,6 +11,7 @@ from pathlib import Path
 from distill_assets.router.fast_grammar import GrammarStats
 from distill_assets.router.fast_grammar import install as install_fast_grammar
 from distill_assets.router.llama_handles import context_handle, model_handle
+from distill_assets.router.runtime_model import Requantize, runtime_gguf
 
 
 class RouterError(RuntimeError):
@@ -98,15 +99,33 @@ class StageEngine:
         seed: int = 0,
         repeat_penalty: float = 1.15,
         fast_grammar: bool = True,
+        flash_attn: bool = True,
+        requantize: Requantize = "auto",
+        runtime_dir: Path | None = None,
     ):
         self.n_ctx, self.n_threads, self.seed, self.repeat_penalty = n_ctx, n_threads, seed, repeat_penalty
         # greedy decoding offers the grammar the best token first (fast_grammar: same output, less CPU)
         self.fast_grammar = fast_grammar
+        # prompt processing: flash attention, and a Q8_0 copy of Q4_1/Q5_1 weights (runtime_model.py)
+        self.flash_attn, self.requantize, self.runtime_dir = flash_attn, requantize, runtime_dir
+        self.served: dict[str, str] = {}  # base GGUF -> the file llama.cpp loaded for it
         self.grammar_stats = GrammarStats()
         self.bases: dict[str, object] = {}
         self.adapters: dict[str, tuple[str, object, str]] = {}
         self.active: dict[str, str | None] = {}  # base -> stage whose adapter is set
         self.switches = 0
+
+    @classmethod
+    def for_config(cls, cfg) -> "StageEngine":
+        """The engine `distill run-task` and the evaluation use: distill.yaml's ``router`` section."""
+        r = cfg.router
+        return cls(
+            n_ctx=r.n_ctx,
+            n_threads=r.n_threads,
+            flash_attn=r.flash_attn,
+            requantize=r.requantize,
+            runtime_dir=cfg.resolved_cache_dir() / "runtime_models",
+        )
 
     def _base(self, base_gguf: str):
         from llama_cpp import Llama
@@ -114,8 +133,15 @@ class StageEngine:
         if base_gguf not in self.bases:
             if not Path(base_gguf).exists():
                 raise RouterError(f"base model {base_gguf} does not exist")
+            served = runtime_gguf(base_gguf, self.requantize, self.runtime_dir)
+            self.served[base_gguf] = str(served)
             self.bases[base_gguf] = Llama(
-                model_path=base_gguf, n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed, verbose=False
+                model_path=str(served),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                seed=self.seed,
+                flash_attn=self.flash_attn,
+                verbose=False,
             )
             install_fast_grammar(self.bases[base_gguf], self.grammar_stats, enabled=lambda: self.fast_grammar)
             self.active[base_gguf] = None

@@ -155,7 +155,7 @@ def route_task(
     head = check_repo(repo)
     say = progress or (lambda stage, msg: None)
     own_engine = engine is None
-    engine = engine or StageEngine(n_ctx=cfg.router.n_ctx, n_threads=cfg.router.n_threads)
+    engine = engine or StageEngine.for_config(cfg)
     try:
         for s, a in adapters.items():
             if a.adapter_gguf and s not in engine.adapters:

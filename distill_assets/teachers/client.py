@@ -143,8 +143,9 @@ def request_params(teacher: Teacher, req: TeacherRequest) -> dict[str, Any]:
 def endpoint_id(teacher: Teacher, base_url: str | None) -> str:
     """What identifies the endpoint in cache keys: the URL, or for the local server (a new port each
     start) the model it serves."""
-    if teacher.kind == "local_llama_cpp":
-        return f"local-llama-cpp:{teacher.model}"
+    if teacher.kind == "local_llama_cpp":  # with how it is served: both change the answers slightly
+        served = "" if teacher.requantize == "off" else f"|requantize={teacher.requantize}"
+        return f"local-llama-cpp:{teacher.model}{served}" + ("|flash_attn" if teacher.flash_attn else "")
     return (base_url or teacher.base_url or "").rstrip("/")
 
 

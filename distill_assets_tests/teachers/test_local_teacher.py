@@ -82,3 +82,24 @@ def test_the_fast_grammar_server_answers_what_the_plain_server_answers(sample_pr
                 with urllib.request.urlopen(req, timeout=300) as r:
                     answers[fast].append(json.load(r)["choices"][0]["message"]["content"])
     assert all(answers[True]) and answers[True] == answers[False]
+
+
+def test_the_local_teacher_serves_the_q8_0_copy_and_keys_its_cache_by_it(tmp_path):
+    """TeachersResource starts the server on the Q8_0 copy of the shipped Q4_1 file (runtime_model.py), and
+    answers cached from another way of serving the model are not reused."""
+    import json
+    import urllib.request
+
+    from distill_assets.defs.teachers.resources import TeachersResource
+    from distill_assets.teachers.client import endpoint_id
+
+    teacher = local_teacher()
+    assert teacher.requantize == "auto" and teacher.flash_attn
+    with TeachersResource().endpoint(teacher, tmp_path / "rt") as (base_url, key):
+        served = list((tmp_path / "rt").glob("*.q8_0.gguf"))
+        assert len(served) == 1 and key is None
+        with urllib.request.urlopen(f"{base_url}/models", timeout=30) as r:
+            assert json.load(r)["data"][0]["id"] == str(served[0])
+    plain = teacher.model_copy(update={"requantize": "off", "flash_attn": False})
+    assert endpoint_id(plain, None) == f"local-llama-cpp:{teacher.model}"  # the keys of caches made before
+    assert len({endpoint_id(t, None) for t in (teacher, plain, teacher.model_copy(update={"flash_attn": False}))}) == 3

@@ -1,11 +1,13 @@
 """Teacher endpoints for assets: the local llama.cpp server or a remote OpenAI-compatible API."""
 
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import dagster as dg
 
 from distill_assets.config import ConfigError, DistillConfig, Teacher, resolve_model_file
+from distill_assets.router.runtime_model import RuntimeModelError, runtime_gguf
 from distill_assets.teachers.cache import ResponseCache
 from distill_assets.teachers.client import TeacherAnswer, TeacherPermanentError, TeacherRequest
 from distill_assets.teachers.local_server import LocalLlamaServer, LocalServerError
@@ -27,13 +29,13 @@ class TeachersResource(dg.ConfigurableResource):
         return ResponseCache(self.cache_path or (cfg.resolved_cache_dir() / "teacher_responses.sqlite"))
 
     @contextmanager
-    def endpoint(self, teacher: Teacher) -> Iterator[tuple[str, str | None]]:
+    def endpoint(self, teacher: Teacher, runtime_dir: Path | None = None) -> Iterator[tuple[str, str | None]]:
         if teacher.kind == "local_llama_cpp":
             try:
-                model = resolve_model_file(teacher.model)
-                with LocalLlamaServer(model, n_ctx=teacher.n_ctx) as base_url:
+                model = runtime_gguf(resolve_model_file(teacher.model), teacher.requantize, runtime_dir)
+                with LocalLlamaServer(model, n_ctx=teacher.n_ctx, flash_attn=teacher.flash_attn) as base_url:
                     yield base_url, None
-            except (ConfigError, LocalServerError) as exc:
+            except (ConfigError, LocalServerError, RuntimeModelError) as exc:
                 raise dg.Failure(description=f"teacher {teacher.name!r}: {exc}", allow_retries=False) from None
             return
         key = dg.EnvVar(teacher.api_key_env).get_value() if teacher.api_key_env else None
@@ -82,7 +84,9 @@ class TeacherCalls:
             url, key = "http://127.0.0.1:9/v1", None  # never contacted: every answer is cached
         else:
             if name not in self.open:
-                self.open[name] = self.stack.enter_context(self.teachers.endpoint(teacher))
+                self.open[name] = self.stack.enter_context(
+                    self.teachers.endpoint(teacher, self.cfg.resolved_cache_dir() / "runtime_models")
+                )
             url, key = self.open[name]
         try:
             return run_teacher(teacher, url, key, self.cache, requests, progress)

@@ -332,118 +332,22 @@ _FP8: dict = {}
 
 
 def fp8_classes():
-    """(FP8FrozenLinear, the autograd function), built once per process (torch is imported lazily)."""
+    """(FP8FrozenLinear, the autograd function): the project's float8 frozen-base layer
+    (distill_assets/training/fp8.py, shared with the trainer's `fp8_base` option and the CPU emulation in
+    bench/fp8_quality.py; torch is imported lazily)."""
     if _FP8:
         return _FP8["module"], _FP8["function"]
-    import torch
+    from distill_assets.training import fp8
 
-    E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
-
-    def quant_rows(t, dtype):
-        """Per-row (last dim) scaled cast: t ~= q * s, q in `dtype` (float8), s (rows, 1) fp32."""
-        fmax = torch.finfo(dtype).max
-        amax = t.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
-        s = amax / fmax
-        q = (t.float() / s).clamp(-fmax, fmax).to(dtype)
-        return q, s
-
-    def mm(a_q, a_s, b_q, b_s_row):
-        """(a_q * a_s) @ (b_q * b_s)^T in bf16: a (M, K) row-major float8 with per-row scales (M, 1); b (N, K)
-        row-major float8 (passed to _scaled_mm as the column-major (K, N) view) with per-row scales given as
-        (1, N). On CPU: the same product, dequantised and multiplied in fp32."""
-        if a_q.is_cuda:
-            return torch._scaled_mm(a_q, b_q.t(), scale_a=a_s, scale_b=b_s_row, out_dtype=torch.bfloat16)
-        return ((a_q.float() * a_s) @ (b_q.float() * b_s_row.t()).t()).to(torch.bfloat16)
-
-    class FP8BaseMatmul(torch.autograd.Function):
-        """y = x @ W^T with W frozen: forward in float8 against W (per-output-channel scales), backward
-        dx = dY @ W in float8 against the pre-quantised W^T (per-input-channel scales). No weight gradient;
-        nothing of x is saved."""
-
-        @staticmethod
-        def forward(ctx, x, w_q, w_s, wt_q, wt_s, grad: int):
-            k = x.shape[-1]
-            xq, xs = quant_rows(x.reshape(-1, k), E4M3)
-            y = mm(xq, xs, w_q, w_s)
-            ctx.save_for_backward(wt_q, wt_s)
-            ctx.grad = grad  # 0: dY in e4m3, 1: e5m2, 2: bf16 (wt_q is then the bf16 W, out x in; wt_s unused)
-            ctx.x_dtype = x.dtype
-            return y.view(*x.shape[:-1], w_q.shape[0])
-
-        @staticmethod
-        def backward(ctx, dy):
-            if not ctx.needs_input_grad[0]:
-                return None, None, None, None, None, None
-            wt_q, wt_s = ctx.saved_tensors
-            n = dy.shape[-1]
-            if ctx.grad == 2:
-                dx = dy.reshape(-1, n).to(wt_q.dtype) @ wt_q
-            else:
-                gq, gs = quant_rows(dy.reshape(-1, n), E5M2 if ctx.grad == 1 else E4M3)
-                dx = mm(gq, gs, wt_q, wt_s)
-            return dx.view(*dy.shape[:-1], dx.shape[-1]).to(ctx.x_dtype), None, None, None, None, None
-
-    class FP8FrozenLinear(torch.nn.Module):
-        """A frozen bias-free nn.Linear as two float8_e4m3fn copies of its weight (see `fp8` in the module doc);
-        the bf16 weight is not kept."""
-
-        def __init__(self, lin, grad: str = "e4m3"):
-            super().__init__()
-            assert lin.bias is None, "fp8: bias-free base layers only"
-            w = lin.weight.detach()
-            self.in_features, self.out_features = lin.in_features, lin.out_features
-            self.grad = grad
-            self.grad_code = {"e4m3": 0, "e5m2": 1, "bf16": 2}[grad]
-            w_q, w_s = quant_rows(w, E4M3)  # (out, in), per output channel
-            self.register_buffer("w_q", w_q, persistent=False)
-            self.register_buffer("w_s", w_s.reshape(1, -1).contiguous(), persistent=False)
-            if grad == "bf16":  # fp8fwd: the backward uses the bf16 weight itself
-                self.register_buffer("wt_q", w.clone(), persistent=False)
-                self.wt_s = None
-            else:
-                wt_q, wt_s = quant_rows(w.t().contiguous(), E4M3)  # (in, out), per input channel
-                self.register_buffer("wt_q", wt_q, persistent=False)
-                self.register_buffer("wt_s", wt_s.reshape(1, -1).contiguous(), persistent=False)
-
-        def forward(self, x):
-            return FP8BaseMatmul.apply(x, self.w_q, self.w_s, self.wt_q, self.wt_s, self.grad_code)
-
-        def dequantised(self):
-            """W as the forward sees it (bf16), for checks."""
-            return (self.w_q.float() * self.w_s.t()).to(torch.bfloat16)
-
-        def extra_repr(self):
-            return (
-                f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 weights, grad {self.grad}"
-            )
-
-    _FP8.update(module=FP8FrozenLinear, function=FP8BaseMatmul, quant_rows=quant_rows)
-    return FP8FrozenLinear, FP8BaseMatmul
+    _FP8.update(module=fp8.FP8FrozenLinear, function=fp8.FP8BaseMatmul, quant_rows=fp8.quant_rows)
+    return fp8.FP8FrozenLinear, fp8.FP8BaseMatmul
 
 
 def fp8_base_layers(model, torch, grad: str) -> dict:
     """Replace the base linear of every PEFT LoRA layer by an FP8FrozenLinear; the bf16 weights are freed."""
-    FP8FrozenLinear, _ = fp8_classes()
-    n, numel, err = 0, 0, None
-    for m in list(model.modules()):
-        if hasattr(m, "lora_A") and isinstance(getattr(m, "base_layer", None), torch.nn.Linear):
-            lin = m.base_layer
-            m.base_layer = FP8FrozenLinear(lin, grad)
-            if err is None:  # quantisation error of the first weight (relative Frobenius)
-                w = lin.weight.detach().float()
-                err = float((m.base_layer.dequantised().float() - w).norm() / w.norm())
-            numel += lin.weight.numel()
-            lin.weight = None  # drop the bf16 weight now (the module object may linger in PEFT's bookkeeping)
-            del lin
-            n += 1
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return {
-        "fp8_modules": n,
-        "fp8_base_params": numel,
-        "fp8_weight_bytes": (3 if grad == "bf16" else 2) * numel,
-        "fp8_weight_rel_err": err,
-    }
+    from distill_assets.training import fp8
+
+    return fp8.fp8_base_layers(model, grad)
 
 
 def sdpa_backend_probe(torch, cfg, seq: int, dev) -> str:

@@ -85,6 +85,11 @@ class TrainingConfig(BaseModel):
     )
     max_steps: int | None = Field(default=None, gt=0, description="cap optimizer steps per phase (CPU demos)")
     max_train_rows: int | None = Field(default=None, gt=0, description="cap training rows per phase (CPU demos)")
+    max_val_rows: int | None = Field(
+        default=None,
+        gt=0,
+        description="cap the held-out rows of the validation loss (CPU demos: it runs after training)",
+    )
     seed: int = 42
 
     @model_validator(mode="after")

@@ -60,7 +60,7 @@ def plan_phases(hp: TrainingConfig, n_pairs: int) -> tuple[list[str], dict[str, 
 
 
 # settings that change what is kept on disk, not the trained weights: a change reuses the trained adapter
-NOT_IN_WEIGHTS = frozenset({"keep_checkpoints"})
+NOT_IN_WEIGHTS = frozenset({"keep_checkpoints", "max_val_rows"})  # max_val_rows acts on sft_val (data hash)
 
 
 def prepare_run(
@@ -76,6 +76,7 @@ def prepare_run(
     """Write the run folder (data + spec) under ``root/stage/<key>``; returns (run_dir, spec). The spec carries
     ``training`` serialised; the training process validates it again (``run.read_hp``)."""
     phases, skipped = plan_phases(training, len(dpo_train))
+    sft_val = sft_val[: training.max_val_rows]
     hp = training.model_dump(mode="json")
     data_hash = _digest({"sft_train": sft_train, "sft_val": sft_val, "dpo_train": dpo_train if "dpo" in phases else []})
     weights_hp = {k: v for k, v in hp.items() if k not in NOT_IN_WEIGHTS}

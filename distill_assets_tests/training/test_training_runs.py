@@ -237,3 +237,19 @@ def test_how_many_checkpoints_are_kept_does_not_change_the_run(tmp_path):
     assert key(keep_checkpoints=2) != key(save_steps=7) and key() != key(lr=1e-3)
     run_dir, spec = prepare_run(tmp_path, "relevance", "base-id", _hp(keep_checkpoints=5), rows, [], [])
     assert json.loads((run_dir / "spec.json").read_text())["hp"]["keep_checkpoints"] == 5  # what the trainer reads
+
+
+def test_max_val_rows_caps_the_validation_rows_and_changes_the_run_only_when_it_cuts(tmp_path):
+    """max_val_rows (the CPU demo's cap on the validation loss) writes only the first N held-out rows; a cap
+    that cuts nothing is the same run as no cap, so runs made before the setting existed are reused."""
+    row = lambda i: {"task_id": f"v{i}", "prompt": "[]", "completion": "x", "difficulty": "easy", "source": "reference"}
+    train, val = [row("t")], [row(i) for i in range(5)]
+    run = lambda **kw: prepare_run(tmp_path, "relevance", "base-id", _hp(**kw), train, val, [])
+    (capped_dir, capped), (_, whole) = run(max_val_rows=2), run()
+    assert [
+        r["task_id"] for r in map(json.loads, (capped_dir / "data" / "sft_val.jsonl").read_text().splitlines())
+    ] == [
+        "v0",
+        "v1",
+    ]
+    assert capped["run_key"] != whole["run_key"] and run(max_val_rows=5)[1]["run_key"] == whole["run_key"]

@@ -42,30 +42,46 @@ def test_a_file_that_is_not_gguf_gives_one_line_naming_it(tmp_path):
         runtime_gguf(bad, "auto", tmp_path / "rt")
 
 
+def _probs(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
 def test_the_served_copy_predicts_what_the_shipped_file_predicts(tmp_path, smollm2_gguf, sample_prompts):
-    """Next-token logits of the Q8_0 copy (with flash attention) against the Q4_1 file as shipped (without),
-    on real stage prompts: same top token, near-identical distributions."""
-    engines = {
-        "shipped": StageEngine(n_ctx=4096, n_threads=2, flash_attn=False, requantize="off"),
-        "served": StageEngine(n_ctx=4096, n_threads=2, runtime_dir=tmp_path / "rt"),
-    }
+    """Next-token distributions at every prompt position, on real stage prompts, of the file the engine serves
+    (Q8_0 copy, flash attention) against the Q4_1 file as shipped (no flash attention). The yardstick is the
+    shipped file with flash attention alone (same weights, f16 attention): the copy may differ from the shipped
+    file only about as much as that numerical floor does (measured: mean TV 0.030 floor, 0.037 copy; top-1 96 %)."""
+    from llama_cpp import Llama
+
+    engine = StageEngine(n_ctx=1024, n_threads=2, runtime_dir=tmp_path / "rt")
     try:
-        llms = {k: e._base(str(smollm2_gguf)) for k, e in engines.items()}
-        assert engines["served"].served[str(smollm2_gguf)].endswith(".q8_0.gguf")
-        assert engines["shipped"].served[str(smollm2_gguf)] == str(smollm2_gguf)
-        for stage in ("relevance", "plan_generation"):
-            for p in sample_prompts[stage][:2]:
-                logits = {}
-                for k, llm in llms.items():
-                    toks = llm.tokenize(p.messages[-1]["content"].encode())[:1500]
-                    llm.reset()
-                    llm.eval(toks)
-                    logits[k] = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-                a, b = logits["shipped"], logits["served"]
-                assert a.argmax() == b.argmax()
-                pa, pb = np.exp(a - a.max()), np.exp(b - b.max())
-                pa, pb = pa / pa.sum(), pb / pb.sum()
-                assert 0.5 * np.abs(pa - pb).sum() < 0.05  # total variation distance
+        engine._base(str(smollm2_gguf))
+        served = engine.served[str(smollm2_gguf)]
     finally:
-        for e in engines.values():
-            e.close()
+        engine.close()
+    assert served.endswith(".q8_0.gguf") and file_type(served) == Q8_0
+    variants = {"shipped": (smollm2_gguf, False), "floor": (smollm2_gguf, True), "served": (served, True)}
+    llms = {
+        k: Llama(model_path=str(path), n_ctx=1024, n_threads=2, flash_attn=fa, logits_all=True, verbose=False)
+        for k, (path, fa) in variants.items()
+    }
+    tv = {"floor": [], "served": []}
+    top1 = {"floor": [], "served": []}
+    for stage in ("relevance", "plan_generation", "code_generation"):
+        for p in sample_prompts[stage][:2]:
+            logits = {}
+            for k, llm in llms.items():
+                toks = llm.tokenize(p.messages[-1]["content"].encode())[:1000]
+                llm.reset()
+                llm.eval(toks)
+                logits[k] = np.array(llm.scores[: llm.n_tokens], dtype=np.float64)
+            ref = logits["shipped"]
+            assert ref.std() > 0.1  # real logits, not an unwritten buffer
+            for k in tv:
+                tv[k].extend(0.5 * np.abs(_probs(ref) - _probs(logits[k])).sum(1))
+                top1[k].extend(ref.argmax(1) == logits[k].argmax(1))
+    floor, copy = float(np.mean(tv["floor"])), float(np.mean(tv["served"]))
+    assert len(tv["served"]) > 1000
+    assert copy < 0.06 and np.mean(top1["served"]) > 0.92, (copy, np.mean(top1["served"]))
+    assert copy < 1.6 * floor, (copy, floor)  # within the numerical floor of f16 attention, not a different model

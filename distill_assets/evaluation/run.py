@@ -38,7 +38,8 @@ from distill_assets.plans.validator import PlanContext
 from distill_assets.prompts.student import parse_student_output
 from distill_assets.symbols import language_for_path
 
-EVAL_VERSION = "2"  # 2: stage 4 repaired_validity and repairs; plans are repaired before the coder
+# 2: stage 4 repaired_validity and repairs; plans are repaired before the coder
+EVAL_VERSION = "3"  # 3: students write stage 4 with the plan decoder (router.plan_decoder)
 SYSTEMS = ("base", "adapter", "live", "teacher")  # live: the adapter the router serves now
 
 ALL_METRICS = sorted({m for ms in STAGE_METRICS.values() for m in ms})
@@ -352,7 +353,7 @@ def student_generator(
                     item.messages,
                     max_tokens=max_tokens,
                     max_string_chars=max_string_chars,
-                    **decoding(stage, item.schema),
+                    **decoding(stage, item.schema, list(item.context.get("symbols") or [])),
                 )
             except (ValueError, RuntimeError) as exc:  # e.g. a prompt longer than the context: a counted row
                 out.append(Generation(None, error=f"generation: {exc}"[:300]))

@@ -41,9 +41,18 @@ def tagged_plan_grammar(task_schema: dict, max_reasoning_chars: int = 400) -> st
     return head + gbnf
 
 
-def decoding(stage: str, task_schema: dict | None) -> dict:
-    """How to constrain the student's answer: {"grammar": gbnf} or {"schema": json schema}."""
+def decoding(
+    stage: str, task_schema: dict | None, context_symbols: list[dict] | None = None, bookkeeping: bool = True
+) -> dict:
+    """How to constrain the student's answer: {"schema": json schema} (stages 1-3, 5); for stage 4
+    {"plan": PlanSpec}, the plan decoder that keeps the bookkeeping right as it writes (`router.plan_decoder`;
+    ``context_symbols``: the task's symbol rows, binding each shown symbol to its file), or with
+    ``bookkeeping=False`` {"grammar": gbnf}, the task's plan schema as one grammar."""
     if stage in TAGGED_STAGES and task_schema is not None:
+        if bookkeeping:
+            from distill_assets.router.plan_decoder import PlanSpec
+
+            return {"plan": PlanSpec.from_schema(task_schema, context_symbols)}
         return {"grammar": tagged_plan_grammar(task_schema)}
     return {"schema": task_schema}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from distill_assets.router.fast_grammar import GrammarStats
 from distill_assets.router.fast_grammar import install as install_fast_grammar
 from distill_assets.router.llama_handles import context_handle, model_handle
+from distill_assets.router.plan_decoder import PlanSpec, decode_plan
 from distill_assets.router.runtime_model import Requantize, runtime_gguf
 
 
@@ -206,12 +207,21 @@ class StageEngine:
         max_tokens: int = 512,
         max_string_chars: int | None = None,
         grammar: str | None = None,
+        plan: PlanSpec | None = None,
     ) -> Completion:
-        """Greedy chat completion under a JSON schema, or under a GBNF ``grammar`` (stage 4's tagged
-        format, `prompts.student`)."""
+        """Greedy chat completion under a JSON schema, under a GBNF ``grammar``, or for stage 4 by the plan
+        decoder (``plan``: `router.plan_decoder`), in the students' tagged format (`prompts.student`)."""
         from llama_cpp import LlamaGrammar, LogitsProcessorList
 
         t0 = time.perf_counter()
+        if plan is not None:
+            cap = (lambda: LogitsProcessorList([StringCap(llm, max_string_chars)])) if max_string_chars else None
+            d = decode_plan(
+                llm, messages, plan, max_tokens=max_tokens, repeat_penalty=self.repeat_penalty, logits_processor=cap
+            )
+            if d.error and d.error != "length":
+                raise RuntimeError(d.error)
+            return Completion(d.text, d.tokens_in, d.tokens_out, (time.perf_counter() - t0) * 1000)
         kwargs: dict = {"response_format": {"type": "json_object", "schema": schema}} if schema else {}
         if grammar:
             kwargs = {"grammar": LlamaGrammar.from_string(grammar, verbose=False)}

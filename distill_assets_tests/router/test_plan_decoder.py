@@ -1,0 +1,137 @@
+"""router/plan_decoder.py: stage-4 plans written segment by segment, each under a grammar made from what was
+written before it, so that their bookkeeping (mutual edges into the plan, no duplicates, the execution order)
+is right as written. The writer's state on its own, its grammars through llama.cpp's parser, and the real
+SmolLM2 (base and with a stage adapter) writing plans that the validator accepts."""
+
+import json
+
+import pytest
+from llama_cpp import LlamaGrammar, LogitsProcessorList
+
+from distill_assets.plans.validator import PlanContext, validate_plan
+from distill_assets.prompts.student import decoding, parse_student_output
+from distill_assets.router.engine import StageEngine, StringCap
+from distill_assets.router.plan_decoder import PlanSpec, PlanWriter, decode_plan, jlit, lit, name_not_in
+
+NOT_BOOKKEEPING = {"code_in_plan", "add_existing_symbol"}  # what the decoder leaves to the model
+
+
+def change(symbol, action="modify", depends_on=(), depended_by=()):
+    return json.dumps(
+        {
+            "symbol": symbol,
+            "action": action,
+            "description": "d",
+            "depends_on": list(depends_on),
+            "depended_by": list(depended_by),
+        },
+        separators=(",", ":"),
+    )
+
+
+def compiles(grammar: str) -> str:
+    LlamaGrammar.from_string(grammar, verbose=False)  # llama.cpp's own parser: raises on a bad grammar
+    return grammar
+
+
+def test_a_promise_forces_the_edge_back_and_keeps_the_plan_open_until_it_is_kept():
+    w = PlanWriter(PlanSpec(paths=["a.py", "b.py"], symbols={"a.py": ["f", "g"], "b.py": ["h"]}))
+    compiles(w.head_grammar())
+    assert jlit("a.py") in compiles(w.file_grammar()) and jlit("b.py") in w.file_grammar()
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    assert jlit("a.py") not in compiles(w.file_grammar())  # a file is written once
+    g = compiles(w.change_grammar())
+    assert jlit("f") in g and jlit("b.py:h") in g and jlit("b.py:<module>") in g
+    w.take_change(change("f", depended_by=["b.py:h"]))
+    # b.py:h is owed: the plan's file list cannot close yet
+    assert w.separators() == [",", "]},"]
+    assert jlit("f") not in compiles(w.change_grammar())  # nor is a symbol written twice
+    assert w.take_separator("]},") == "file"
+    w.take_file('{"path":"b.py","role":"supporting","changes":[')
+    g = compiles(w.change_grammar())
+    assert jlit("h") in g and lit('["a.py:f"]') in g  # h depends on exactly what promised it
+    w.take_change(change("h", depends_on=["a.py:f"]))
+    assert w.separators() == [",", "]}]"]  # no path left for another file
+    assert w.take_separator("]}]") == "order"
+    # b.py depends on a.py: only a.py may come first, then b.py closes the order
+    g = compiles(w.order_grammar())
+    assert jlit("a.py") in g and "b.py" not in g
+    assert not w.take_order(',"execution_order":["a.py",')
+    assert jlit("b.py") in compiles(w.order_grammar())
+    assert w.take_order('"b.py"]')
+    compiles(w.tail_grammar())
+
+
+def test_a_file_with_a_promise_into_itself_cannot_close_and_its_last_slots_go_to_the_promises():
+    spec = PlanSpec(paths=["a.py"], symbols={"a.py": ["f", "g", "k"]}, max_changes=2)
+    w = PlanWriter(spec)
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    w.take_change(change("f", depended_by=["a.py:k"]))
+    assert w.separators() == [","]  # k is owed
+    g = compiles(w.change_grammar())  # one slot left, and it is k's
+    assert jlit("k") in g and jlit("g") not in g and "new-name" not in g
+    w.take_change(change("k", depends_on=["a.py:f"]))
+    assert w.separators() == ["]}]"]  # the file is full, no promise is open, no path is left
+
+
+def test_new_names_exclude_the_files_symbols_and_what_was_written():
+    g = compiles("root ::= n\n" + name_not_in(["pad", "padding", "p"], "n") + 'char ::= [^"\\\\]\n')
+    assert g.count("::=") > 4
+    w = PlanWriter(PlanSpec(paths=["a.py"], symbols={"a.py": ["pad"]}))
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    w.take_change(change("pad_v2", action="add"))
+    assert "new-name" in compiles(w.change_grammar())
+
+
+def test_the_spec_binds_each_shown_symbol_to_its_file(sample_prompts, sample_inputs):
+    _, ctx, _ = sample_inputs
+    for p in sample_prompts["plan_generation"]:
+        spec = PlanSpec.from_schema(p.schema, list(ctx[p.task_id]["symbols"] or []))
+        rows = {(r["path"], r["name"]) for r in ctx[p.task_id]["symbols"] or []}
+        assert spec.paths and spec.symbols
+        assert all((path, s) in rows for path, names in spec.symbols.items() for s in names)
+        loose = PlanSpec.from_schema(p.schema)  # without the rows: every shown symbol in every file
+        assert set(loose.symbols) == set(spec.paths)
+
+
+@pytest.mark.parametrize("system", ["base", "adapter"])
+def test_smollm2_writes_plans_whose_bookkeeping_is_valid_as_written(
+    tmp_path, system, smollm2_gguf, stage_ggufs, sample_prompts, sample_inputs
+):
+    _, ctx, _ = sample_inputs
+    engine = StageEngine(n_ctx=4096, n_threads=2, runtime_dir=tmp_path / "rt")
+    try:
+        if system == "adapter":
+            base, adapter, sha = stage_ggufs["plan_generation"]
+            engine.load_adapter("plan_generation", base, adapter, sha)
+            llm = engine.use("plan_generation")
+        else:
+            llm = engine.use_base(str(smollm2_gguf))
+        finished = 0
+        for p in sample_prompts["plan_generation"]:
+            c = ctx[p.task_id]
+            spec = decoding("plan_generation", p.schema, list(c["symbols"] or []))["plan"]
+            d = decode_plan(
+                llm,
+                p.messages,
+                spec,
+                max_tokens=1400,
+                repeat_penalty=1.15,
+                logits_processor=lambda: LogitsProcessorList([StringCap(llm, 80)]),
+            )
+            assert d.error in (None, "length"), d.error
+            if d.error:
+                continue
+            finished += 1
+            # the segments chained on the model's own token stream: the text is what the tokens say
+            assert llm.detokenize(list(llm.input_ids[d.tokens_in : llm.n_tokens])).decode() == d.text
+            parsed, err = parse_student_output("plan_generation", d.text)
+            assert err is None, (err, d.text[-300:])
+            report = validate_plan(parsed.plan, PlanContext.from_rows(c["file_tree"], c["symbols"] or []))
+            assert set(report.codes) <= NOT_BOOKKEEPING, [str(v) for v in report.violations]
+            assert parsed.plan.execution_order and sorted(parsed.plan.execution_order) == sorted(
+                f.path for f in parsed.plan.affected_files
+            )
+        assert finished >= 2, f"only {finished} of the sample's plans finished within 1,400 tokens"
+    finally:
+        engine.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from distill_assets.router.fast_grammar import GrammarStats
 from distill_assets.router.fast_grammar import install as install_fast_grammar
 from distill_assets.router.llama_handles import context_handle, model_handle
-from distill_assets.router.plan_decoder import PlanSpec, decode_plan
+from distill_assets.router.plan_decoder import ENUMERATED_KEYS, PlanSpec, decode_plan
 from distill_assets.router.runtime_model import Requantize, runtime_gguf
 
 
@@ -215,7 +215,10 @@ class StageEngine:
 
         t0 = time.perf_counter()
         if plan is not None:
-            cap = (lambda: LogitsProcessorList([StringCap(llm, max_string_chars)])) if max_string_chars else None
+            # the string cap must not cut a path, symbol or edge: the grammar enumerates them, and a cut one
+            # leaves the grammar no token it allows
+            keep = frozenset({"diff"}) | ENUMERATED_KEYS
+            cap = (lambda: LogitsProcessorList([StringCap(llm, max_string_chars, keep)])) if max_string_chars else None
             d = decode_plan(
                 llm, messages, plan, max_tokens=max_tokens, repeat_penalty=self.repeat_penalty, logits_processor=cap
             )

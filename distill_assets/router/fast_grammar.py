@@ -31,6 +31,7 @@ class GrammarStats:
     argmax: int = 0
     scan: int = 0
     full_masks: int = 0
+    dead_ends: int = 0  # no token of the vocabulary allowed (e.g. a logits processor left only ones it forbids)
 
 
 class _GrammarFirst:
@@ -51,14 +52,24 @@ class _GrammarFirst:
         # the callbacks must stay referenced as long as llama.cpp may call them
         self._cbs = (
             llama_cpp.llama_sampler_i_apply(lambda _s, cur_p: self.apply(cur_p)),
-            llama_cpp.llama_sampler_i_accept(lambda _s, token: llama_cpp.llama_sampler_accept(self.grammar, token)),
-            llama_cpp.llama_sampler_i_reset(lambda _s: llama_cpp.llama_sampler_reset(self.grammar)),
+            llama_cpp.llama_sampler_i_accept(lambda _s, token: self.accept(token)),
+            llama_cpp.llama_sampler_i_reset(lambda _s: self.reset()),
         )
         self._iface = llama_cpp.llama_sampler_i(apply=self._cbs[0], accept=self._cbs[1], reset=self._cbs[2])
         self.sampler = llama_cpp.llama_sampler(iface=ctypes.pointer(self._iface), ctx=None)
 
+    dead = False  # the grammar allowed nothing: it stops constraining (llama.cpp would abort the process)
+
     def apply(self, cur_p) -> None:
         raise NotImplementedError
+
+    def accept(self, token: int) -> None:
+        if not self.dead:
+            self._lc.llama_sampler_accept(self.grammar, token)
+
+    def reset(self) -> None:
+        self.dead = False
+        self._lc.llama_sampler_reset(self.grammar)
 
     def _allowed(self, data, positions: np.ndarray) -> np.ndarray:
         """Which of ``positions`` (indices into ``data``) hold a token the grammar allows now."""
@@ -70,8 +81,20 @@ class _GrammarFirst:
         return few["logit"] != -math.inf
 
     def _mask_all(self, cur_p) -> None:
+        """The grammar over the whole vocabulary. When it allows no token at all, the logits are left as they
+        were and the grammar stops constraining this generation: accepting a token it forbids would abort
+        the process (llama-grammar.cpp), and the answer, unconstrained from here, fails to parse as one row."""
         self.stats.full_masks += 1
+        if self.dead:
+            return
+        cur = cur_p.contents
+        data = np.ctypeslib.as_array(cur.data, shape=(cur.size,))
+        before = data["logit"].copy()
         self._lc.llama_sampler_apply(self.grammar, cur_p)
+        if np.isneginf(data["logit"]).all():
+            data["logit"] = before
+            self.dead = True
+            self.stats.dead_ends += 1
 
     def free(self) -> None:
         if self.grammar:
@@ -94,7 +117,9 @@ class GreedyGrammarSampler(_GrammarFirst):
         logits = data["logit"]
         self.stats.steps += 1
         best = int(np.argmax(logits))
-        if self._allowed(data, np.array([best]))[0]:
+        if self.dead:
+            pass
+        elif self._allowed(data, np.array([best]))[0]:
             self.stats.argmax += 1
         else:
             top = _best_first(logits, min(SCAN, cur.size))
@@ -122,8 +147,10 @@ class TopKGrammarSampler(_GrammarFirst):
         k = min(self.k, cur.size)
         self.stats.steps += 1
         top = _best_first(logits, min(SCAN, cur.size))
-        chosen = top[self._allowed(data, top)][:k]
-        if len(chosen) == k:
+        chosen = top[:k] if self.dead else top[self._allowed(data, top)][:k]
+        if self.dead:
+            pass
+        elif len(chosen) == k:
             self.stats.scan += 1
         else:  # as grammar then top-k: the k best of the masked logits (masked ones too if fewer are allowed)
             self._mask_all(cur_p)

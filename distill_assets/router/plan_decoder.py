@@ -145,6 +145,7 @@ _K = {  # the compact JSON between the values, as GBNF literals
     "order": lit(',"execution_order":['),
     "rationale": lit(',"rationale":'),
 }
+ENUMERATED_KEYS = frozenset({"path", "symbol", "depends_on", "depended_by", "execution_order"})
 SEPARATORS = {",": "change", "]},": "file", "]}]": "order"}  # after a change: what comes next
 
 
@@ -334,14 +335,16 @@ def decode_plan(
     logits_processor=None,
 ) -> PlanDecode:
     """The greedy stage-4 answer of ``llm`` to ``messages``, segment by segment (module docstring).
-    ``logits_processor``: a factory of a fresh LogitsProcessorList per segment. Out of tokens mid-plan, the
+    ``logits_processor``: a factory of a fresh LogitsProcessorList per segment with free text (it must leave
+    the strings of ``ENUMERATED_KEYS`` alone). Out of tokens mid-plan, the
     text is cut where the budget ended, as a plain decode's would be."""
     from llama_cpp import LlamaGrammar
 
     left, tokens, parts, tokens_in = max_tokens, [], [], 0
 
-    def segment(grammar: str) -> str | None:
-        """The segment's text; None when the budget ran out in it."""
+    def segment(grammar: str, free_text: bool = False) -> str | None:
+        """The segment's text; None when the budget ran out in it. ``free_text``: it has free strings (the
+        logits processor caps them); the others only enumerated ones, which a cap must not cut."""
         nonlocal left, tokens, tokens_in
         kw: dict = dict(
             grammar=LlamaGrammar.from_string(grammar, verbose=False),
@@ -349,7 +352,7 @@ def decode_plan(
             max_tokens=left,
             repeat_penalty=repeat_penalty,
         )
-        if logits_processor is not None:
+        if logits_processor is not None and free_text:
             kw["logits_processor"] = logits_processor()
         if not parts:
             out = llm.create_chat_completion(messages=messages, **kw)
@@ -370,7 +373,7 @@ def decode_plan(
 
     w = PlanWriter(spec)
     try:
-        if segment(w.head_grammar()) is None:
+        if segment(w.head_grammar(), free_text=True) is None:
             return result("length")
         step = "file"
         while step != "done":
@@ -382,7 +385,7 @@ def decode_plan(
                     w.take_file(text)
                     step = "change"
             elif step == "change":
-                text = segment(w.change_grammar())
+                text = segment(w.change_grammar(), free_text=True)
                 if text is not None:
                     w.take_change(text)
                     step = "separator"
@@ -397,7 +400,7 @@ def decode_plan(
                 if text is not None and w.take_order(text):
                     step = "tail"
             else:
-                text = segment(w.tail_grammar())
+                text = segment(w.tail_grammar(), free_text=True)
                 step = "done"
             if text is None:
                 return result("length")

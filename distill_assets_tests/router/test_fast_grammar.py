@@ -47,3 +47,33 @@ def test_fast_grammar_answers_what_the_full_mask_answers(stage, sample_prompts, 
     # every generated token went through the samplers, and most needed no whole-vocabulary mask
     assert stats.steps >= tokens > 0 and stats.full_masks < stats.steps / 2
     assert stats.argmax > 0 and stats.scan > 0
+
+
+def test_a_grammar_that_allows_no_token_stops_constraining_instead_of_aborting(smollm2_gguf):
+    """A logits processor can leave only tokens the grammar forbids (a string cap inside an enumerated
+    string). llama.cpp would abort the whole process on accepting one; the sampler lets the generation go on
+    unconstrained, which fails to parse as one answer, and counts it."""
+    import numpy as np
+    from llama_cpp import LlamaGrammar, LogitsProcessorList
+
+    engine = StageEngine(n_ctx=1024, n_threads=2)
+    try:
+        llm = engine._base(str(smollm2_gguf))
+        only = llm.tokenize(b"7", add_bos=False)
+
+        def sevens(_ids, scores):
+            out = np.full_like(scores, -np.inf)
+            out[only] = scores[only]
+            return out
+
+        out = llm.create_completion(
+            "Answer yes or no:",
+            grammar=LlamaGrammar.from_string('root ::= "yes" | "no"', verbose=False),
+            logits_processor=LogitsProcessorList([sevens]),
+            max_tokens=3,
+            temperature=0.0,
+        )
+        assert engine.grammar_stats.dead_ends == 1
+        assert out["choices"][0]["text"].startswith("7")
+    finally:
+        engine.close()

@@ -56,17 +56,21 @@ def _alts(options: list[str]) -> str:
     return "(" + " | ".join(options) + ")" if len(options) > 1 else options[0]
 
 
-def _class_char(ch: str) -> str:
-    return "\\" + ch if ch in "\\]^-[" else ch
+NAME_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_$"
+NAME_CHARS = NAME_FIRST + "0123456789."
+
+
+def _class(chars: str) -> str:
+    return "[" + "".join("\\" + c if c in "\\]^-[" else c for c in chars) + "]"
 
 
 def name_not_in(excluded: list[str], prefix: str) -> str:
-    """GBNF rules, the first named ``prefix``, for a non-empty JSON string that is none of ``excluded``
-    without ``:`` (the edges' separator), quotes, backslashes or control characters: a trie of the
-    excluded names, where a string may leave the trie at any character or end anywhere but at a name."""
+    """GBNF rules, the first named ``prefix``, for a new symbol name as a JSON string: an identifier (dotted
+    for members) that is none of ``excluded``. A trie of the excluded names, where a name may leave the trie
+    at any character or end anywhere but at an excluded name."""
     trie: dict = {}
     for name in excluded:
-        if name and not any(c in name for c in '"\\') and all(c >= " " for c in name):
+        if name and name[0] in NAME_FIRST and all(c in NAME_CHARS for c in name):
             node = trie
             for ch in name:
                 node = node.setdefault(ch, {})
@@ -76,14 +80,16 @@ def name_not_in(excluded: list[str], prefix: str) -> str:
     def rule(node: dict, name: str, root: bool) -> None:
         kids = [c for c in node if c is not None]
         alts = [] if root or None in node else ['"\\""']
-        alts.append(f'[^"\\\\:\\x00-\\x1F{"".join(_class_char(c) for c in kids)}] name-char* "\\""')
+        other = "".join(c for c in (NAME_FIRST if root else NAME_CHARS) if c not in kids)
+        if other:
+            alts.append(f'{_class(other)} name-char* "\\""')
         for i, ch in enumerate(kids):
             alts.append(f"{lit(ch)} {name}-{i}")
             rule(node[ch], f"{name}-{i}", False)
         rules.insert(0, f"{name} ::= {' | '.join(alts)}")
 
     rule(trie, f"{prefix}-x", True)
-    head = f'{prefix} ::= "\\"" {prefix}-x\nname-char ::= [^"\\\\:\\x00-\\x1F]\n'
+    head = f'{prefix} ::= "\\"" {prefix}-x\nname-char ::= {_class(NAME_CHARS)}\n'
     return head + "\n".join(rules) + "\n"
 
 
@@ -146,7 +152,7 @@ _K = {  # the compact JSON between the values, as GBNF literals
     "rationale": lit(',"rationale":'),
 }
 ENUMERATED_KEYS = frozenset({"path", "symbol", "depends_on", "depended_by", "execution_order"})
-SEPARATORS = {",": "change", "]},": "file", "]}]": "order"}  # after a change: what comes next
+SEPARATORS = {"]}]": "order", "]},": "file", ",": "change"}  # after a change's "]}": what comes next
 
 
 @dataclass
@@ -218,27 +224,57 @@ class PlanWriter:
                 out += [(p, s) for s in self.spec.existing(p)]
         return list(dict.fromkeys(out))
 
-    def _edges(self, path: str, symbol: str | None) -> str:
-        """The depends_on and depended_by of a change at ``path:symbol`` (None: a new name)."""
+    def _separators(self, symbol: str | None, promise_here: bool, promise_elsewhere: bool) -> list[str]:
+        """What may follow a change at ``symbol`` of the current file (None: a new name) that makes new
+        promises into this file and/or other files: another change, the file's end, the file list's end."""
+        path = self.current
+        assert path is not None
+        owed = [s for s in self.owed(path) if s != symbol or symbol is None]
+        written = len(self.written[path]) + 1
+        promised = {p for p in self.promised_files() if p != path}
+        left = {k for k in self.promises if k != (path, symbol)}
+        out = []
+        if owed or promise_here or (written < self.spec.max_changes and not self.closing):
+            out.append(",")
+        if not owed and not promise_here:
+            more = len(self.files) < self.spec.max_files and self._paths_left() and not self.closing
+            if promised or promise_elsewhere or more:
+                out.append("]},")
+            if not left and not promise_elsewhere:
+                out.append("]}]")
+        return out
+
+    def _tail(self, path: str, symbol: str | None) -> str:
+        """depends_on, depended_by, the change's close and what follows it, for a change at ``path:symbol``."""
         promisers = self.promises.get((path, symbol), []) if symbol is not None else []
         dep = lit("[" + ",".join(json.dumps(f"{p}:{s}", ensure_ascii=False) for p, s in promisers) + "]")
-        targets = self._targets(path, symbol)
-        if not targets or self.spec.max_edges < 1:
-            dby = lit("[]")
-        else:
-            one = _alts([jlit(f"{p}:{s}") for p, s in targets])
-            more = f" ({lit(',')} {one}){{0,{self.spec.max_edges - 1}}}" if self.spec.max_edges > 1 else ""
-            dby = f'("[]" | "[" {one}{more} "]")'
-        return f"{_K['depends_on']} {dep} {_K['depended_by']} {dby} {_K['close']}"
+        here = [jlit(f"{p}:{s}") for p, s in self._targets(path, symbol) if p == path]
+        there = [jlit(f"{p}:{s}") for p, s in self._targets(path, symbol) if p != path]
+        n = max(self.spec.max_edges - 1, 0)
+
+        def then(*flags: bool) -> str:
+            return _alts([lit("]}" + sep) for sep in self._separators(symbol, *flags)])
+
+        alts = [f'"[" {then(False, False)}']
+        if there:
+            o = _alts(there)
+            alts.append(f'"[" {o} ({lit(",")} {o}){{0,{n}}} {then(False, True)}')
+        if here:  # at least one into this file, at most max_edges in all
+            h, any_, sep = _alts(here), _alts(here + there), lit(",")
+            lists = [f"({any_} {sep}){{{i}}} {h} ({sep} {any_}){{0,{n - i}}}" for i in range(n + 1)]
+            alts.append(f'"[" {_alts(lists)} {then(True, bool(there))}')
+        return f"{_K['depends_on']} {dep} {_K['depended_by']} {_alts(alts)}"
 
     def change_grammar(self) -> str:
+        """One change, its close, and what follows: ``,`` (another change), ``]},`` (another file) or ``]}]``
+        (the file list's end), so that the segment ends where the tokenizer has a token boundary."""
         path = self.current
         assert path is not None
         written, owed = self.written[path], self.owed(path)
-        full = self.closing or len(written) + len(owed) >= self.spec.max_changes
+        full = len(written) + len(owed) >= self.spec.max_changes
         acts = _alts([jlit(a) for a in EXISTING_ACTIONS])
         branches = [
-            f"{_K['symbol']} {jlit(s)} {_K['action']} {acts} {_K['description']} string {self._edges(path, s)}"
+            f"{_K['symbol']} {jlit(s)} {_K['action']} {acts} {_K['description']} string {self._tail(path, s)}"
             for s in (owed if full else self.spec.existing(path))
             if s not in written
         ]
@@ -246,38 +282,32 @@ class PlanWriter:
         if not full:  # a new name: none of the file's symbols, nor one written already
             new = [s for s in self.spec.existing(path) if s != MODULE] + written
             rules += name_not_in(new, "new-name")
-            branches.append(f"{_K['symbol']} new-name {_K['add']} {_K['description']} string {self._edges(path, None)}")
+            branches.append(f"{_K['symbol']} new-name {_K['add']} {_K['description']} string {self._tail(path, None)}")
         return f"root ::= {_alts(branches)}\n" + rules
 
-    def take_change(self, text: str) -> None:
-        change = json.loads(text)
+    def take_change(self, text: str) -> str:
+        """Reads one change and its separator; returns what comes next: "change", "file" or "order"."""
+        for sep, nxt in SEPARATORS.items():
+            if text.endswith("}" + sep):
+                break
+        else:
+            raise PlanDecodeError(f"a change without a separator: {text[-40:]!r}")
+        change = json.loads(text[: -len(sep)])
         path = self.current
         assert path is not None
         me = (path, change["symbol"])
         self.written[path].append(change["symbol"])
-        for p, _ in self.promises.pop(me, []):
-            self.file_deps[path].add(p)
+        if change["action"] != "add":  # (an add never keeps a promise: its depends_on is empty)
+            for p, _ in self.promises.pop(me, []):
+                self.file_deps[path].add(p)
         for t in dict.fromkeys(change["depended_by"]):
             target = tuple(t.rpartition(":")[::2])  # the grammar wrote it from (path, symbol): no ':' in symbols
             if me not in self.promises.setdefault(target, []):
                 self.promises[target].append(me)
         self.file_deps[path].discard(path)
-
-    def separators(self) -> list[str]:
-        """What may follow the change just written: another change, the file's end, the file list's end."""
-        path = self.current
-        assert path is not None
-        owed = self.owed(path)
-        out = []
-        if owed or (len(self.written[path]) < self.spec.max_changes and not self.closing):
-            out.append(",")
-        if not owed:
-            more = len(self.files) < self.spec.max_files and self._paths_left() and not self.closing
-            if self.promised_files() or more:
-                out.append("]},")
-            if not self.promises:
-                out.append("]}]")
-        return out
+        if nxt != "change":
+            self.current = None
+        return nxt
 
     def _paths_left(self) -> bool:
         return self.spec.paths is None or any(p not in self.written for p in self.spec.paths)
@@ -285,27 +315,27 @@ class PlanWriter:
     def reserve(self, per_change: float) -> int:
         """Tokens that must be left before a new change or file is started: that change (and a file's
         opening), the promised changes, the execution order, the rationale (~``per_change`` tokens a change)."""
-        return int(per_change * (len(self.promises) + 1) + 12 * len(self.files) + 25 + 80)
+        def toks(text: str) -> int:  # ~3 characters a token
+            return len(text) // 3 + 2
 
-    def separator_grammar(self) -> str:
-        return f"root ::= {_alts([lit(s) for s in self.separators()])}\n"
-
-    def take_separator(self, text: str) -> str:
-        """What comes next: "change", "file" or "order"."""
-        nxt = SEPARATORS[text]
-        if nxt != "change":
-            self.current = None
-        return nxt
+        owed = sum(per_change + sum(toks(f"{p}:{s}") for p, s in by) for by in self.promises.values())
+        files = 25 * len(self.promised_files())
+        order = sum(toks(f) for f in self.files)
+        return int(1.25 * (per_change + owed + files + order + 80))
 
     def order_grammar(self) -> str:
+        """One file of the execution order, among those whose dependencies are listed, written from inside
+        its quotes to the next item's opening quote (``","``) or the list's end (``"]``): token boundaries."""
         ready = [f for f in self.files if f not in self.ordered and self.file_deps[f] <= set(self.ordered)]
-        first = _K["order"] + " " if not self.ordered else ""
-        end = lit("]") if len(self.ordered) + 1 == len(self.files) else lit(",")
-        return f"root ::= {first}{_alts([jlit(f) for f in ready])} {end}\n"
+        first = lit(',"execution_order":["') + " " if not self.ordered else ""
+        end = lit('"]') if len(self.ordered) + 1 == len(self.files) else lit('","')
+        return f"root ::= {first}{_alts([lit(json.dumps(f, ensure_ascii=False)[1:-1]) for f in ready])} {end}\n"
 
     def take_order(self, text: str) -> bool:
         """Reads one file of the execution order; True when the order is complete."""
-        self.ordered.append(json.loads(text.removeprefix(',"execution_order":[')[:-1]))
+        item = text.removeprefix(',"execution_order":["')
+        item = item[:-3] if item.endswith('","') else item[:-2]
+        self.ordered.append(json.loads('"' + item + '"'))
         return len(self.ordered) == len(self.files)
 
     def tail_grammar(self) -> str:
@@ -385,16 +415,11 @@ def decode_plan(
                     w.take_file(text)
                     step = "change"
             elif step == "change":
-                text = segment(w.change_grammar(), free_text=True)
-                if text is not None:
-                    w.take_change(text)
-                    step = "separator"
-            elif step == "separator":
                 n_changes = sum(len(v) for v in w.written.values())
                 w.closing = left < w.reserve((max_tokens - left) / max(n_changes, 1))
-                text = segment(w.separator_grammar())
+                text = segment(w.change_grammar(), free_text=True)
                 if text is not None:
-                    step = w.take_separator(text)
+                    step = w.take_change(text)
             elif step == "order":
                 text = segment(w.order_grammar())
                 if text is not None and w.take_order(text):

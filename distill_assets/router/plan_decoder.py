@@ -315,6 +315,7 @@ class PlanWriter:
     def reserve(self, per_change: float) -> int:
         """Tokens that must be left before a new change or file is started: that change (and a file's
         opening), the promised changes, the execution order, the rationale (~``per_change`` tokens a change)."""
+
         def toks(text: str) -> int:  # ~3 characters a token
             return len(text) // 3 + 2
 

@@ -42,12 +42,14 @@ def tagged_plan_grammar(task_schema: dict, max_reasoning_chars: int = 400) -> st
 
 
 def decoding(
-    stage: str, task_schema: dict | None, context_symbols: list[dict] | None = None, bookkeeping: bool = True
+    stage: str, task_schema: dict | None, context_symbols: list[dict] | None = None, bookkeeping: bool = False
 ) -> dict:
     """How to constrain the student's answer: {"schema": json schema} (stages 1-3, 5); for stage 4
-    {"plan": PlanSpec}, the plan decoder that keeps the bookkeeping right as it writes (`router.plan_decoder`;
-    ``context_symbols``: the task's symbol rows, binding each shown symbol to its file), or with
-    ``bookkeeping=False`` {"grammar": gbnf}, the task's plan schema as one grammar."""
+    {"grammar": gbnf}, the task's plan schema as one grammar, or with ``bookkeeping=True`` {"plan": PlanSpec},
+    the plan decoder that keeps the bookkeeping right as it writes (`router.plan_decoder`;
+    ``context_symbols``: the task's symbol rows, binding each shown symbol to its file). The decoder is not
+    the default: on click's held-out tasks its plans parse less often (they run to the token cap), see
+    `bench/results/student_gain.md`."""
     if stage in TAGGED_STAGES and task_schema is not None:
         if bookkeeping:
             from distill_assets.router.plan_decoder import PlanSpec

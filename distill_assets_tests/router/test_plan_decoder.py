@@ -94,6 +94,8 @@ def test_the_spec_binds_each_shown_symbol_to_its_file(sample_prompts, sample_inp
         assert all((path, s) in rows for path, names in spec.symbols.items() for s in names)
         loose = PlanSpec.from_schema(p.schema)  # without the rows: every shown symbol in every file
         assert set(loose.symbols) == set(spec.paths)
+        # the decoder is opt-in: students decode stage 4 under the one plan grammar unless asked
+        assert set(decoding("plan_generation", p.schema)) == {"grammar"}
 
 
 @pytest.mark.parametrize("system", ["base", "adapter"])
@@ -112,7 +114,7 @@ def test_smollm2_writes_plans_whose_bookkeeping_is_valid_as_written(
         finished = 0
         for p in sample_prompts["plan_generation"]:
             c = ctx[p.task_id]
-            spec = decoding("plan_generation", p.schema, list(c["symbols"] or []))["plan"]
+            spec = decoding("plan_generation", p.schema, list(c["symbols"] or []), bookkeeping=True)["plan"]
             d = decode_plan(
                 llm,
                 p.messages,

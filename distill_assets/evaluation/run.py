@@ -38,9 +38,7 @@ from distill_assets.plans.validator import PlanContext
 from distill_assets.prompts.student import parse_student_output
 from distill_assets.symbols import language_for_path
 
-# 2: stage 4 repaired_validity and repairs; plans are repaired before the coder
-# 3: students write stage 4 with the plan decoder (router.plan_decoder); 4: its segments end on token boundaries
-EVAL_VERSION = "4"  # (a change to how router/plan_decoder.py decodes needs a new version: answers are cached)
+EVAL_VERSION = "2"  # 2: stage 4 repaired_validity and repairs; plans are repaired before the coder
 SYSTEMS = ("base", "adapter", "live", "teacher")  # live: the adapter the router serves now
 
 ALL_METRICS = sorted({m for ms in STAGE_METRICS.values() for m in ms})

@@ -22,6 +22,10 @@ no file or existing symbol is written twice, and the order is a permutation of t
 edges. What the model chooses is unchanged: which files, symbols, actions and words, and which promises.
 Left to the model: an ``add`` may name an existing symbol, and text may contain code.
 
+Opt-in (`prompts.student.decoding(..., bookkeeping=True)`): on click's held-out tasks the students' plans
+under it run to the token cap and parse less often than under the one plan grammar (`student_gain.md`).
+Turning it on for the evaluation needs a new `evaluation.run.EVAL_VERSION` (answers are cached).
+
 The text is the compact JSON the students are trained on (`datasets.build.plan_completion`). The KV cache is
 reused between segments (llama-cpp-python's prefix match), so a segment costs only its own tokens.
 """
@@ -31,15 +35,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from distill_assets.plans.schema import MODULE
+from typing import get_args
+
+from distill_assets.plans.schema import MODULE, Action, Role
 from distill_assets.prompts.tags import PLAN_TAG, REASONING_TAG
 
 _STRING_RULES = (
     'string ::= "\\"" char* "\\""\n'
     'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])\n'
 )
-ROLES = ("primary", "supporting", "type_stub")
-EXISTING_ACTIONS = ("modify", "delete", "rename")
+ROLES = get_args(Role)
+EXISTING_ACTIONS = tuple(a for a in get_args(Action) if a != "add")
 
 
 def lit(text: str) -> str:
@@ -148,7 +154,6 @@ _K = {  # the compact JSON between the values, as GBNF literals
     "depends_on": lit(',"depends_on":'),
     "depended_by": lit(',"depended_by":'),
     "close": lit("}"),
-    "order": lit(',"execution_order":['),
     "rationale": lit(',"rationale":'),
 }
 ENUMERATED_KEYS = frozenset({"path", "symbol", "depends_on", "depended_by", "execution_order"})

@@ -142,27 +142,19 @@ def test_smollm2_writes_plans_whose_bookkeeping_is_valid_as_written(
 
 
 def test_the_string_cap_leaves_long_enumerated_paths_and_edges_whole(tmp_path, smollm2_gguf, sample_prompts):
-    """A path or edge longer than the string cap is written whole (the cap cutting one inside the grammar's
-    enumeration would leave no token the grammar allows), while free text is still capped."""
-    from distill_assets.router.plan_decoder import ENUMERATED_KEYS
-
+    """Through the engine: a path or symbol longer than the string cap is written whole (the cap cutting one
+    inside the grammar's enumeration would leave no token the grammar allows), while free text is capped."""
     long_path = "src/package/subpackage/module_name.py"  # both longer than the cap of 20 characters
     spec = PlanSpec(paths=[long_path], symbols={long_path: ["SomeClass.some_method_name"]})
     engine = StageEngine(n_ctx=4096, n_threads=2, runtime_dir=tmp_path / "rt")
     try:
         llm = engine.use_base(str(smollm2_gguf))
-        keep = frozenset({"diff"}) | ENUMERATED_KEYS
-        d = decode_plan(
-            llm,
-            sample_prompts["plan_generation"][0].messages,
-            spec,
-            max_tokens=1400,
-            repeat_penalty=1.15,
-            logits_processor=lambda: LogitsProcessorList([StringCap(llm, 20, keep)]),
+        c = engine.complete(
+            llm, sample_prompts["plan_generation"][0].messages, max_tokens=1400, max_string_chars=20, plan=spec
         )
-        assert d.error is None and engine.grammar_stats.dead_ends == 0, d
-        parsed, err = parse_student_output("plan_generation", d.text)
-        assert err is None and parsed.plan.affected_files[0].path == long_path
+        assert engine.grammar_stats.dead_ends == 0
+        parsed, err = parse_student_output("plan_generation", c.text)
+        assert err is None and parsed.plan.affected_files[0].path == long_path, (err, c.text[-300:])
         assert all(len(c.description) <= 24 for f in parsed.plan.affected_files for c in f.changes)
     finally:
         engine.close()

@@ -545,6 +545,11 @@ class RouterConfig(_Strict):
         description="close a JSON string at this many characters while decoding (not the diff); none: never",
     )
     flash_attn: bool = Field(default=True, description="llama.cpp flash attention (faster prompt processing)")
+    plan_decoder: bool = Field(
+        default=False,
+        description="write stage-4 plans with the bookkeeping decoder (router/plan_decoder.py: valid as written "
+        "where they finish) instead of under one plan grammar; the router and the evaluation both",
+    )
     requantize: Literal["auto", "off", "q8_0"] = Field(
         default="auto",
         description="serve a cached Q8_0 copy of the base GGUF; auto: only for Q4_1/Q5_1 weights, which have no "

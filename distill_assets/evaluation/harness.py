@@ -29,6 +29,7 @@ from distill_assets.evaluation.run import (
     summarise,
 )
 from distill_assets.plans.schema import Plan
+from distill_assets.router.plan_decoder import PLAN_DECODER_VERSION
 from distill_assets.sandbox import Limits
 from distill_assets.scoring.executions import PlanToRun, SandboxCache, coder_requests, parse_diff, run_in_sandbox
 from distill_assets.teachers.client import TeacherAnswer, TeacherRequest
@@ -137,6 +138,7 @@ class _Students:
                 slot,
                 max_tokens=self.max_tokens,
                 max_string_chars=self.cfg.router.max_string_chars,
+                plan_decoder=self.cfg.router.plan_decoder,
             )
             try:
                 return gen(stage_key, items)
@@ -277,6 +279,8 @@ def evaluate(
             "served": [cfg.router.requantize, cfg.router.flash_attn],
             "sandbox": [cfg.sandbox.backend, cfg.sandbox.test_commands],
         }
+        if cfg.router.plan_decoder and stage == "plan_generation":  # (absent otherwise: the cached rows stand)
+            settings["plan_decoder"] = PLAN_DECODER_VERSION
         rows, hits = evaluate_stage(
             stage,
             items,

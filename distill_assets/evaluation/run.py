@@ -334,10 +334,17 @@ __all__ = [
 
 
 def student_generator(
-    engine, base_gguf: str, adapter: tuple[str, str] | None, *, max_tokens: int, max_string_chars: int | None
+    engine,
+    base_gguf: str,
+    adapter: tuple[str, str] | None,
+    *,
+    max_tokens: int,
+    max_string_chars: int | None,
+    plan_decoder: bool = False,
 ) -> Generator:
     """Greedy answers of the student on llama.cpp: the base alone, or with the stage's GGUF adapter
-    (``(stage, adapter path)``), decoded in the student's trained format (`prompts.student`)."""
+    (``(stage, adapter path)``), decoded in the student's trained format (`prompts.student`); stage 4 by the
+    bookkeeping plan decoder with ``plan_decoder``."""
     from distill_assets.prompts.student import decoding
 
     def generate(stage: str, items: Sequence[EvalItem]) -> list[Generation]:
@@ -352,7 +359,7 @@ def student_generator(
                     item.messages,
                     max_tokens=max_tokens,
                     max_string_chars=max_string_chars,
-                    **decoding(stage, item.schema, list(item.context.get("symbols") or [])),
+                    **decoding(stage, item.schema, list(item.context.get("symbols") or []), plan_decoder),
                 )
             except (ValueError, RuntimeError) as exc:  # e.g. a prompt longer than the context: a counted row
                 out.append(Generation(None, error=f"generation: {exc}"[:300]))

@@ -195,7 +195,7 @@ def route_task(
                 prompt.messages,
                 max_tokens=cfg.router.max_output_tokens,
                 max_string_chars=cfg.router.max_string_chars,
-                **decoding(stage, schema, list(ctx.get("symbols") or [])),
+                **decoding(stage, schema, list(ctx.get("symbols") or []), cfg.router.plan_decoder),
             )
             parsed, err = parse_student_output(stage, comp.text)
             result.outputs[stage], result.latency_ms[stage] = parsed, comp.latency_ms

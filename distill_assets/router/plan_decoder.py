@@ -22,9 +22,17 @@ no file or existing symbol is written twice, and the order is a permutation of t
 edges. What the model chooses is unchanged: which files, symbols, actions and words, and which promises.
 Left to the model: an ``add`` may name an existing symbol, and text may contain code.
 
-Opt-in (`prompts.student.decoding(..., bookkeeping=True)`): on click's held-out tasks the students' plans
-under it run to the token cap and parse less often than under the one plan grammar (`student_gain.md`).
-Turning it on for the evaluation needs a new `evaluation.run.EVAL_VERSION` (answers are cached).
+Where a change or a file ends and the model chose to go on, the decoder first reads the model's own
+continuation under no grammar (``PEEK_TOKENS``). If that would repeat a symbol of this file or a written path,
+which the grammar forbids (so the model would be steered into some other, often invented, name and the plan
+would run long), or would leave (open a file where a change was to come, end the list), the separator is taken back and the model chooses again among the closings the bookkeeping
+allows (the file's end, the file list's end); where a promise into the file keeps it open, the next change
+must keep a promise instead. ``PlanDecode.closed_on_repeat`` counts those.
+
+Opt-in (`router.plan_decoder: true`, or `prompts.student.decoding(..., bookkeeping=True)`): without the
+closing on repeats, the students' plans under it ran to the token cap on click's held-out tasks and parsed
+less often than under the one plan grammar (`student_gain.md`). With it on, the evaluation's cached answers
+are keyed by ``PLAN_DECODER_VERSION``.
 
 The text is the compact JSON the students are trained on (`datasets.build.plan_completion`). The KV cache is
 reused between segments (llama-cpp-python's prefix match), so a segment costs only its own tokens.
@@ -33,6 +41,7 @@ reused between segments (llama-cpp-python's prefix match), so a segment costs on
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from typing import get_args
@@ -156,6 +165,14 @@ _K = {  # the compact JSON between the values, as GBNF literals
     "close": lit("}"),
     "rationale": lit(',"rationale":'),
 }
+_OPENING = {  # the start of the next change / file in the model's unconstrained text: its symbol / path
+    "change": re.compile(r'\s*\{\s*"symbol"\s*:\s*"((?:[^"\\]|\\.)*)"'),
+    "file": re.compile(r'\s*\{\s*"path"\s*:\s*"((?:[^"\\]|\\.)*)"'),
+}
+_LEAVES = re.compile(r'\s*(\]|"execution_order"|"rationale")')  # the list ends where the model goes on
+# what the decoder writes depends on this code: the evaluation's cached answers are keyed by it when it is on
+PLAN_DECODER_VERSION = "2"  # 2: the file or plan closes where the model would repeat (`close_instead`)
+PEEK_TOKENS = 16  # the model's own continuation read where a change or file starts (`decode_plan`)
 ENUMERATED_KEYS = frozenset({"path", "symbol", "depends_on", "depended_by", "execution_order"})
 SEPARATORS = {"]}]": "order", "]},": "file", ",": "change"}  # after a change's "]}": what comes next
 
@@ -173,6 +190,7 @@ class PlanWriter:
     ordered: list[str] = field(default_factory=list)
     current: str | None = None
     closing: bool = False  # the token budget is running out: keep the promises, start nothing new
+    keep_promises: bool = False  # the next change keeps a promise into this file (the model would repeat)
 
     # ---- what is owed --------------------------------------------------------------------------------
     def owed(self, path: str) -> list[str]:
@@ -276,7 +294,7 @@ class PlanWriter:
         path = self.current
         assert path is not None
         written, owed = self.written[path], self.owed(path)
-        full = len(written) + len(owed) >= self.spec.max_changes
+        full = len(written) + len(owed) >= self.spec.max_changes or (self.keep_promises and bool(owed))
         acts = _alts([jlit(a) for a in EXISTING_ACTIONS])
         branches = [
             f"{_K['symbol']} {jlit(s)} {_K['action']} {acts} {_K['description']} string {self._tail(path, s)}"
@@ -302,6 +320,7 @@ class PlanWriter:
         assert path is not None
         me = (path, change["symbol"])
         self.written[path].append(change["symbol"])
+        self.keep_promises = False
         if change["action"] != "add":  # (an add never keeps a promise: its depends_on is empty)
             for p, _ in self.promises.pop(me, []):
                 self.file_deps[path].add(p)
@@ -313,6 +332,45 @@ class PlanWriter:
         if nxt != "change":
             self.current = None
         return nxt
+
+    def closings(self) -> list[str]:
+        """After a change was taken: the separators other than ``,`` that the grammar allowed after it (the
+        file's end when nothing is owed into it, the file list's end when no promise is open at all)."""
+        path = self.current
+        if path is None or self.owed(path):
+            return []
+        out = []
+        more = len(self.files) < self.spec.max_files and self._paths_left() and not self.closing
+        if self.promised_files() or more:
+            out.append("]},")
+        if not self.promises:
+            out.append("]}]")
+        return out
+
+    def retake(self, sep: str) -> str:
+        """The change just taken is followed by ``sep`` instead (a closing the model chose when it wanted to
+        repeat what was written); returns what comes next."""
+        nxt = SEPARATORS[sep]
+        if nxt != "change":
+            self.current = None
+        return nxt
+
+    def wants_out(self, peeked: str, nxt: str) -> bool:
+        """Whether ``peeked``, the model's unconstrained continuation where the next change (``nxt`` "change")
+        or file ("file") starts, leaves instead: it repeats a symbol of this file or a written path, ends the
+        list (``]``, ``"execution_order"``), or, for a change, opens a file."""
+        if _LEAVES.match(peeked) or (nxt == "change" and _OPENING["file"].match(peeked)):
+            return True
+        m = _OPENING[nxt].match(peeked)
+        if m is None:
+            return False
+        try:
+            name = json.loads('"' + m.group(1) + '"')
+        except ValueError:  # a broken escape: not a name the plan could hold
+            return False
+        if nxt == "change":
+            return self.current is not None and name in self.written[self.current]
+        return name in self.written
 
     def _paths_left(self) -> bool:
         return self.spec.paths is None or any(p not in self.written for p in self.spec.paths)
@@ -359,6 +417,7 @@ class PlanDecode:
     tokens_out: int
     segments: int
     error: str | None = None  # "length" when the token budget ran out mid-plan
+    closed_on_repeat: int = 0  # where the model wanted a repeat: a file or the plan closed, or a promise kept
 
 
 def decode_plan(
@@ -376,7 +435,7 @@ def decode_plan(
     text is cut where the budget ended, as a plain decode's would be."""
     from llama_cpp import LlamaGrammar
 
-    left, tokens, parts, tokens_in = max_tokens, [], [], 0
+    left, tokens, parts, tokens_in, closed = max_tokens, [], [], 0, 0
 
     def segment(grammar: str, free_text: bool = False) -> str | None:
         """The segment's text; None when the budget ran out in it. ``free_text``: it has free strings (the
@@ -405,7 +464,63 @@ def decode_plan(
         return text
 
     def result(error: str | None = None) -> PlanDecode:
-        return PlanDecode("".join(parts), tokens_in, max_tokens - left, len(parts), error)
+        return PlanDecode("".join(parts), tokens_in, max_tokens - left, len(parts), error, closed)
+
+    def peek() -> str:
+        """The model's own greedy continuation of what was written, under no grammar (not kept)."""
+        out = llm.create_completion(
+            prompt=tokens, max_tokens=PEEK_TOKENS, temperature=0.0, repeat_penalty=repeat_penalty
+        )
+        return out["choices"][0]["text"]
+
+    def unwrite(sep: str) -> str | None:
+        """Take the separator ``sep`` that ends the text back out of the text and the token stream; returns the
+        text before it that the dropped tokens held (to be written again), or None where the tokens do not end
+        in ``sep`` as the text does."""
+        nonlocal tokens, left
+        want = sep.encode()
+        for k in range(1, min(8, len(tokens) - tokens_in) + 1):
+            tail = llm.detokenize(tokens[-k:])
+            if len(tail) < len(want):
+                continue
+            if not tail.endswith(want):
+                return None
+            try:
+                text = tail.decode()
+            except UnicodeDecodeError:
+                continue
+            if not parts[-1].endswith(text):
+                return None
+            parts[-1] = parts[-1][: len(parts[-1]) - len(text)]
+            tokens, left = tokens[:-k], left + k
+            return text[: len(text) - len(sep)]
+        return None
+
+    def close_instead(step: str, w: PlanWriter) -> str:
+        """Where the model, past the separator it chose, would repeat a symbol of this file or a written path
+        (which the grammar forbids, so that it would be steered into another name), the file or the plan is
+        closed instead, by the model's choice among the closings the bookkeeping allows. Where a promise into
+        this file keeps it open, the next change keeps a promise instead."""
+        nonlocal closed
+        while step in ("change", "file") and left > PEEK_TOKENS:
+            options = w.closings() if step == "change" else (["]}]"] if not w.promises else [])
+            owed = step == "change" and bool(w.owed(w.current or ""))
+            if not (options or owed) or not w.wants_out(peek(), step):
+                return step
+            if owed:
+                w.keep_promises = True
+                closed += 1
+                return step
+            sep = "," if step == "change" else "]},"
+            again = unwrite(sep)
+            if again is None:
+                return step
+            text = segment(f"root ::= {lit(again) + ' ' if again else ''}{_alts([lit(o) for o in options])}\n")
+            if text is None:
+                return "length"
+            closed += 1
+            step = w.retake(text[len(again) :]) if step == "change" else "order"
+        return step
 
     w = PlanWriter(spec)
     try:
@@ -425,7 +540,9 @@ def decode_plan(
                 w.closing = left < w.reserve((max_tokens - left) / max(n_changes, 1))
                 text = segment(w.change_grammar(), free_text=True)
                 if text is not None:
-                    step = w.take_change(text)
+                    step = close_instead(w.take_change(text), w)
+                    if step == "length":
+                        return result("length")
             elif step == "order":
                 text = segment(w.order_grammar())
                 if text is not None and w.take_order(text):

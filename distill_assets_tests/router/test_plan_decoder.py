@@ -76,6 +76,33 @@ def test_a_file_with_a_promise_into_itself_cannot_close_and_its_last_slots_go_to
     assert w.take_change(change("k", depends_on=["a.py:f"]) + "]}]") == "order"
 
 
+def test_where_the_model_would_repeat_a_change_or_file_the_writer_offers_only_the_closings_it_allows():
+    w = PlanWriter(PlanSpec(paths=["a.py", "b.py"], symbols={"a.py": ["f", "g"], "b.py": ["h"]}))
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    assert w.take_change(change("f") + ",") == "change"
+    # the model, left alone after the ",", would write f again: a repeat; g or a new name is not
+    assert w.wants_out(' {"symbol": "f", "action"', "change")
+    assert not w.wants_out('{"symbol":"g","action"', "change") and not w.wants_out('{"symbol":"f2"', "change")
+    assert not w.wants_out('{"symbol":"f', "change")  # a name not finished within the peek: not judged
+    # it would open another file or end the list: it wants the file closed
+    assert w.wants_out('{"path":"b.py","role"', "change") and w.wants_out("]}],", "change")
+    assert not w.wants_out('"depends_on":[', "change")  # what the model would write is no plan: not judged
+    assert w.closings() == ["]},", "]}]"]
+    assert w.retake("]},") == "file" and w.current is None
+    assert w.wants_out('{"path":"a.py","role"', "file") and not w.wants_out('{"path":"b.py"', "file")
+    # a promise into b.py keeps the plan open: the file may close, the file list may not
+    w.take_file('{"path":"b.py","role":"supporting","changes":[')
+    w = PlanWriter(PlanSpec(paths=["a.py", "b.py"], symbols={"a.py": ["f", "g"], "b.py": ["h"]}))
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    w.take_change(change("f", depended_by=["b.py:h"]) + ",")
+    assert w.closings() == ["]},"]
+    # a promise into this file keeps the file open: no closing at all
+    w = PlanWriter(PlanSpec(paths=["a.py"], symbols={"a.py": ["f", "g"]}))
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    w.take_change(change("f", depended_by=["a.py:g"]) + ",")
+    assert w.closings() == []
+
+
 def test_new_names_are_identifiers_other_than_the_files_symbols_and_what_was_written():
     g = compiles("root ::= n\n" + name_not_in(["pad", "padding", "p", "<module>"], "n"))
     assert g.count("::=") > 4
@@ -111,7 +138,7 @@ def test_smollm2_writes_plans_whose_bookkeeping_is_valid_as_written(
             llm = engine.use("plan_generation")
         else:
             llm = engine.use_base(str(smollm2_gguf))
-        finished = 0
+        finished = closed = 0
         for p in sample_prompts["plan_generation"]:
             c = ctx[p.task_id]
             spec = decoding("plan_generation", p.schema, list(c["symbols"] or []), bookkeeping=True)["plan"]
@@ -124,6 +151,7 @@ def test_smollm2_writes_plans_whose_bookkeeping_is_valid_as_written(
                 logits_processor=lambda: LogitsProcessorList([StringCap(llm, 80)]),
             )
             assert d.error in (None, "length"), d.error
+            closed += d.closed_on_repeat
             if d.error:
                 continue
             finished += 1
@@ -137,6 +165,8 @@ def test_smollm2_writes_plans_whose_bookkeeping_is_valid_as_written(
                 f.path for f in parsed.plan.affected_files
             )
         assert finished >= 2, f"only {finished} of the sample's plans finished within 1,400 tokens"
+        if system == "base":  # the base repeats itself on every sample task (closings taken back and re-chosen)
+            assert closed > 0
     finally:
         engine.close()
 

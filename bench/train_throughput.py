@@ -38,6 +38,8 @@ Configuration names are '_'-joined tokens:
                     GEMM (base weights concatenated once, the per-module weights become views of
                     it) plus ONE LoRA-A GEMM (the groups' A matrices concatenated); the B matmuls
                     stay per module.  Same function as PEFT's vanilla LoRA forward.
+  fa4               attention through FlashAttention-4's CuTe kernels (the flash-attn-4 wheel, SM90
+                    forward and backward) as an opaque custom op (bench/fa4_attention.py), not SDPA
   cdt               (with compile) torch._inductor.config.coordinate_descent_tuning = True
   cg                (with compile) CUDA graphs for the compiled layers (mode="reduce-overhead")
   fp8 / fp8e5       frozen base GEMMs in float8 (Hopper, torch._scaled_mm, rowwise scales): every
@@ -153,10 +155,13 @@ class Spec:
     cudagraphs: bool = False  # compile(mode="reduce-overhead")
     fp8: bool = False  # frozen base GEMMs in float8 (FP8FrozenLinear)
     fp8_grad: str = "e4m3"  # the backward's dY: e4m3 (fp8), e5m2 (fp8e5), or bf16 against the bf16 W (fp8fwd)
+    fa4: bool = False  # attention through FlashAttention-4's CuTe kernels (bench/fa4_attention.py), not SDPA
 
 
 FP8_GRAD = {"fp8e5": "e5m2", "fp8fwd": "bf16"}  # variant tokens -> the backward's dY format (plain fp8: e4m3)
-FLAG_TOKENS = ("liger", "nocast", "qlora", "compile", "ligerce", "cudnn", "flash", "fuselora", "cdt", "cg", "fp8")
+FLAG_TOKENS = (
+    "liger", "nocast", "qlora", "compile", "ligerce", "cudnn", "flash", "fuselora", "cdt", "cg", "fp8", "fa4",
+)  # fmt: skip
 
 
 def parse_spec(name: str, n_layers: int) -> Spec:
@@ -175,7 +180,7 @@ def parse_spec(name: str, n_layers: int) -> Spec:
             ck = int(tok[2:])
         else:
             raise ValueError(f"unknown token {tok!r} in config {name!r}")
-    liger, nocast, qlora, comp, ligerce, cudnn, flash, fuselora, cdt, cg, fp8 = (t in flags for t in FLAG_TOKENS)
+    liger, nocast, qlora, comp, ligerce, cudnn, flash, fuselora, cdt, cg, fp8, fa4 = (t in flags for t in FLAG_TOKENS)
     if ck is None:
         ck = n_layers
     if ck > n_layers:
@@ -184,8 +189,8 @@ def parse_spec(name: str, n_layers: int) -> Spec:
         raise ValueError(f"{name}: amb needs compile")
     if (cdt or cg) and not comp:
         raise ValueError(f"{name}: cdt/cg need compile")
-    if cudnn and flash:
-        raise ValueError(f"{name}: cudnn and flash exclude each other")
+    if cudnn + flash + fa4 > 1:
+        raise ValueError(f"{name}: cudnn, flash and fa4 exclude each other")
     if fuselora and qlora:
         raise ValueError(f"{name}: fuselora needs a bf16 base (not qlora)")
     if len(flags & set(FP8_GRAD)) > 1:
@@ -194,7 +199,7 @@ def parse_spec(name: str, n_layers: int) -> Spec:
         raise ValueError(f"{name}: fp8 replaces the bf16 base GEMMs (not with qlora or fuselora)")
     return Spec(
         name, liger, nocast, ck, qlora, comp, ligerce, amb, cudnn, flash, fuselora, cdt, cg, fp8,
-        next((v for k, v in FP8_GRAD.items() if k in flags), "e4m3"),
+        next((v for k, v in FP8_GRAD.items() if k in flags), "e4m3"), fa4,
     )  # fmt: skip
 
 
@@ -383,6 +388,7 @@ def worker(args) -> dict:
         "cudagraphs": spec.cudagraphs,
         "fp8": spec.fp8,
         "fp8_grad_dtype": spec.fp8_grad if spec.fp8 else None,
+        "fa4": spec.fa4,
     }
     if spec.cudnn or spec.flash:
         # what torch.nn.attention.sdpa_kernel(SDPBackend.CUDNN_ATTENTION / FLASH_ATTENTION) does, process-wide
@@ -420,6 +426,11 @@ def worker(args) -> dict:
     cfg = Qwen3Config(**arch)
     cfg.use_cache = False
     cfg._attn_implementation = args.attn
+    if spec.fa4:
+        import fa4_attention  # bench/ is this script's folder, first on sys.path
+
+        cfg._attn_implementation = fa4_attention.register()
+        res["fa4_version"] = fa4_attention.version()
     prev = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     with dev:
@@ -489,7 +500,7 @@ def worker(args) -> dict:
         peft=peft.__version__,
     )
 
-    if dev.type == "cuda":
+    if dev.type == "cuda" and not spec.fa4:
         res["sdpa_backend"] = sdpa_backend_probe(torch, cfg, args.seq, dev)
         res["cudnn_version"] = torch.backends.cudnn.version()
         if spec.cudnn and res["sdpa_backend"] != "CUDNN_ATTENTION":
@@ -852,6 +863,11 @@ def main():
         action="store_true",
         help="only time one layer's base GEMMs, bf16 against float8 torch._scaled_mm (CUDA), and exit",
     )
+    ap.add_argument(
+        "--fa4-probe",
+        action="store_true",
+        help="only compare FlashAttention-4 (bench/fa4_attention.py) with SDPA at the model's attention shape, and exit",
+    )
     ap.add_argument("--out", default=None, help="write JSON results here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -863,6 +879,15 @@ def main():
         if args.out:
             with open(args.out, "w") as f:
                 json.dump({"args": vars(args), "fp8_probe": res}, f, indent=2)
+        return
+    if args.fa4_probe:
+        import fa4_attention
+
+        res = fa4_attention.probe(args.seq)
+        print(json.dumps(res, indent=1))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"args": vars(args), "fa4_probe": res}, f, indent=2)
         return
     if args.worker:
         res = worker(args)

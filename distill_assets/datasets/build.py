@@ -9,7 +9,7 @@ carries the task's split and curriculum difficulty.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Iterable, Mapping
 
 import polars as pl
@@ -22,6 +22,7 @@ from distill_assets.prompts.schemas import (
     RelevanceOutput,
     SelectedSymbol,
     SymbolSelectionOutput,
+    selection_allowed,
 )
 
 from distill_assets.prompts.tags import PLAN_TAG, REASONING_TAG
@@ -96,31 +97,41 @@ def reference_relevance_completion(plan_json: str, shown: list[str]) -> str | No
     return RelevanceOutput(files=files).model_dump_json()
 
 
-def reference_symbols_completion(plan_json: str) -> str | None:
+def reference_symbols_completion(
+    plan_json: str, schema: dict[str, Any] | None = None, stats: Counter | None = None
+) -> str | None:
     """Stage 3 as the gold patch answers it: the reference plan's named symbols with their actions (module-level
-    changes are not symbols; None when the plan names none)."""
+    changes are not symbols; None when the plan names none). With the task's stage-3 ``schema``, only the
+    selections it allows: an existing symbol the prompt does not show is one the student could not have read
+    nor, under the schema's grammar, write, so training on it teaches invention (``stats`` counts them)."""
     plan = Plan.model_validate_json(plan_json)
+    named = [(f.path, c) for f in plan.affected_files for c in f.changes if c.symbol != MODULE]
+    if schema is not None:
+        kept = [(p, c) for p, c in named if selection_allowed(schema, p, c.symbol, c.action)]
+        if stats is not None:
+            stats["symbols_shown"] += len(kept)
+            stats["symbols_not_shown"] += len(named) - len(kept)
+            stats["tasks_with_no_shown_symbol"] += bool(named and not kept)
+        named = kept
     symbols = [
         SelectedSymbol(
-            path=f.path,
-            symbol=c.symbol,
-            action=c.action,
-            reason=c.description or f"{c.action} {c.symbol} for the change",
+            path=p, symbol=c.symbol, action=c.action, reason=c.description or f"{c.action} {c.symbol} for the change"
         )
-        for f in plan.affected_files
-        for c in f.changes
-        if c.symbol != MODULE
+        for p, c in named
     ][:MAX_SYMBOLS]
     return SymbolSelectionOutput(symbols=symbols).model_dump_json() if symbols else None
 
 
-def reference_completion(stage: str, plan_json: str, shown: list[str]) -> str | None:
+def reference_completion(
+    stage: str, plan_json: str, shown: list[str], schema: dict[str, Any] | None = None, stats: Counter | None = None
+) -> str | None:
     """The reference (gold patch) answer of a stage, in the stage's trained format; None where the gold patch
-    gives no answer for the stage (stage 1 has no gold label, stage 5's is the diff itself)."""
+    gives no answer for the stage (stage 1 has no gold label, stage 5's is the diff itself). ``schema``: the
+    task's schema, which limits the stage-3 answer to what the prompt shows (`reference_symbols_completion`)."""
     if stage == "relevance":
         return reference_relevance_completion(plan_json, shown)
     if stage == "symbol_selection":
-        return reference_symbols_completion(plan_json)
+        return reference_symbols_completion(plan_json, schema, stats)
     if stage == "plan_generation":
         return reference_plan_completion(plan_json)
     return None
@@ -132,11 +143,15 @@ def reference_rows(
     task_contexts: pl.DataFrame,
     test_selections: pl.DataFrame,
     gold_executions: pl.DataFrame | None,
+    schemas: Mapping[str, str] | None = None,
+    stats: Counter | None = None,
 ) -> list[tuple[str, str, str, float | None]]:
     """The gold patch's SFT rows of a stage, as ``(task_id, "reference", completion, pass rate)`` for
     :func:`sft_rows`: stages 2-4 from each usable reference plan (stage 2 among the candidates the task's
     context shows; a stage-4 pass rate of 1.0 where the task's tests are selected, the gold patch passing
-    them by construction), stage 5 the gold diff of each gold execution with its measured pass rate."""
+    them by construction), stage 5 the gold diff of each gold execution with its measured pass rate.
+    ``schemas``: task id -> the task's stage prompt schema (JSON); stage 3 keeps only the selections it allows,
+    and ``stats`` counts what was left out."""
     rows: list[tuple[str, str, str, float | None]] = []
     if stage in ("relevance", "symbol_selection", "plan_generation"):
         shown = {r["task_id"]: [c["path"] for c in r["candidates"] or []] for r in task_contexts.iter_rows(named=True)}
@@ -146,7 +161,10 @@ def reference_rows(
             else set()
         )
         for r in reference_plans.filter(pl.col("usable")).iter_rows(named=True):
-            completion = reference_completion(stage, r["plan_json"], shown.get(r["task_id"], []))
+            schema = (schemas or {}).get(r["task_id"]) if stage == "symbol_selection" else None
+            completion = reference_completion(
+                stage, r["plan_json"], shown.get(r["task_id"], []), json.loads(schema) if schema else None, stats
+            )
             if completion is not None:
                 gold = 1.0 if stage == "plan_generation" and r["task_id"] in selected else None
                 rows.append((r["task_id"], "reference", completion, gold))

@@ -173,6 +173,26 @@ def _plan_schema(plan: dict[str, Any], paths: list[str], cand_symbols: list[str]
     )
 
 
+def _accepts(node: dict[str, Any], value: Any) -> bool:
+    """Whether a string ``value`` fits a field's schema: its enum, or any string where it has none."""
+    if "anyOf" in node:
+        return any(_accepts(n, value) for n in node["anyOf"])
+    if "enum" in node:
+        return value in node["enum"]
+    return isinstance(value, str)
+
+
+def selection_allowed(schema: dict[str, Any], path: str, symbol: str, action: str) -> bool:
+    """Whether a stage-3 task schema (`task_schema("symbol_selection", ...)`) lets an answer select ``symbol``
+    of ``path`` with ``action``: an existing symbol only where the prompt shows it in that file, a new one
+    ("add") in a candidate file."""
+    item = schema["properties"]["symbols"]["items"]
+    value = {"path": path, "symbol": symbol, "action": action}
+    return any(
+        all(_accepts(branch["properties"][k], v) for k, v in value.items()) for branch in item.get("anyOf", [item])
+    )
+
+
 def task_schema(stage: str, candidates: list[str], tree: list[str], symbols: dict[str, list[str]]) -> dict[str, Any]:
     """The JSON schema for one task's answer: the stage model's own schema (``strict_schema``) with the task's
     real paths and symbols as ``enum``s and ``maxItems`` bounds on top. ``symbols``: path -> the candidates'

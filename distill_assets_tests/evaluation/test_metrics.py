@@ -246,6 +246,46 @@ def test_the_gold_patch_answers_of_stages_2_to_4_parse_and_score_perfectly():
     assert reference_completion("task_analysis", ref.model_dump_json(), shown) is None
 
 
+def test_stage_3_gold_answers_for_training_keep_only_what_the_task_schema_lets_the_student_write():
+    """A gold symbol the prompt does not show could neither be read nor, under the task's grammar, written: the
+    SFT answer leaves it out (and counts it), keeps the shown ones and the new ones in candidate files."""
+    from collections import Counter
+
+    from distill_assets.datasets.build import reference_completion
+    from distill_assets.prompts.schemas import selection_allowed, task_schema
+
+    ref = plan(
+        [
+            ("shop/cart.py", [("Cart.total", "modify"), ("Cart.hidden", "modify"), ("<module>", "modify")]),
+            ("shop/orders.py", [("place_order", "add"), ("Order", "modify")]),
+        ]
+    )
+    shown = ["shop/cart.py", "shop/orders.py"]
+    schema = task_schema("symbol_selection", shown, shown, {"shop/cart.py": ["Cart", "Cart.total"]})
+    assert selection_allowed(schema, "shop/cart.py", "Cart.total", "modify")
+    assert not selection_allowed(schema, "shop/cart.py", "Cart.hidden", "modify")  # not shown
+    assert not selection_allowed(schema, "shop/orders.py", "Cart.total", "modify")  # another file's symbol
+    assert selection_allowed(schema, "shop/orders.py", "place_order", "add")  # a new name in a candidate
+    assert not selection_allowed(schema, "shop/other.py", "x", "add")  # not a candidate file
+    stats = Counter()
+    sym, err = parse_student_output(
+        "symbol_selection", reference_completion("symbol_selection", ref.model_dump_json(), shown, schema, stats)
+    )
+    assert err is None and [(s.path, s.symbol) for s in sym.symbols] == [
+        ("shop/cart.py", "Cart.total"),
+        ("shop/orders.py", "place_order"),
+    ]
+    assert stats == {"symbols_shown": 2, "symbols_not_shown": 2, "tasks_with_no_shown_symbol": 0}
+    # without the schema (the evaluation's reference system): every gold symbol, as before
+    full, _ = parse_student_output(
+        "symbol_selection", reference_completion("symbol_selection", ref.model_dump_json(), shown)
+    )
+    assert len(full.symbols) == 4
+    hidden_only = plan([("shop/cart.py", [("Cart.hidden", "modify")])])
+    assert reference_completion("symbol_selection", hidden_only.model_dump_json(), shown, schema, stats) is None
+    assert stats["tasks_with_no_shown_symbol"] == 1
+
+
 def test_reference_rows_per_stage_come_from_usable_gold_plans_and_gold_executions():
     """sft_datasets' gold rows: stages 2-4 from usable reference plans (stage 2 only where candidates were
     shown; stage 4 passes by construction where the task's tests are selected), stage 5 the gold diffs."""

@@ -324,7 +324,7 @@ def _difficulty(reference_plans: pl.DataFrame) -> dict:
     automation_condition=REFRESH,
     group_name=GROUP,
     partitions_def=stage_partitions,
-    code_version="1",
+    code_version="2",  # 2: stage-3 gold answers limited to the shown symbols
     kinds={"polars"},
     ins={
         "validated_outputs": dg.AssetIn(**ALL),
@@ -360,8 +360,10 @@ def sft_datasets(
         rates = {r["plan_key"]: r["pass_rate"] for r in plan_scores.iter_rows(named=True)}
     elif stage == "code_generation" and ex is not None:
         rates = {r["code_key"]: r["pass_rate"] for r in ex.iter_rows(named=True) if r["code_key"]}
+    ref_stats: Counter = Counter()
+    schemas = {r["task_id"]: r["schema_json"] for r in stage_prompts.iter_rows(named=True) if r.get("schema_json")}
     refs = (
-        reference_rows(stage, reference_plans, task_contexts, test_selections, ex)
+        reference_rows(stage, reference_plans, task_contexts, test_selections, ex, schemas, ref_stats)
         if cfg.scoring.include_reference and stage in cfg.scoring.reference_stages
         else []
     )
@@ -383,6 +385,8 @@ def sft_datasets(
             **{f"split_{k}": v for k, v in Counter(df["split"].to_list()).items()},
             **{f"source_{k}": v for k, v in Counter(df["source"].to_list()).items()},
             **{f"difficulty_{k}": v for k, v in Counter(df["difficulty"].to_list()).items()},
+            # stage 3: gold symbols the prompt does not show are left out of the reference answers
+            **{f"reference_{k}": v for k, v in ref_stats.items()},
             "preview": md_table(df, ["task_id", "split", "source", "difficulty", "completion"], width=100),
         }
     )

@@ -25,9 +25,10 @@ Left to the model: an ``add`` may name an existing symbol, and text may contain 
 Where a change or a file ends and the model chose to go on, the decoder first reads the model's own
 continuation under no grammar (``PEEK_TOKENS``). If that would repeat a symbol of this file or a written path,
 which the grammar forbids (so the model would be steered into some other, often invented, name and the plan
-would run long), or would leave (open a file where a change was to come, end the list), the separator is taken back and the model chooses again among the closings the bookkeeping
-allows (the file's end, the file list's end); where a promise into the file keeps it open, the next change
-must keep a promise instead. ``PlanDecode.closed_on_repeat`` counts those.
+would run long), or would leave (open a file where a change was to come, end the list), the separator is taken
+back and the model chooses again among the closings the bookkeeping allows (the file's end, the file list's
+end); where a promise into the file keeps it open, the next change must keep a promise instead.
+``PlanDecode.closed_on_repeat`` counts those.
 
 Opt-in (`router.plan_decoder: true`, or `prompts.student.decoding(..., bookkeeping=True)`): without the
 closing on repeats, the students' plans under it ran to the token cap on click's held-out tasks and parsed

@@ -172,7 +172,8 @@ _OPENING = {  # the start of the next change / file in the model's unconstrained
 }
 _LEAVES = re.compile(r'\s*(\]|"execution_order"|"rationale")')  # the list ends where the model goes on
 # what the decoder writes depends on this code: the evaluation's cached answers are keyed by it when it is on
-PLAN_DECODER_VERSION = "2"  # 2: the file or plan closes where the model would repeat (`close_instead`)
+PLAN_DECODER_VERSION = "3"  # 2: the file or plan closes where the model would repeat (`close_instead`);
+# 3: out of budget (``closing``), a file with promises into it takes only the promised changes
 PEEK_TOKENS = 16  # the model's own continuation read where a change or file starts (`decode_plan`)
 ENUMERATED_KEYS = frozenset({"path", "symbol", "depends_on", "depended_by", "execution_order"})
 SEPARATORS = {"]}]": "order", "]},": "file", ",": "change"}  # after a change's "]}": what comes next
@@ -295,7 +296,11 @@ class PlanWriter:
         path = self.current
         assert path is not None
         written, owed = self.written[path], self.owed(path)
-        full = len(written) + len(owed) >= self.spec.max_changes or (self.keep_promises and bool(owed))
+        # only the owed changes: the file is full, the model would repeat (``keep_promises``), or the token
+        # budget is running out (``closing``: keep the promises, start nothing new)
+        full = len(written) + len(owed) >= self.spec.max_changes or (
+            (self.keep_promises or self.closing) and bool(owed)
+        )
         acts = _alts([jlit(a) for a in EXISTING_ACTIONS])
         branches = [
             f"{_K['symbol']} {jlit(s)} {_K['action']} {acts} {_K['description']} string {self._tail(path, s)}"

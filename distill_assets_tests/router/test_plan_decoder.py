@@ -76,6 +76,26 @@ def test_a_file_with_a_promise_into_itself_cannot_close_and_its_last_slots_go_to
     assert w.take_change(change("k", depends_on=["a.py:f"]) + "]}]") == "order"
 
 
+def test_out_of_budget_a_file_with_promises_into_it_takes_only_the_promised_changes():
+    # the click failures: a file opened by a promise took new adds until it was full, and the plan ran out
+    spec = PlanSpec(paths=["a.py", "b.py"], symbols={"a.py": ["f"], "b.py": ["h", "k"]})
+    w = PlanWriter(spec)
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    w.take_change(change("f", depended_by=["b.py:k"]) + "]},")
+    w.take_file('{"path":"b.py","role":"supporting","changes":[')
+    g = compiles(w.change_grammar())  # with budget left: any symbol, or a new name
+    assert jlit("h") in g and "new-name" in g
+    w.closing = True
+    g = compiles(w.change_grammar())
+    assert jlit("k") in g and jlit("h") not in g and "new-name" not in g
+    assert w._separators("k", False, False) == ["]}]"]  # nothing new after it: the plan closes
+    # a file with nothing owed still takes one change, and then closes
+    w = PlanWriter(spec)
+    w.take_file('{"path":"a.py","role":"primary","changes":[')
+    w.closing = True
+    assert jlit("f") in compiles(w.change_grammar()) and w._separators("f", False, False) == ["]}]"]
+
+
 def test_where_the_model_would_repeat_a_change_or_file_the_writer_offers_only_the_closings_it_allows():
     w = PlanWriter(PlanSpec(paths=["a.py", "b.py"], symbols={"a.py": ["f", "g"], "b.py": ["h"]}))
     w.take_file('{"path":"a.py","role":"primary","changes":[')

@@ -546,9 +546,10 @@ class RouterConfig(_Strict):
     )
     flash_attn: bool = Field(default=True, description="llama.cpp flash attention (faster prompt processing)")
     plan_decoder: bool = Field(
-        default=False,
-        description="write stage-4 plans with the bookkeeping decoder (router/plan_decoder.py: valid as written "
-        "where they finish) instead of under one plan grammar; the router and the evaluation both",
+        default=True,
+        description="write stage-4 plans with the bookkeeping decoder (router/plan_decoder.py: valid as written; "
+        "on click's 40 held-out tasks 40/40 plans valid as written for base and adapter, against 0 % under one "
+        "plan grammar, bench/results/student_gain.md); false: one plan grammar. The router and the evaluation both",
     )
     requantize: Literal["auto", "off", "q8_0"] = Field(
         default="auto",

@@ -30,10 +30,10 @@ back and the model chooses again among the closings the bookkeeping allows (the 
 end); where a promise into the file keeps it open, the next change must keep a promise instead.
 ``PlanDecode.closed_on_repeat`` counts those.
 
-Opt-in (`router.plan_decoder: true`, or `prompts.student.decoding(..., bookkeeping=True)`): without the
-closing on repeats, the students' plans under it ran to the token cap on click's held-out tasks and parsed
-less often than under the one plan grammar (`student_gain.md`). With it on, the evaluation's cached answers
-are keyed by ``PLAN_DECODER_VERSION``.
+The default (`router.plan_decoder`, or `prompts.student.decoding(..., bookkeeping=True)`) since version 3:
+on click's 40 held-out tasks every plan of the base and of the adapter was valid as written and the adapter's
+file recall gain over the base was clear (`student_gain.md`); `router.plan_decoder: false` decodes under one
+plan grammar. With it on, the evaluation's cached answers are keyed by ``PLAN_DECODER_VERSION``.
 
 The text is the compact JSON the students are trained on (`datasets.build.plan_completion`). The KV cache is
 reused between segments (llama-cpp-python's prefix match), so a segment costs only its own tokens.

@@ -40,6 +40,10 @@ Configuration names are '_'-joined tokens:
                     stay per module.  Same function as PEFT's vanilla LoRA forward.
   fa4               attention through FlashAttention-4's CuTe kernels (the flash-attn-4 wheel, SM90
                     forward and backward) as an opaque custom op (bench/fa4_attention.py), not SDPA
+  fold              LoRA-B folded into the frozen base GEMM (distill_assets/training/lora_fold.py): each
+                    LoRA linear computes [x | s * x @ A^T] @ [W | B]^T as one GEMM, K + r wide, and its
+                    backward dY @ [W | B] as one; no LoRA-B output, no M x N add, one read of dY fewer.
+                    W becomes a view of the [W | B] buffer; B is mirrored into it after every step.
   cdt               (with compile) torch._inductor.config.coordinate_descent_tuning = True
   cg                (with compile) CUDA graphs for the compiled layers (mode="reduce-overhead")
   fp8 / fp8e5       frozen base GEMMs in float8 (Hopper, torch._scaled_mm, rowwise scales): every
@@ -156,11 +160,13 @@ class Spec:
     fp8: bool = False  # frozen base GEMMs in float8 (FP8FrozenLinear)
     fp8_grad: str = "e4m3"  # the backward's dY: e4m3 (fp8), e5m2 (fp8e5), or bf16 against the bf16 W (fp8fwd)
     fa4: bool = False  # attention through FlashAttention-4's CuTe kernels (bench/fa4_attention.py), not SDPA
+    fold: bool = False  # LoRA-B folded into the base GEMM: [x | s*x@A^T] @ [W | B]^T (training/lora_fold.py)
 
 
 FP8_GRAD = {"fp8e5": "e5m2", "fp8fwd": "bf16"}  # variant tokens -> the backward's dY format (plain fp8: e4m3)
 FLAG_TOKENS = (
     "liger", "nocast", "qlora", "compile", "ligerce", "cudnn", "flash", "fuselora", "cdt", "cg", "fp8", "fa4",
+    "fold",
 )  # fmt: skip
 
 
@@ -180,7 +186,9 @@ def parse_spec(name: str, n_layers: int) -> Spec:
             ck = int(tok[2:])
         else:
             raise ValueError(f"unknown token {tok!r} in config {name!r}")
-    liger, nocast, qlora, comp, ligerce, cudnn, flash, fuselora, cdt, cg, fp8, fa4 = (t in flags for t in FLAG_TOKENS)
+    liger, nocast, qlora, comp, ligerce, cudnn, flash, fuselora, cdt, cg, fp8, fa4, fold = (
+        t in flags for t in FLAG_TOKENS
+    )
     if ck is None:
         ck = n_layers
     if ck > n_layers:
@@ -197,9 +205,11 @@ def parse_spec(name: str, n_layers: int) -> Spec:
         raise ValueError(f"{name}: one fp8 variant at most")
     if fp8 and (qlora or fuselora):
         raise ValueError(f"{name}: fp8 replaces the bf16 base GEMMs (not with qlora or fuselora)")
+    if fold and (qlora or fuselora or fp8):
+        raise ValueError(f"{name}: fold needs the bf16 base GEMMs (not with qlora, fuselora or fp8)")
     return Spec(
         name, liger, nocast, ck, qlora, comp, ligerce, amb, cudnn, flash, fuselora, cdt, cg, fp8,
-        next((v for k, v in FP8_GRAD.items() if k in flags), "e4m3"), fa4,
+        next((v for k, v in FP8_GRAD.items() if k in flags), "e4m3"), fa4, fold,
     )  # fmt: skip
 
 
@@ -389,6 +399,7 @@ def worker(args) -> dict:
         "fp8": spec.fp8,
         "fp8_grad_dtype": spec.fp8_grad if spec.fp8 else None,
         "fa4": spec.fa4,
+        "fold": spec.fold,
     }
     if spec.cudnn or spec.flash:
         # what torch.nn.attention.sdpa_kernel(SDPBackend.CUDNN_ATTENTION / FLASH_ATTENTION) does, process-wide
@@ -546,6 +557,17 @@ def worker(args) -> dict:
         res["fp8_ref_loss_bf16_eager"] = l_ref
         if dev.type == "cuda":
             res["mem_after_fp8_gb"] = torch.cuda.memory_allocated() / 1e9
+    if spec.fold:
+        # reference: PEFT's own LoRA forward on the same weights and batch, eager; then fold (the layers are
+        # compiled lazily, so their first compiled call sees the folded modules)
+        from distill_assets.training.lora_fold import fold_lora_layers
+
+        with eager():
+            l_ref, g_ref = grads()
+        folded = fold_lora_layers(model)
+        folded.attach(opt)  # the B mirrored in every [W | B] buffer follows each optimizer step
+        res.update(folded_modules=len(folded.modules), fold_extra_bytes=folded.extra_bytes)
+        res["fold_ref_loss_peft_eager"] = l_ref
 
     if spec.compile:
         # the compiled layers must compute what eager computes: LoRA gradients of one step, both ways
@@ -559,22 +581,26 @@ def worker(args) -> dict:
             gradcheck_cosine=cos,
             gradcheck_rel_norm=rel,
         )
-    elif spec.fp8:
+    elif spec.fp8 or spec.fold:
         l_c, g_c = grads()
         l_e, g_e = l_c, g_c
     if g_ref is not None:
-        # fp8 against the bf16 base (both eager; and this config's own path, compiled or not)
+        # fp8 against the bf16 base, or the folded LoRA against PEFT's (both eager; and this config's own path,
+        # compiled or not)
         cos_e, rel_e = agree(g_e, g_ref)
         cos_c, rel_c = agree(g_c, g_ref)
+        tag, ref = ("fp8", "bf16") if spec.fp8 else ("fold", "peft")
         res.update(
-            fp8_loss=l_c,
-            fp8_loss_eager=l_e,
-            fp8_vs_bf16_eager_cosine=cos_e,
-            fp8_vs_bf16_eager_rel_norm=rel_e,
-            fp8_run_vs_bf16_eager_cosine=cos_c,
-            fp8_run_vs_bf16_eager_rel_norm=rel_c,
+            {
+                f"{tag}_loss": l_c,
+                f"{tag}_loss_eager": l_e,
+                f"{tag}_vs_{ref}_eager_cosine": cos_e,
+                f"{tag}_vs_{ref}_eager_rel_norm": rel_e,
+                f"{tag}_run_vs_{ref}_eager_cosine": cos_c,
+                f"{tag}_run_vs_{ref}_eager_rel_norm": rel_c,
+            }
         )
-    if spec.compile or spec.fp8:
+    if spec.compile or spec.fp8 or spec.fold:
         del g_c, g_e, g_ref
 
     is_cuda = dev.type == "cuda"

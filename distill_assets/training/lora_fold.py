@@ -60,6 +60,10 @@ class FoldedLoRAMatmul(torch.autograd.Function):
 
 
 def _folded_forward(self, x, *args, **kwargs):
+    if self.disable_adapters or self.merged or list(self.active_adapters) != [self._fold_adapter]:
+        # the base alone (e.g. DPO's reference pass under PEFT's disable_adapter()), or a state the fold does
+        # not cover: PEFT's own forward
+        return self._fold_peft_forward(x, *args, **kwargs)
     a = self._fold_adapter
     w_a, w_b = self.lora_A[a].weight, self.lora_B[a].weight
     if x.dtype != self._fold_wc.dtype:
@@ -135,6 +139,7 @@ def fold_lora_layers(model, adapter: str = "default") -> FoldedLoRA:
         m._fold_k = k
         m._fold_adapter = adapter
         m._fold_scale = float(m.scaling[adapter])
+        m._fold_peft_forward = m.forward
         m.forward = types.MethodType(_folded_forward, m)
     handle = FoldedLoRA([m for _, m in mods])
     handle.refresh()

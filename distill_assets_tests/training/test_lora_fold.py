@@ -124,6 +124,20 @@ def test_the_folded_layer_traces_under_torch_compile_in_one_graph():
     torch.testing.assert_close(ga, ref_layer.gate_proj.lora_A["default"].weight.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_with_the_adapter_disabled_the_folded_model_is_the_base_as_in_peft():
+    # DPO's reference pass runs the policy under disable_adapter(): the fold must step aside there
+    ref, model = _tiny_lora(), _tiny_lora()
+    fold_lora_layers(model)
+    with torch.no_grad():
+        on = model(input_ids=IDS).logits
+        with model.disable_adapter(), ref.disable_adapter():
+            off, off_ref = model(input_ids=IDS).logits, ref(input_ids=IDS).logits
+        again = model(input_ids=IDS).logits
+    torch.testing.assert_close(off, off_ref, rtol=1e-5, atol=1e-5)
+    assert float((on - off).abs().max()) > 1e-3  # the adapter does change the output
+    torch.testing.assert_close(again, on)
+
+
 def test_layers_that_cannot_be_folded_are_named():
     with pytest.raises(ValueError, match=r"q_proj.*lora_dropout is not 0"):
         fold_lora_layers(_tiny_lora(dropout=0.1))

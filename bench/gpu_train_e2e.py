@@ -505,6 +505,20 @@ SCALE_CONFIGS = {
             "checkpoint_layers": "none",
             "liger": "on",
             "qlora": "off",
+            "fold_lora": "off",  # as measured before the fold existed
+        },
+    ),
+    # the same with LoRA-B folded into the base GEMM (training/lora_fold.py; fold_lora auto is on with CUDA)
+    "packed_compile_fold": (
+        "trainer",
+        {
+            "packing": "on",
+            "compile": "on",
+            "activation_memory_budget": 0.8,
+            "checkpoint_layers": "none",
+            "liger": "on",
+            "qlora": "off",
+            "fold_lora": "on",
         },
     ),
     "packed_eager_ck8": (

@@ -61,6 +61,9 @@ def plan_phases(hp: TrainingConfig, n_pairs: int) -> tuple[list[str], dict[str, 
 
 # settings that change what is kept on disk, not the trained weights: a change reuses the trained adapter
 NOT_IN_WEIGHTS = frozenset({"keep_checkpoints", "max_val_rows"})  # max_val_rows acts on sft_val (data hash)
+# settings added after runs were trained, left out of the key while at their default: the runs made before they
+# existed keep their folders (and adapters); set to anything else, they are part of the key like any setting
+ADDED_LATER = {"fold_lora": "auto"}
 
 
 def prepare_run(
@@ -79,7 +82,9 @@ def prepare_run(
     sft_val = sft_val[: training.max_val_rows]
     hp = training.model_dump(mode="json")
     data_hash = _digest({"sft_train": sft_train, "sft_val": sft_val, "dpo_train": dpo_train if "dpo" in phases else []})
-    weights_hp = {k: v for k, v in hp.items() if k not in NOT_IN_WEIGHTS}
+    weights_hp = {
+        k: v for k, v in hp.items() if k not in NOT_IN_WEIGHTS and not (k in ADDED_LATER and v == ADDED_LATER[k])
+    }
     config_hash = _digest({"hp": weights_hp, "phases": phases, "trainer": TRAINER_VERSION})[:16]
     key = _digest(
         {

@@ -132,7 +132,9 @@ def run_sft(spec: dict, hp: TrainingConfig, run_dir: Path, tokenizer) -> dict:
         checkpoint_setting,
         compile_layers,
         compile_wanted,
+        FoldRefresh,
         disable_lora_input_cast,
+        fold_lora,
         load_base,
         trainable_counts,
         want,
@@ -189,6 +191,7 @@ def run_sft(spec: dict, hp: TrainingConfig, run_dir: Path, tokenizer) -> dict:
     )
     model = get_peft_model(model, lcfg)
     nocast = disable_lora_input_cast(model) if torch.cuda.is_available() else 0
+    folded = fold_lora(model, hp, qlora)
     compiled = compile_layers(model, hp, qlora)
     trainable, total = trainable_counts(model)
     common = _common_args(hp, out, lr=hp.lr, epochs=hp.epochs, n_rows=len(tok))
@@ -212,7 +215,7 @@ def run_sft(spec: dict, hp: TrainingConfig, run_dir: Path, tokenizer) -> dict:
         eval_dataset=val_ds,
         processing_class=tokenizer,
         curriculum=hp.curriculum,
-        callbacks=[ProgressCallback("sft", run_dir / "progress.jsonl")],
+        callbacks=[ProgressCallback("sft", run_dir / "progress.jsonl")] + ([FoldRefresh(folded)] if folded else []),
     )
     resume = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume)
@@ -236,6 +239,7 @@ def run_sft(spec: dict, hp: TrainingConfig, run_dir: Path, tokenizer) -> dict:
             "checkpointed_layers": ckpt,
             "liger": liger,
             "lora_input_cast_disabled": nocast,
+            "folded_lora_modules": len(folded.modules) if folded else 0,
             "compiled_layers": compiled,
             "activation_memory_budget": hp.activation_memory_budget if compiled else None,
             "compiled_graphs": graphs,

@@ -254,6 +254,38 @@ def compile_layers(model, hp: TrainingConfig, qlora: bool = False) -> int:
     return len(layers)
 
 
+def fold_wanted(hp: TrainingConfig, qlora: bool = False) -> bool:
+    """auto: on with CUDA and a bf16 base (the fold needs the base's nn.Linear weights, not NF4)."""
+    return want(hp.fold_lora, torch.cuda.is_available() and not qlora)
+
+
+def fold_lora(model, hp: TrainingConfig, qlora: bool = False):
+    """LoRA-B folded into the frozen base GEMM of every LoRA linear (distill_assets/training/lora_fold.py):
+    one GEMM ``[x | s x A^T] @ [W | B]^T`` per module instead of PEFT's three matmuls and an add. Returns the
+    ``FoldedLoRA`` handle (its B mirrors must follow every optimizer step: ``FoldRefresh``), or None when off."""
+    if not fold_wanted(hp, qlora):
+        return None
+    if qlora:
+        raise RuntimeError("fold_lora: on needs a bf16/fp32 base (not the 4-bit QLoRA one)")
+    from distill_assets.training.lora_fold import fold_lora_layers
+
+    return fold_lora_layers(model)
+
+
+class FoldRefresh(TrainerCallback):
+    """Mirror the LoRA B weights into the folded ``[W | B]`` buffers at the start of training (after a resumed
+    checkpoint's weights are loaded) and after every optimizer step."""
+
+    def __init__(self, folded):
+        self.folded = folded
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.folded.refresh()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.folded.refresh()
+
+
 def trainable_counts(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

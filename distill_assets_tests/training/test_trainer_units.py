@@ -8,7 +8,14 @@ import torch
 
 from distill_assets.config import TrainingConfig
 from distill_assets.training.data import CurriculumSampler, SpanWeightCollator, tokenise_sft
-from distill_assets.training.launch import plan_phases, prepare_run, training_command
+from distill_assets.training.launch import (
+    NOT_IN_WEIGHTS,
+    TRAINER_VERSION,
+    _digest,
+    plan_phases,
+    prepare_run,
+    training_command,
+)
 
 
 def test_curriculum_goes_easy_to_hard_every_epoch_and_is_reproducible():
@@ -159,6 +166,22 @@ def test_run_folder_is_keyed_by_data_and_config(tmp_path, plan_rows, smollm2_dir
         tmp_path, "plan_generation", smollm2_dir, hp, plan_rows["sft"][:-1], [], plan_rows["dpo"]
     )
     assert len({a, other_hp, other_rows}) == 3
+    # a setting added later (fold_lora) keeps the key of the runs made before it while at its default
+    weights = {k: v for k, v in hp.model_dump(mode="json").items() if k not in NOT_IN_WEIGHTS and k != "fold_lora"}
+    assert (
+        json.loads((a / "spec.json").read_text())["config_hash"]
+        == _digest({"hp": weights, "phases": ["sft", "dpo"], "trainer": TRAINER_VERSION})[:16]
+    )
+    fold_off, _ = prepare_run(
+        tmp_path,
+        "plan_generation",
+        smollm2_dir,
+        hp.model_copy(update={"fold_lora": "off"}),
+        plan_rows["sft"],
+        [],
+        plan_rows["dpo"],
+    )
+    assert fold_off != a
     assert json.loads((a / "spec.json").read_text())["run_key"] == a.name
     assert plan_phases(hp, 0) == (["sft"], {"dpo": "no DPO pairs in the train split"})
     assert training_command(a, 1)[1:3] == ["-m", "distill_assets.training.run"]

@@ -207,6 +207,31 @@ def test_compiled_layers_train_to_the_same_losses_as_eager(trained, tmp_path, sm
     assert compiled["losses"] == pytest.approx(eager["phase_results"]["sft"]["losses"], rel=2e-3)
 
 
+def test_folded_lora_trains_to_the_same_losses_and_adapter_as_peft(trained, tmp_path, smollm2_dir, plan_rows):
+    """`fold_lora: on` (LoRA-B folded into the base GEMM, forced here on CPU, fp32) is an optimisation only: the
+    fixture's SFT run (fold off: auto on a CPU) computes the same losses, and the saved adapter loads onto the
+    base and gives the same output as the unfolded run's; the B mirrors followed all 8 optimizer steps."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _, eager, _ = trained
+    sft = plan_rows["sft"][:2] * 4
+    hp = _hp(dpo=False, fold_lora="on")
+    fold_dir, _ = prepare_run(tmp_path, "plan_generation", smollm2_dir, hp, sft, plan_rows["sft"][2:], [])
+    folded = launch(fold_dir, num_processes=1)["phase_results"]["sft"]
+    ref = eager["phase_results"]["sft"]
+    assert folded["folded_lora_modules"] == 30 * 7 and ref["folded_lora_modules"] == 0  # SmolLM2: 30 layers
+    assert folded["losses"] == pytest.approx(ref["losses"], rel=1e-3)
+    assert folded["losses"][-1] < 0.7 * folded["losses"][0]
+    ids = torch.tensor([[1, 42, 7, 300, 9, 12]])
+    outs = []
+    for d in (fold_dir / "sft" / "final", run_dir / "sft" / "final"):
+        base = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+        with torch.no_grad():
+            outs.append(PeftModel.from_pretrained(base, str(d)).eval()(input_ids=ids).logits)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=2e-3)
+
+
 def test_packed_sft_trains_on_every_real_token_and_no_padding(tmp_path, smollm2_dir, plan_rows):
     """`packing: on` (forced here on CPU): the rows go packed, several to a batch, through TRL's padding-free
     collator; the trainer counts exactly the rows' tokens (nothing padded) and the loss falls."""

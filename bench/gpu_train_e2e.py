@@ -637,6 +637,7 @@ def scale(
                     "grad_accum",
                     "compiled_layers",
                     "compiled_graphs",
+                    "folded_lora_modules",
                     "checkpointed_layers",
                     "liger",
                     "qlora",

@@ -141,6 +141,12 @@ def fold_lora_layers(model, adapter: str = "default") -> FoldedLoRA:
         m._fold_scale = float(m.scaling[adapter])
         m._fold_peft_forward = m.forward
         m.forward = types.MethodType(_folded_forward, m)
+    # DDP would broadcast every buffer from rank 0 before each forward (its default, and the HF Trainer's): the
+    # [W | B] buffers hold the whole base, and each rank builds its own from the same weights and its own B (kept
+    # equal by the gradient all-reduce), so DDP is told to leave them alone
+    names = [f"{name}._fold_wc" if name else "_fold_wc" for name, _ in mods]
+    ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", []))
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored + names)
     handle = FoldedLoRA([m for _, m in mods])
     handle.refresh()
     if torch.cuda.is_available():

@@ -73,6 +73,9 @@ def test_folded_model_gives_peft_loss_and_gradients_and_keeps_them_across_steps(
     m0 = handle.modules[0]
     assert m0.base_layer.weight.data_ptr() == m0._fold_wc.data_ptr()
     assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    # DDP must not broadcast the [W | B] buffers (the whole base) before every forward
+    folded_buffers = {n for n, _ in model.named_buffers() if n.endswith("_fold_wc")}
+    assert len(folded_buffers) == 14 and set(model._ddp_params_and_buffers_to_ignore) == folded_buffers
 
     opt_r = torch.optim.AdamW([p for p in ref.parameters() if p.requires_grad], lr=1e-2)
     opt_m = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)

@@ -493,49 +493,26 @@ def varlen_check() -> dict:
 
 
 _DPO = {"packing": "on", "compile": "off", "checkpoint_layers": 8, "liger": "on", "qlora": "off", "dpo": True}
+_COMPILED = {
+    "packing": "on",
+    "compile": "on",
+    "activation_memory_budget": 0.8,
+    "checkpoint_layers": "none",
+    "liger": "on",
+    "qlora": "off",
+    "fold_lora": "off",  # as measured before the fold existed
+}
 SCALE_CONFIGS = {
     # name: (kind, hp overrides)
     "trl_default": ("baseline", {}),
-    "packed_compile": (
-        "trainer",
-        {
-            "packing": "on",
-            "compile": "on",
-            "activation_memory_budget": 0.8,
-            "checkpoint_layers": "none",
-            "liger": "on",
-            "qlora": "off",
-            "fold_lora": "off",  # as measured before the fold existed
-        },
-    ),
+    "packed_compile": ("trainer", _COMPILED),
     # the same with LoRA-B folded into the base GEMM (training/lora_fold.py; fold_lora auto is on with CUDA)
-    "packed_compile_fold": (
-        "trainer",
-        {
-            "packing": "on",
-            "compile": "on",
-            "activation_memory_budget": 0.8,
-            "checkpoint_layers": "none",
-            "liger": "on",
-            "qlora": "off",
-            "fold_lora": "on",
-        },
-    ),
+    "packed_compile_fold": ("trainer", {**_COMPILED, "fold_lora": "on"}),
     "packed_eager_ck8": (
         "trainer",
-        {"packing": "on", "compile": "off", "checkpoint_layers": 8, "liger": "on", "qlora": "off"},
+        {"packing": "on", "compile": "off", "checkpoint_layers": 8, "liger": "on", "qlora": "off", "fold_lora": "off"},
     ),
-    "padded_compile": (
-        "trainer",
-        {
-            "packing": "off",
-            "compile": "on",
-            "activation_memory_budget": 0.8,
-            "checkpoint_layers": "none",
-            "liger": "on",
-            "qlora": "off",
-        },
-    ),
+    "padded_compile": ("trainer", {**_COMPILED, "packing": "off"}),
     "qlora_packed": (
         "trainer",
         {"packing": "on", "compile": "off", "checkpoint_layers": "all", "liger": "on", "qlora": "on"},

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distill_assets.training.fp8 import FP8FrozenLinear, fp8_base_layers, fp8_unsupported_reason
+from distill_assets_tests.training.tiny import tiny_lora
 
 
 def _roundtrip_rows(t: torch.Tensor, dtype=torch.float8_e4m3fn) -> torch.Tensor:
@@ -62,28 +63,7 @@ def test_bias_and_unknown_gradient_formats_are_refused():
 
 
 def _tiny_lora(seed=0):
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    model = LlamaForCausalLM(cfg)
-    torch.manual_seed(seed + 1)
-    lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lcfg)
-    with torch.no_grad():  # B non-zero, so A gets gradients too
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return model
+    return tiny_lora(seed, arch="llama", alpha=8)
 
 
 def _lora_grads(model, ids):

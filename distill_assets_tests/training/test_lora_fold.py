@@ -9,32 +9,11 @@ import pytest
 import torch
 
 from distill_assets.training.lora_fold import FoldedLoRAMatmul, fold_lora_layers
+from distill_assets_tests.training.tiny import tiny_lora
 
 
 def _tiny_lora(seed=0, dropout=0.0):
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=64,
-    )
-    model = Qwen3ForCausalLM(cfg)
-    torch.manual_seed(seed + 1)
-    lcfg = LoraConfig(r=4, lora_alpha=12, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lcfg)
-    with torch.no_grad():  # B non-zero, so A gets gradients too
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return model
+    return tiny_lora(seed, arch="qwen3", alpha=12, dropout=dropout)
 
 
 def _loss_and_grads(model, ids):
